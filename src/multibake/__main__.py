@@ -1,0 +1,3 @@
+from multibake.cli import main
+
+main()

@@ -1,0 +1,501 @@
+"""plan: Config → Plan, a pure function.
+
+Expands each family's matrix (product − exclude + include), resolves templates, tags, per-platform
+tags, platforms, parents and cache refs, and refuses anything ambiguous: duplicate references, unknown
+axes, cycles, children built for platforms their parent lacks. Same input, same plan, same order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from multibake import platforms as arch
+from multibake.config import CacheType, Family, KeyPath, Loaded, PerPlatformTags, TagRule
+from multibake.errors import UsageError, config_error, did_you_mean
+
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REPO_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TARGET_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_MAX_TAG = 128
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Meta:
+    """Facts about the checkout, resolved once per run so every cell (and every CI shard) agrees."""
+
+    created: str  # RFC 3339, from SOURCE_DATE_EPOCH or the commit time
+    revision: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cell:
+    """One image to build: a family at one point of its matrix."""
+
+    family: str
+    target: str
+    axes: Pairs
+    platforms: tuple[str, ...]
+    context: str  # relative to the config's directory, POSIX separators
+    dockerfile: str  # relative to the context
+    stage: str | None
+    image: str
+    args: Pairs
+    labels: Pairs
+    tags: tuple[str, ...]  # full references of the multi-arch index
+    platform_tags: tuple[tuple[str, tuple[str, ...]], ...]  # platform → single-platform references
+    parent: str | None  # target name of the parent cell
+    cache_from: tuple[str, ...]
+    cache_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FamilyPlan:
+    name: str
+    image: str
+    base: str | None
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    registry: str
+    families: tuple[FamilyPlan, ...]
+    cells: tuple[Cell, ...]
+    _by_target: dict[str, Cell] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_target.update((c.target, c) for c in self.cells)
+
+    def cell(self, target: str) -> Cell:
+        return self._by_target[target]
+
+    def ancestors(self, cell: Cell) -> Iterator[Cell]:
+        while cell.parent is not None:
+            cell = self._by_target[cell.parent]
+            yield cell
+
+
+# --- templates --------------------------------------------------------------------------------
+
+Template = tuple[str | tuple[str], ...]  # literal text, or (axis,) to substitute
+
+
+def _compile(text: str, axes: Sequence[str], loaded: Loaded, path: KeyPath) -> Template:
+    parts: list[str | tuple[str]] = []
+    pos = 0
+    for m in _TEMPLATE.finditer(text):
+        parts.append(text[pos : m.start()])
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            parts.append(token[0])
+        else:
+            name = m.group(1).strip()
+            if name not in axes:
+                known = ", ".join(axes) if axes else "none (the family has no matrix)"
+                hint = did_you_mean(name, axes)
+                raise config_error(
+                    loaded.loc(path),
+                    f"unknown axis {{{name}}} in {text!r}; axes: {known}",
+                    hint,
+                )
+            parts.append((name,))
+        pos = m.end()
+    parts.append(text[pos:])
+    return tuple(p for p in parts if p != "")
+
+
+def _render(template: Template, values: dict[str, str]) -> str:
+    return "".join(p if isinstance(p, str) else values[p[0]] for p in template)
+
+
+# --- matrix -----------------------------------------------------------------------------------
+
+
+def _as_set(value: str | list[str]) -> frozenset[str]:
+    return frozenset([value]) if isinstance(value, str) else frozenset(value)
+
+
+def _matches(cond: dict[str, frozenset[str]], values: dict[str, str]) -> bool:
+    return all(values.get(k) in v for k, v in cond.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _RawCell:
+    values: dict[str, str]
+    platforms: tuple[str, ...] | None
+    origin: KeyPath
+
+
+def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
+    base_path: KeyPath = ("images", name)
+    axes = list(fam.matrix)
+    cells: list[_RawCell] = []
+    if axes:
+        for combo in itertools.product(*fam.matrix.values()):
+            cells.append(_RawCell(dict(zip(axes, combo, strict=True)), None, (*base_path, "matrix")))
+    for i, entry in enumerate(fam.exclude):
+        path = (*base_path, "exclude", i)
+        unknown = [k for k in entry if k not in axes]
+        if unknown:
+            raise config_error(
+                loaded.loc((*path, unknown[0])), f"exclude names unknown axis {unknown[0]!r}",
+                did_you_mean(unknown[0], axes),
+            )
+        cond = {k: _as_set(v) for k, v in entry.items()}
+        before = len(cells)
+        cells = [c for c in cells if not _matches(cond, c.values)]
+        if len(cells) == before:
+            raise config_error(loaded.loc(path), "exclude matches no cell of the matrix (a typo in a value?)")
+    include_axes: list[str] | None = axes or None
+    for i, entry in enumerate(fam.include):
+        path = (*base_path, "include", i)
+        plats: tuple[str, ...] | None = None
+        values: dict[str, str] = {}
+        for k, v in entry.items():
+            if k == "platforms":
+                plats = _platform_list(v, loaded, (*path, "platforms"))
+            elif not isinstance(v, str):
+                raise config_error(loaded.loc((*path, k)), "an include value must be a single string")
+            else:
+                values[k] = v
+        if include_axes is None:
+            include_axes = list(values)
+        missing = [a for a in include_axes if a not in values]
+        extra = [k for k in values if k not in include_axes]
+        if extra:
+            raise config_error(
+                loaded.loc((*path, extra[0])), f"include names unknown axis {extra[0]!r}",
+                did_you_mean(extra[0], include_axes),
+            )
+        if missing:
+            raise config_error(loaded.loc(path), f"include must give every axis; missing {', '.join(missing)}")
+        ordered = {a: values[a] for a in include_axes}
+        dup = next((j for j, c in enumerate(cells) if c.values == ordered), None)
+        if dup is not None:
+            if plats is None:
+                raise config_error(loaded.loc(path), "include repeats a cell the matrix already has")
+            cells[dup] = _RawCell(ordered, plats, path)
+        else:
+            cells.append(_RawCell(ordered, plats, path))
+    if not axes and not fam.include:
+        cells.append(_RawCell({}, None, base_path))
+    return cells
+
+
+def _platform_list(value: str | list[str], loaded: Loaded, path: KeyPath) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    out: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            p = arch.normalize(item)
+        except ValueError as exc:
+            raise config_error(loaded.loc((*path, i)), str(exc)) from None
+        if p in out:
+            raise config_error(loaded.loc((*path, i)), f"platform {p} is listed twice")
+        out.append(p)
+    if not out:
+        raise config_error(loaded.loc(path), "platforms must not be empty")
+    return tuple(out)
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def target_name(family: str, values: Iterable[str]) -> str:
+    """A stable bake target name: ``alpine-s6-overlay-3_20-3_2_0_2``."""
+    return "-".join([_TARGET_UNSAFE.sub("_", family), *(_TARGET_UNSAFE.sub("_", v) for v in values)])
+
+
+def _is_host(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost"
+
+
+def image_name(registry: str, family: str, image: str | None) -> str:
+    if image is None:
+        return f"{registry.rstrip('/')}/{family}"
+    first = image.split("/", 1)[0]
+    return image if "/" in image and _is_host(first) else f"{registry.rstrip('/')}/{image}"
+
+
+def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
+    parts = ref.split("/")
+    repo = parts[1:] if len(parts) > 1 and _is_host(parts[0]) else parts
+    for comp in repo:
+        if not _REPO_PATH.fullmatch(comp):
+            raise config_error(
+                loaded.loc(path),
+                f"invalid repository name {ref!r}: component {comp!r} must be lowercase letters, digits and . _ -",
+            )
+
+
+def platform_tag(tag: str, platform: str, style: PerPlatformTags) -> str:
+    if style is PerPlatformTags.PREFIX:
+        return f"{arch.name(platform, arch.Scheme.BASHBREW)}-{tag}"
+    return f"{tag}-{arch.name(platform, arch.Scheme.SHORT)}"
+
+
+def _cache(loaded: Loaded, target: str, first_ref: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    cache = loaded.config.cache
+    mode = f"mode={cache.mode}"
+    if cache.type is CacheType.NONE:
+        return (), ()
+    if cache.type is CacheType.INLINE:
+        return (f"type=registry,ref={first_ref}",), ("type=inline",)
+    if cache.type is CacheType.GHA:
+        return (f"type=gha,scope={target}",), (f"type=gha,scope={target},{mode},ignore-error=true",)
+    if cache.type is CacheType.LOCAL:
+        folder = f"{cache.directory.rstrip('/')}/{target}"
+        return (f"type=local,src={folder}",), (f"type=local,dest={folder},{mode},ignore-error=true",)
+    repo = cache.repository or f"{loaded.config.registry.rstrip('/')}/buildcache"
+    tag = target if len(target) <= _MAX_TAG else target[:100] + "-" + hashlib.sha256(target.encode()).hexdigest()[:16]
+    ref = f"{repo}:{tag}"
+    return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},{mode},ignore-error=true",)
+
+
+# --- families in dependency order -------------------------------------------------------------
+
+
+def _family_order(loaded: Loaded) -> list[str]:
+    images = loaded.config.images
+    for name, fam in images.items():
+        if fam.base is not None and fam.base not in images:
+            raise config_error(
+                loaded.loc(("images", name, "base")), f"base {fam.base!r} is not a family in this file",
+                did_you_mean(fam.base, images),
+            )
+        if fam.base == name:
+            raise config_error(loaded.loc(("images", name, "base")), "a family cannot be its own base")
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " → ".join([*chain[chain.index(name) :], name])
+            raise config_error(loaded.loc(("images", name, "base")), f"base cycle: {cycle}")
+        state[name] = 1
+        base = images[name].base
+        if base is not None:
+            visit(base, [*chain, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in images:
+        visit(name, [])
+    return order
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+def plan(loaded: Loaded, meta: Meta) -> Plan:
+    """Expand ``loaded`` into every cell to build. Pure: reads no files, runs nothing."""
+    cfg = loaded.config
+    _check_image(cfg.registry, loaded, ("registry",))
+    default_platforms = _platform_list(list(cfg.platforms), loaded, ("platforms",))
+    cells: list[Cell] = []
+    families: list[FamilyPlan] = []
+    by_family: dict[str, list[Cell]] = {}
+    owners: dict[str, str] = {}  # every reference and name → who made it, to refuse collisions
+
+    def claim(key: str, who: str, path: KeyPath, what: str) -> None:
+        if key in owners and owners[key] != who:
+            raise config_error(loaded.loc(path), f"{what} {key!r} is produced by both {owners[key]} and {who}")
+        owners[key] = who
+
+    for name in _family_order(loaded):
+        fam = cfg.images[name]
+        fpath: KeyPath = ("images", name)
+        if _TARGET_UNSAFE.search(name):
+            raise config_error(loaded.loc(fpath), "family names may use only letters, digits, '-' and '_'")
+        image = image_name(cfg.registry, name, fam.image)
+        _check_image(image, loaded, (*fpath, "image") if fam.image else ("registry",))
+        raw = _expand(name, fam, loaded)
+        axes = list(raw[0].values) if raw else []
+        fam_platforms = _platform_list(list(fam.platforms), loaded, (*fpath, "platforms")) if fam.platforms else None
+
+        tmpl_args = [(k, _compile(v, axes, loaded, (*fpath, "args", k))) for k, v in fam.args.items()]
+        tmpl_labels = [(k, _compile(v, axes, loaded, (*fpath, "labels", k))) for k, v in fam.labels.items()]
+        tmpl_context = _compile(fam.context, axes, loaded, (*fpath, "context"))
+        tmpl_dockerfile = _compile(fam.dockerfile, axes, loaded, (*fpath, "dockerfile"))
+        rules = _tag_rules(name, fam, axes, loaded)
+        parent_cells = by_family.get(fam.base, []) if fam.base else []
+        parent_axes = [k for k, _ in parent_cells[0].axes] if parent_cells else []
+        shared = [a for a in axes if a in parent_axes]
+        parents_by_key: dict[tuple[str, ...], list[Cell]] = {}
+        for pc in parent_cells:
+            pv = dict(pc.axes)
+            parents_by_key.setdefault(tuple(pv[a] for a in shared), []).append(pc)
+
+        targets: list[str] = []
+        for rc in raw:
+            values = rc.values
+            target = target_name(name, values.values())
+            claim(target, f"images.{name} cell {_describe(values)}", rc.origin, "target name")
+            plats = rc.platforms or fam_platforms or default_platforms
+            tags: list[str] = []
+            for tmpl, when, tpath in rules:
+                if _matches(when, values):
+                    tag = _render(tmpl, values)
+                    if not _TAG.fullmatch(tag):
+                        raise config_error(
+                            loaded.loc(tpath), f"tag {tag!r} (cell {_describe(values)}) is not a valid tag: "
+                            "letters, digits, _ . - and at most 128 characters",
+                        )
+                    if tag not in tags:
+                        tags.append(tag)
+            if not tags:
+                raise config_error(loaded.loc((*fpath, "tags")), f"cell {_describe(values)} gets no tag")
+            refs = tuple(f"{image}:{t}" for t in tags)
+            per_platform: list[tuple[str, tuple[str, ...]]] = []
+            if cfg.per_platform_tags is not PerPlatformTags.NONE:
+                for p in plats:
+                    ptags = tuple(platform_tag(t, p, cfg.per_platform_tags) for t in tags)
+                    for pt in ptags:
+                        if len(pt) > _MAX_TAG:
+                            raise config_error(loaded.loc((*fpath, "tags")), f"per-platform tag {pt!r} is too long")
+                    per_platform.append((p, tuple(f"{image}:{t}" for t in ptags)))
+            who = f"images.{name} cell {_describe(values)}"
+            for ref in (*refs, *(r for _, rs in per_platform for r in rs)):
+                claim(ref, who, (*fpath, "tags"), "image reference")
+
+            parent = None
+            labels = _oci_labels(name, tags[0], meta, cfg.source)
+            if fam.base:
+                matches = parents_by_key.get(tuple(values[a] for a in shared), [])
+                bpath = (*fpath, "base")
+                if len(matches) != 1:
+                    on = f"on {', '.join(shared)}" if shared else "(no shared axes)"
+                    found = ", ".join(m.target for m in matches) if matches else "none"
+                    raise config_error(
+                        loaded.loc(rc.origin if rc.origin[-2:-1] == ("include",) else bpath),
+                        f"cell {_describe(values)} needs exactly one {fam.base} cell matching {on}; found {found}",
+                    )
+                parent_cell = matches[0]
+                missing = [p for p in plats if p not in parent_cell.platforms]
+                if missing:
+                    raise config_error(
+                        loaded.loc(rc.origin),
+                        f"cell {_describe(values)} is built for {', '.join(missing)} but its base "
+                        f"{parent_cell.target} is not",
+                    )
+                parent = parent_cell.target
+                labels["org.opencontainers.image.base.name"] = parent_cell.tags[0]
+            for k, t in tmpl_labels:
+                labels[k] = _render(t, values)
+            cache_from, cache_to = _cache(loaded, target, refs[0])
+            cell = Cell(
+                family=name,
+                target=target,
+                axes=tuple(values.items()),
+                platforms=plats,
+                context=_render(tmpl_context, values),
+                dockerfile=_render(tmpl_dockerfile, values),
+                stage=fam.target,
+                image=image,
+                args=tuple((k, _render(t, values)) for k, t in tmpl_args),
+                labels=tuple(sorted(labels.items())),
+                tags=refs,
+                platform_tags=tuple(per_platform),
+                parent=parent,
+                cache_from=cache_from,
+                cache_to=cache_to,
+            )
+            cells.append(cell)
+            targets.append(target)
+        by_family[name] = [c for c in cells if c.family == name]
+        claim(name, f"family {name}", fpath, "bake name")
+        families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))
+    return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells))
+
+
+def _describe(values: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in values.items()) + "}" if values else "{}"
+
+
+def _tag_rules(
+    name: str, fam: Family, axes: list[str], loaded: Loaded
+) -> list[tuple[Template, dict[str, frozenset[str]], KeyPath]]:
+    fpath: KeyPath = ("images", name)
+    if not fam.tags:
+        # no tags given: the axis values joined, or "latest" for a family without a matrix
+        default = "-".join(f"{{{a}}}" for a in axes) or "latest"
+        return [(_compile(default, axes, loaded, fpath), {}, fpath)]
+    rules: list[tuple[Template, dict[str, frozenset[str]], KeyPath]] = []
+    for i, rule in enumerate(fam.tags):
+        path = (*fpath, "tags", i)
+        text, when = (rule, {}) if isinstance(rule, str) else (rule.tag, rule.when)
+        if isinstance(rule, TagRule):
+            for k in when:
+                if k not in axes:
+                    raise config_error(
+                        loaded.loc((*path, "when", k)), f"when names unknown axis {k!r}", did_you_mean(k, axes)
+                    )
+        tpath = (*path, "tag") if isinstance(rule, TagRule) else path
+        rules.append((_compile(text, axes, loaded, tpath), {k: _as_set(v) for k, v in when.items()}, tpath))
+    return rules
+
+
+def _oci_labels(family: str, version: str, meta: Meta, source: str | None) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.title": family,
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.created": meta.created,
+    }
+    if meta.revision:
+        labels["org.opencontainers.image.revision"] = meta.revision
+    if source or meta.source:
+        labels["org.opencontainers.image.source"] = source or meta.source or ""
+    return labels
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def select(p: Plan, selectors: Sequence[str]) -> Plan:
+    """The cells that ``selectors`` pick, plus their ancestors (bake needs every target it refers to).
+
+    A selector is a family name, a target name or a glob on target names, optionally followed by
+    ``:axis=value[,axis=value]`` to narrow by matrix values (``alpine-s6-nodejs:node=22``).
+    """
+    if not selectors:
+        return p
+    names = [f.name for f in p.families] + [c.target for c in p.cells]
+    chosen: set[str] = set()
+    for sel in selectors:
+        pattern, _, filt = sel.partition(":")
+        conds: dict[str, str] = {}
+        for part in filter(None, filt.split(",")):
+            k, eq, v = part.partition("=")
+            if not eq:
+                raise UsageError(f"selector {sel!r}: expected axis=value after ':', got {part!r}")
+            conds[k.strip()] = v.strip()
+        hit = [
+            c for c in p.cells
+            if (not pattern or c.family == pattern or fnmatch.fnmatchcase(c.target, pattern))
+            and all(dict(c.axes).get(k) == v for k, v in conds.items())
+        ]
+        if not hit:
+            hint = did_you_mean(pattern, names) if pattern else None
+            raise UsageError(f"selector {sel!r} matches no cell" + (f"; {hint}" if hint else ""))
+        chosen.update(c.target for c in hit)
+    for c in p.cells:
+        if c.target in chosen:
+            chosen.update(a.target for a in p.ancestors(c))
+    cells = tuple(c for c in p.cells if c.target in chosen)
+    fams = tuple(
+        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in chosen))
+        for f in p.families
+        if any(t in chosen for t in f.targets)
+    )
+    return Plan(registry=p.registry, families=fams, cells=cells)

@@ -1,0 +1,71 @@
+"""Turning plans and results into text and JSON for people and scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multibake.plan import Plan
+
+PLAN_SCHEMA = "multibake.plan/v1"
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The stable ``plan --json`` document (documented in the README)."""
+    return {
+        "schema": PLAN_SCHEMA,
+        "registry": plan.registry,
+        "families": [
+            {"name": f.name, "image": f.image, "base": f.base, "targets": list(f.targets)} for f in plan.families
+        ],
+        "cells": [
+            {
+                "family": c.family,
+                "target": c.target,
+                "axes": dict(c.axes),
+                "platforms": list(c.platforms),
+                "context": c.context,
+                "dockerfile": c.dockerfile,
+                "stage": c.stage,
+                "args": dict(c.args),
+                "labels": dict(c.labels),
+                "tags": list(c.tags),
+                "platform_tags": {p: list(refs) for p, refs in c.platform_tags},
+                "parent": c.parent,
+                "cache_from": list(c.cache_from),
+                "cache_to": list(c.cache_to),
+            }
+            for c in plan.cells
+        ],
+    }
+
+
+def _short(ref: str) -> str:
+    return ref.rsplit(":", 1)[1]
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plan_table(plan: Plan) -> str:
+    from multibake.platforms import Scheme, name
+
+    rows = []
+    for c in plan.cells:
+        rows.append(
+            [
+                c.family,
+                c.target,
+                ",".join(name(p, Scheme.SHORT) for p in c.platforms),
+                " ".join(f"{k}={v}" for k, v in c.args) or "-",
+                ",".join(_short(t) for t in c.tags),
+                ",".join(_short(r) for _, refs in c.platform_tags for r in refs) or "-",
+                c.parent or "-",
+            ]
+        )
+    head = table(["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT"], rows)
+    images = sorted({c.image for c in plan.cells})
+    return head + f"\n{len(plan.cells)} cells in {len(plan.families)} families; images: {', '.join(images)}\n"
