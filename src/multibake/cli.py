@@ -33,7 +33,12 @@ _debug = False
 ConfigOpt = Annotated[
     Path,
     typer.Option(
-        "--config", "-c", envvar="MULTIBAKE_CONFIG", help="The matrix file.", show_default=True, dir_okay=False
+        "--config",
+        "-c",
+        envvar="MULTIBAKE_CONFIG",
+        help="The matrix file.",
+        show_default=True,
+        dir_okay=False,
     ),
 ]
 RegistryOpt = Annotated[
@@ -115,7 +120,8 @@ def hcl(
     config: ConfigOpt = DEFAULT_CONFIG,
     registry: RegistryOpt = None,
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="File to write; '-' for stdout. [default: docker-bake.hcl]")
+        str | None,
+        typer.Option("--output", "-o", help="File to write; '-' for stdout. [default: docker-bake.hcl]"),
     ] = None,
     fmt: Annotated[BakeFormat, typer.Option("--format", help="Bake file format.")] = BakeFormat.HCL,
 ) -> None:

@@ -60,7 +60,8 @@ class Cache(_Model):
 
     type: CacheType = CacheType.REGISTRY
     repository: str | None = Field(
-        default=None, description="registry cache: repository holding one tag per target (default <registry>/buildcache)"
+        default=None,
+        description="registry cache: repository holding one tag per target (default <registry>/buildcache)",
     )
     directory: str = Field(default=".multibake/cache", description="local cache: directory, one folder per target")
     mode: Literal["min", "max"] = "max"
@@ -182,7 +183,10 @@ def _to_data(node: yaml.Node, path: KeyPath, positions: Positions, file: str) ->
                 raise config_error(loc, "YAML merge keys (<<) are not supported; write the keys out")
             if key in out:
                 loc = Location(
-                    file, key_node.start_mark.line + 1, key_node.start_mark.column + 1, format_path((*path, key))
+                    file,
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                    format_path((*path, key)),
                 )
                 raise config_error(loc, f"duplicate key {key!r}")
             out[key] = _to_data(value_node, (*path, key), positions, file)
@@ -259,28 +263,31 @@ def validate(data: Any, file: str, positions: Positions) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first_loc = _clean_loc(errors[0]["loc"])
-        same = [e for e in errors if _clean_loc(e["loc"])[: len(first_loc) - 1] == first_loc[:-1]]
-        err = _pick_error(same)
-        path = _clean_loc(err["loc"])
-        line, col = _nearest(positions, path)
-        loc = Location(file, line, col, format_path(path))
-        if err["type"] == "extra_forbidden":
-            key = str(path[-1])
-            owner = _model_for(path[:-1])
-            hint = did_you_mean(key, owner.model_fields) if owner else None
-            allowed = ", ".join(owner.model_fields) if owner else ""
-            raise config_error(loc, f"unknown key {key!r}", hint or (f"allowed keys: {allowed}" if allowed else None))
-        if err["type"] == "missing":
-            parent = path[:-1]
-            pline, pcol = _nearest(positions, parent)
-            raise config_error(
-                Location(file, pline, pcol, format_path(path)), f"required key {path[-1]!r} is missing"
-            )
-        if err["type"] == "enum":
-            raise config_error(loc, f"{err['input']!r} is not one of: {err['ctx']['expected']}")
-        raise config_error(loc, _validation_message(err))
+        raise _config_error(exc, file, positions) from None
+
+
+def _config_error(exc: ValidationError, file: str, positions: Positions) -> ConfigError:
+    """The first validation problem as one clear line (pydantic's own text is for developers)."""
+    errors = exc.errors()
+    first_loc = _clean_loc(errors[0]["loc"])
+    same = [e for e in errors if _clean_loc(e["loc"])[: len(first_loc) - 1] == first_loc[:-1]]
+    err = _pick_error(same)
+    path = _clean_loc(err["loc"])
+    line, col = _nearest(positions, path)
+    loc = Location(file, line, col, format_path(path))
+    if err["type"] == "extra_forbidden":
+        key = str(path[-1])
+        owner = _model_for(path[:-1])
+        hint = did_you_mean(key, owner.model_fields) if owner else None
+        allowed = ", ".join(owner.model_fields) if owner else ""
+        return config_error(loc, f"unknown key {key!r}", hint or (f"allowed keys: {allowed}" if allowed else None))
+    if err["type"] == "missing":
+        parent = path[:-1]
+        pline, pcol = _nearest(positions, parent)
+        return config_error(Location(file, pline, pcol, format_path(path)), f"required key {path[-1]!r} is missing")
+    if err["type"] == "enum":
+        return config_error(loc, f"{err['input']!r} is not one of: {err['ctx']['expected']}")
+    return config_error(loc, _validation_message(err))
 
 
 def _nearest(positions: Positions, path: KeyPath) -> tuple[int, int]:
@@ -313,9 +320,7 @@ def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
         elif env_registry:
             data["registry"], source = env_registry, f"${REGISTRY_ENV}"
     config = validate(data, file, positions)
-    return Loaded(
-        config=config, file=file, root=p.resolve().parent, positions=positions, registry_source=source
-    )
+    return Loaded(config=config, file=file, root=p.resolve().parent, positions=positions, registry_source=source)
 
 
 def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
@@ -335,6 +340,4 @@ def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
                 loaded.loc(("images", family, "context")), f"build context {context!r} is not a directory"
             )
         if not (ctx / dockerfile).is_file():
-            raise config_error(
-                loaded.loc(("images", family, "dockerfile")), f"no Dockerfile at {context}/{dockerfile}"
-            )
+            raise config_error(loaded.loc(("images", family, "dockerfile")), f"no Dockerfile at {context}/{dockerfile}")

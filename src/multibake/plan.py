@@ -1,6 +1,6 @@
 """plan: Config → Plan, a pure function.
 
-Expands each family's matrix (product − exclude + include), resolves templates, tags, per-platform
+Expands each family's matrix (product minus exclude plus include), resolves templates, tags, per-platform
 tags, platforms, parents and cache refs, and refuses anything ambiguous: duplicate references, unknown
 axes, cycles, children built for platforms their parent lacks. Same input, same plan, same order.
 """
@@ -53,8 +53,23 @@ class Cell:
     tags: tuple[str, ...]  # full references of the multi-arch index
     platform_tags: tuple[tuple[str, tuple[str, ...]], ...]  # platform → single-platform references
     parent: str | None  # target name of the parent cell
+    base_context: str | None  # bake target the child's `FROM base` resolves to (the parent or a view)
     cache_from: tuple[str, ...]
     cache_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class View:
+    """A parent cell narrowed to a child's platforms.
+
+    Bake refuses a ``target:`` context built for other platforms than the child, so a child with
+    fewer platforms than its parent gets the parent through a view: same build, fewer platforms,
+    no tags, nothing pushed, no cache export (one cache ref has one writer).
+    """
+
+    target: str
+    parent: str
+    platforms: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -70,6 +85,7 @@ class Plan:
     registry: str
     families: tuple[FamilyPlan, ...]
     cells: tuple[Cell, ...]
+    views: tuple[View, ...] = ()
     _by_target: dict[str, Cell] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -147,7 +163,8 @@ def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
         unknown = [k for k in entry if k not in axes]
         if unknown:
             raise config_error(
-                loaded.loc((*path, unknown[0])), f"exclude names unknown axis {unknown[0]!r}",
+                loaded.loc((*path, unknown[0])),
+                f"exclude names unknown axis {unknown[0]!r}",
                 did_you_mean(unknown[0], axes),
             )
         cond = {k: _as_set(v) for k, v in entry.items()}
@@ -173,7 +190,8 @@ def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
         extra = [k for k in values if k not in include_axes]
         if extra:
             raise config_error(
-                loaded.loc((*path, extra[0])), f"include names unknown axis {extra[0]!r}",
+                loaded.loc((*path, extra[0])),
+                f"include names unknown axis {extra[0]!r}",
                 did_you_mean(extra[0], include_axes),
             )
         if missing:
@@ -269,7 +287,8 @@ def _family_order(loaded: Loaded) -> list[str]:
     for name, fam in images.items():
         if fam.base is not None and fam.base not in images:
             raise config_error(
-                loaded.loc(("images", name, "base")), f"base {fam.base!r} is not a family in this file",
+                loaded.loc(("images", name, "base")),
+                f"base {fam.base!r} is not a family in this file",
                 did_you_mean(fam.base, images),
             )
         if fam.base == name:
@@ -306,6 +325,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
     cells: list[Cell] = []
     families: list[FamilyPlan] = []
     by_family: dict[str, list[Cell]] = {}
+    views: dict[str, View] = {}
     owners: dict[str, str] = {}  # every reference and name → who made it, to refuse collisions
 
     def claim(key: str, who: str, path: KeyPath, what: str) -> None:
@@ -349,7 +369,8 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                     tag = _render(tmpl, values)
                     if not _TAG.fullmatch(tag):
                         raise config_error(
-                            loaded.loc(tpath), f"tag {tag!r} (cell {_describe(values)}) is not a valid tag: "
+                            loaded.loc(tpath),
+                            f"tag {tag!r} (cell {_describe(values)}) is not a valid tag: "
                             "letters, digits, _ . - and at most 128 characters",
                         )
                     if tag not in tags:
@@ -369,7 +390,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             for ref in (*refs, *(r for _, rs in per_platform for r in rs)):
                 claim(ref, who, (*fpath, "tags"), "image reference")
 
-            parent = None
+            parent = base_context = None
             labels = _oci_labels(name, tags[0], meta, cfg.source)
             if fam.base:
                 matches = parents_by_key.get(tuple(values[a] for a in shared), [])
@@ -390,6 +411,12 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                         f"{parent_cell.target} is not",
                     )
                 parent = parent_cell.target
+                base_context = parent
+                if plats != parent_cell.platforms:
+                    base_context = _view_name(parent, plats)
+                    if base_context not in views:
+                        views[base_context] = View(target=base_context, parent=parent, platforms=plats)
+                        claim(base_context, f"a view of {parent}", rc.origin, "target name")
                 labels["org.opencontainers.image.base.name"] = parent_cell.tags[0]
             for k, t in tmpl_labels:
                 labels[k] = _render(t, values)
@@ -408,6 +435,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 tags=refs,
                 platform_tags=tuple(per_platform),
                 parent=parent,
+                base_context=base_context,
                 cache_from=cache_from,
                 cache_to=cache_to,
             )
@@ -416,7 +444,11 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
         by_family[name] = [c for c in cells if c.family == name]
         claim(name, f"family {name}", fpath, "bake name")
         families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))
-    return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells))
+    return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells), views=tuple(views.values()))
+
+
+def _view_name(parent: str, plats: tuple[str, ...]) -> str:
+    return f"{parent}--" + "-".join(arch.name(p, arch.Scheme.SHORT) for p in plats)
 
 
 def _describe(values: dict[str, str]) -> str:
@@ -439,7 +471,9 @@ def _tag_rules(
             for k in when:
                 if k not in axes:
                     raise config_error(
-                        loaded.loc((*path, "when", k)), f"when names unknown axis {k!r}", did_you_mean(k, axes)
+                        loaded.loc((*path, "when", k)),
+                        f"when names unknown axis {k!r}",
+                        did_you_mean(k, axes),
                     )
         tpath = (*path, "tag") if isinstance(rule, TagRule) else path
         rules.append((_compile(text, axes, loaded, tpath), {k: _as_set(v) for k, v in when.items()}, tpath))
@@ -481,7 +515,8 @@ def select(p: Plan, selectors: Sequence[str]) -> Plan:
                 raise UsageError(f"selector {sel!r}: expected axis=value after ':', got {part!r}")
             conds[k.strip()] = v.strip()
         hit = [
-            c for c in p.cells
+            c
+            for c in p.cells
             if (not pattern or c.family == pattern or fnmatch.fnmatchcase(c.target, pattern))
             and all(dict(c.axes).get(k) == v for k, v in conds.items())
         ]
@@ -493,9 +528,11 @@ def select(p: Plan, selectors: Sequence[str]) -> Plan:
         if c.target in chosen:
             chosen.update(a.target for a in p.ancestors(c))
     cells = tuple(c for c in p.cells if c.target in chosen)
+    used = {c.base_context for c in cells}
+    views = tuple(v for v in p.views if v.target in used)
     fams = tuple(
         FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in chosen))
         for f in p.families
         if any(t in chosen for t in f.targets)
     )
-    return Plan(registry=p.registry, families=fams, cells=cells)
+    return Plan(registry=p.registry, families=fams, cells=cells, views=views)

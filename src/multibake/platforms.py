@@ -89,8 +89,7 @@ ARCHES: dict[str, Arch] = {a.oci: a for a in _TABLE}
 # Unambiguous spellings → OCI platform. Built from the table, minus names that mean different
 # architectures in different ecosystems (see _AMBIGUOUS).
 _AMBIGUOUS: dict[str, str] = {
-    "armhf": "'armhf' is arm/v7 on Debian but arm/v6 on Alpine and in s6-overlay; "
-    "write linux/arm/v7 or linux/arm/v6",
+    "armhf": "'armhf' is arm/v7 on Debian but arm/v6 on Alpine and in s6-overlay; write linux/arm/v7 or linux/arm/v6",
     "arm": "'arm' alone names no variant; write linux/arm/v7 or linux/arm/v6",
     "linux/arm": "'linux/arm' names no variant; write linux/arm/v7 or linux/arm/v6",
 }
