@@ -149,6 +149,153 @@ def schema() -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
+class Progress(StrEnum):
+    AUTO = "auto"
+    PLAIN = "plain"
+    TTY = "tty"
+
+
+def _echo_for(progress: Progress, quiet: bool) -> Any:
+    """Where buildx's lines go: stderr, condensed through rich on a terminal, verbatim otherwise."""
+    tty = progress is Progress.TTY or (progress is Progress.AUTO and sys.stderr.isatty())
+    if quiet:
+        return lambda line: None
+    if not tty:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+
+    def echo(line: str) -> None:
+        # on a terminal show step headers, errors and multibake's own lines; the full log is in CI mode
+        if line.startswith("multibake:") or " ERROR" in line or line.startswith("ERROR"):
+            console.print(line, style="bold red" if "ERROR" in line else "yellow", markup=False)
+        elif line.startswith("#") and "[" in line:
+            console.print(line, style="dim", markup=False)
+
+    return echo
+
+
+@app.command()
+def build(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="Build only these platforms (repeatable).")
+    ] = None,
+    push: Annotated[bool, typer.Option("--push", help="Push multi-arch images to the registry.")] = False,
+    load: Annotated[bool, typer.Option("--load", help="Load images into the local image store.")] = False,
+    output: Annotated[str | None, typer.Option("--output", help="A buildx output spec for every cell.")] = None,
+    builder: Annotated[str | None, typer.Option("--builder", help="The buildx builder to use.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a target value: target.key=value (repeatable).")
+    ] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Build every other cell when one fails.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the bake file and command, build nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (shape in the README).")] = False,
+    progress: Annotated[Progress, typer.Option("--progress", help="How to show buildx output.")] = Progress.AUTO,
+) -> int:
+    """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
+    from multibake import bake, publish, report
+    from multibake import hcl as render
+    from multibake import plan as planner
+    from multibake import platforms as arch
+
+    modes = [m for m, on in ((bake.Mode.PUSH, push), (bake.Mode.LOAD, load), (bake.Mode.OUTPUT, output)) if on]
+    if len(modes) > 1:
+        raise UsageError("choose one of --push, --load and --output")
+    mode = modes[0] if modes else bake.Mode.CACHE
+    sets: dict[str, str] = {}
+    for item in set_ or []:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise UsageError(f"--set {item!r}: expected target.key=value")
+        sets[key] = value
+    loaded, p = load_plan(config, registry, selectors)
+    if platform:
+        wanted = []
+        for spelling in platform:
+            try:
+                wanted.append(arch.normalize(spelling))
+            except ValueError as exc:
+                raise UsageError(f"--platform {spelling}: {exc}") from None
+        if mode is bake.Mode.PUSH:
+            raise UsageError(
+                "--platform with --push would publish multi-arch tags missing platforms; "
+                "build all planned platforms, or build without --push"
+            )
+        p = planner.restrict(p, wanted)
+        if not p.cells:
+            raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
+    workdir = loaded.root / ".multibake" / "build"
+    workdir.mkdir(parents=True, exist_ok=True)
+    bake_file = workdir / "docker-bake.hcl"
+    bake_file.write_text(render.render_hcl(p, Path(loaded.file).name, staged=mode is bake.Mode.PUSH), encoding="utf-8")
+    req = bake.Request(
+        bake_file=bake_file,
+        root=loaded.root,
+        mode=mode,
+        output=output,
+        sets=sets,
+        builder=builder,
+        keep_going=keep_going,
+    )
+    if dry_run:
+        typer.echo(bake_file.read_text(encoding="utf-8"))
+        argv = bake.command_line(p, req, [c.target for c in p.cells])
+        typer.echo(f"# cd {loaded.root} && " + " ".join(argv))
+        return 0
+    docker = bake.docker_client()
+    info = bake.inspect_builder(docker, builder)
+    typer.echo(
+        f"buildx {info.buildx_version}, builder {info.name} ({info.driver}), platforms: {', '.join(info.platforms)}",
+        err=True,
+    )
+    bake.check_builder(info, p)
+    retry = loaded.config.retry
+    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
+    echo = _echo_for(progress, quiet=False)
+    result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
+    problems = 0
+    if mode is bake.Mode.PUSH:
+        published = publish.promote(docker, p, result, policy=policy, echo=echo, partial=keep_going)
+        checks = {
+            c.ref: c
+            for c in publish.verify(
+                docker,
+                p.__class__(
+                    registry=p.registry,
+                    families=p.families,
+                    cells=tuple(c for c in p.cells if c.target in published.promoted),
+                ),
+                policy,
+                echo,
+            )
+        }
+        for cell in result.cells:
+            if cell.target in published.held_back and cell.status == "built":
+                cell.status, cell.error = "staged", published.held_back[cell.target]
+            elif cell.target in published.promoted:
+                cell.status = "published"
+                first = checks.get(cell.tags[0])
+                if first is not None:
+                    cell.platform_digests = dict(first.platforms_digests)
+        bad = [c for c in checks.values() if not c.ok]
+        for c in bad:
+            typer.echo(
+                f"multibake: verify: {c.ref}: missing {', '.join(c.missing) or '-'}, extra "
+                f"{', '.join(c.extra) or '-'}{': ' + c.error if c.error else ''}",
+                err=True,
+            )
+        problems = len(bad) + len(published.held_back)
+    if as_json:
+        typer.echo(json.dumps(report.build_json(result), indent=2))
+    else:
+        typer.echo(report.build_table(result), nl=False)
+    return 0 if result.ok and not problems else 1
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; every error is turned into a message here, once."""
     try:

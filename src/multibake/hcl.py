@@ -44,8 +44,11 @@ def _map(pairs: Iterable[tuple[str, str]], indent: str) -> list[str]:
     return lines
 
 
-def target_attrs(cell: Cell) -> dict[str, Any]:
-    """A target's bake attributes, shared by the HCL and JSON renderings (and the tests' oracle)."""
+def target_attrs(cell: Cell, staged: bool = False) -> dict[str, Any]:
+    """A target's bake attributes, shared by the HCL and JSON renderings (and the tests' oracle).
+
+    ``staged`` tags the image with its private staging reference only (what ``build --push`` pushes).
+    """
     attrs: dict[str, Any] = {
         "context": cell.context,
         "dockerfile": cell.dockerfile,
@@ -58,7 +61,7 @@ def target_attrs(cell: Cell) -> dict[str, Any]:
     if cell.args:
         attrs["args"] = dict(cell.args)
     attrs["labels"] = dict(cell.labels)
-    attrs["tags"] = list(cell.tags)
+    attrs["tags"] = [cell.staging] if staged else list(cell.tags)
     if cell.cache_from:
         attrs["cache-from"] = list(cell.cache_from)
     if cell.cache_to:
@@ -77,29 +80,30 @@ def view_attrs(view: View) -> dict[str, Any]:
     }
 
 
-def _targets(plan: Plan) -> list[tuple[str, dict[str, Any]]]:
+def _targets(plan: Plan, staged: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """Targets in plan order, each view right after the parent it narrows."""
     views: dict[str, list[View]] = {}
     for v in plan.views:
         views.setdefault(v.parent, []).append(v)
     out: list[tuple[str, dict[str, Any]]] = []
     for cell in plan.cells:
-        out.append((cell.target, target_attrs(cell)))
+        out.append((cell.target, target_attrs(cell, staged)))
         out += [(v.target, view_attrs(v)) for v in views.get(cell.target, [])]
     return out
 
 
 def groups(plan: Plan) -> list[tuple[str, list[str]]]:
     out = [("default", [f.name for f in plan.families])]
-    out += [(f.name, list(f.targets)) for f in plan.families]
+    # a family without a matrix has one target named like the family: it needs no group of its own
+    out += [(f.name, list(f.targets)) for f in plan.families if list(f.targets) != [f.name]]
     return out
 
 
-def render_hcl(plan: Plan, source: str = "platforms.yaml") -> str:
+def render_hcl(plan: Plan, source: str = "platforms.yaml", staged: bool = False) -> str:
     lines = [HEADER.format(source=source).rstrip("\n")]
     for name, targets in groups(plan):
         lines += ["", f"group {_q(name)} {{", f"  targets = {_list(targets)}", "}"]
-    for name, attrs in _targets(plan):
+    for name, attrs in _targets(plan, staged):
         lines += ["", f"target {_q(name)} {{"]
         width = max(len(k) for k in attrs)
         for key, value in attrs.items():

@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from multibake import platforms as arch
 from multibake.config import CacheType, Family, KeyPath, Loaded, PerPlatformTags, TagRule
@@ -51,6 +51,7 @@ class Cell:
     args: Pairs
     labels: Pairs
     tags: tuple[str, ...]  # full references of the multi-arch index
+    staging: str  # private tag a push lands on first; public tags are pointed at it once it is complete
     platform_tags: tuple[tuple[str, tuple[str, ...]], ...]  # platform → single-platform references
     parent: str | None  # target name of the parent cell
     base_context: str | None  # bake target the child's `FROM base` resolves to (the parent or a view)
@@ -274,8 +275,7 @@ def _cache(loaded: Loaded, target: str, first_ref: str) -> tuple[tuple[str, ...]
         folder = f"{cache.directory.rstrip('/')}/{target}"
         return (f"type=local,src={folder}",), (f"type=local,dest={folder},{mode},ignore-error=true",)
     repo = cache.repository or f"{loaded.config.registry.rstrip('/')}/buildcache"
-    tag = target if len(target) <= _MAX_TAG else target[:100] + "-" + hashlib.sha256(target.encode()).hexdigest()[:16]
-    ref = f"{repo}:{tag}"
+    ref = f"{repo}:{_bounded_tag(target)}"
     return (f"type=registry,ref={ref}",), (f"type=registry,ref={ref},{mode},ignore-error=true",)
 
 
@@ -421,6 +421,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             for k, t in tmpl_labels:
                 labels[k] = _render(t, values)
             cache_from, cache_to = _cache(loaded, target, refs[0])
+            staging = f"{image}:{_bounded_tag('multibake-staging-' + target)}"
             cell = Cell(
                 family=name,
                 target=target,
@@ -433,6 +434,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 args=tuple((k, _render(t, values)) for k, t in tmpl_args),
                 labels=tuple(sorted(labels.items())),
                 tags=refs,
+                staging=staging,
                 platform_tags=tuple(per_platform),
                 parent=parent,
                 base_context=base_context,
@@ -442,9 +444,17 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             cells.append(cell)
             targets.append(target)
         by_family[name] = [c for c in cells if c.family == name]
-        claim(name, f"family {name}", fpath, "bake name")
+        if targets != [name]:  # a family without a matrix is its own single target, no group needed
+            claim(name, f"family {name}", fpath, "bake name")
         families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))
     return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells), views=tuple(views.values()))
+
+
+def _bounded_tag(tag: str) -> str:
+    """``tag`` if it fits the 128-character limit, else a prefix and a hash that stay unique."""
+    if len(tag) <= _MAX_TAG:
+        return tag
+    return tag[:100] + "-" + hashlib.sha256(tag.encode()).hexdigest()[:16]
 
 
 def _view_name(parent: str, plats: tuple[str, ...]) -> str:
@@ -536,3 +546,38 @@ def select(p: Plan, selectors: Sequence[str]) -> Plan:
         if any(t in chosen for t in f.targets)
     )
     return Plan(registry=p.registry, families=fams, cells=cells, views=views)
+
+
+def restrict(p: Plan, wanted: Sequence[str]) -> Plan:
+    """The plan narrowed to ``wanted`` platforms; cells left with none are dropped.
+
+    Views are recomputed: a child and its parent narrowed alike need none.
+    """
+    keep = set(wanted)
+    cells: dict[str, Cell] = {}
+    views: dict[str, View] = {}
+    for c in p.cells:
+        plats = tuple(x for x in c.platforms if x in keep)
+        if not plats:
+            continue
+        base_context = None
+        if c.parent is not None:
+            parent = cells.get(c.parent)
+            if parent is None:
+                continue  # its parent is not built for any wanted platform
+            base_context = parent.target
+            if parent.platforms != plats:
+                base_context = _view_name(parent.target, plats)
+                views.setdefault(base_context, View(target=base_context, parent=parent.target, platforms=plats))
+        cells[c.target] = replace(
+            c,
+            platforms=plats,
+            platform_tags=tuple((x, refs) for x, refs in c.platform_tags if x in keep),
+            base_context=base_context,
+        )
+    fams = tuple(
+        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in cells))
+        for f in p.families
+        if any(t in cells for t in f.targets)
+    )
+    return Plan(registry=p.registry, families=fams, cells=tuple(cells.values()), views=tuple(views.values()))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multibake.plan import Plan
+from multibake.platforms import Scheme, name
+
+if TYPE_CHECKING:
+    from multibake.bake import BuildReport
 
 PLAN_SCHEMA = "multibake.plan/v1"
 
@@ -51,8 +55,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def plan_table(plan: Plan) -> str:
-    from multibake.platforms import Scheme, name
-
     rows = []
     for c in plan.cells:
         rows.append(
@@ -69,3 +71,73 @@ def plan_table(plan: Plan) -> str:
     head = table(["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT"], rows)
     images = sorted({c.image for c in plan.cells})
     return head + f"\n{len(plan.cells)} cells in {len(plan.families)} families; images: {', '.join(images)}\n"
+
+
+BUILD_SCHEMA = "multibake.build/v1"
+
+
+def build_json(report: BuildReport) -> dict[str, Any]:
+    """The stable ``build --json`` document (documented in the README)."""
+    b = report.builder
+    return {
+        "schema": BUILD_SCHEMA,
+        "ok": report.ok,
+        "mode": report.mode.value,
+        "builder": {
+            "name": b.name,
+            "driver": b.driver,
+            "buildx": b.buildx_version,
+            "platforms": list(b.platforms),
+        },
+        "attempts": report.attempts,
+        "retries": report.retries,
+        "duration": report.duration,
+        "executed_run_steps": len(report.executed_runs),
+        "cells": [
+            {
+                "target": c.target,
+                "family": c.family,
+                "status": c.status,
+                "platforms": list(c.platforms),
+                "duration": c.duration,
+                "digest": c.digest,
+                "platform_digests": c.platform_digests,
+                "tags": list(c.tags),
+                "error": c.error,
+                "log_tail": c.log_tail,
+            }
+            for c in report.cells
+        ],
+    }
+
+
+def build_table(report: BuildReport) -> str:
+    rows = []
+    for c in report.cells:
+        pdig = " ".join(
+            f"{name(p, Scheme.SHORT)}={d.removeprefix('sha256:')[:12]}" for p, d in c.platform_digests.items()
+        )
+        rows.append(
+            [
+                c.target,
+                ",".join(name(p, Scheme.SHORT) for p in c.platforms),
+                c.status,
+                f"{c.duration:.1f}s",
+                (c.digest or "-").removeprefix("sha256:")[:12],
+                pdig or "-",
+                ",".join(_short(t) for t in c.tags),
+            ]
+        )
+    text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
+    failed = [c for c in report.cells if c.status == "failed"]
+    for c in failed:
+        text += f"\n{c.target} failed: {c.error}\n"
+        text += "".join(f"  | {ln}\n" for ln in c.log_tail)
+    built = sum(c.status in ("built", "published") for c in report.cells)
+    text += (
+        f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s; "
+        f"{len(report.executed_runs)} RUN steps executed; {report.attempts} bake run(s)"
+        + (f", {len(report.retries)} retried" if report.retries else "")
+        + "\n"
+    )
+    return text

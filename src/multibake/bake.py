@@ -1,0 +1,441 @@
+"""execute: run ``docker buildx bake`` on a rendered plan, the one module that talks to docker.
+
+python-on-whales and tenacity are imported here and nowhere else; the docker client is passed in,
+so callers (and tests) choose which docker to drive. One bake builds everything; a transient
+registry failure re-runs bake, which BuildKit answers from cache (no RUN step runs twice) and only
+pushes again. ``keep_going`` builds the cells a failure left out one by one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+
+from multibake.errors import BuildError, UsageError
+from multibake.failures import Failure, Kind, Steps, classify
+from multibake.plan import Plan
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
+Echo = Callable[[str], None]
+
+# Emulators the kernel must know for a platform to run on a builder that is not native for it.
+_BINFMT = {"linux/arm64": "qemu-aarch64", "linux/arm/v7": "qemu-arm", "linux/arm/v6": "qemu-arm"}
+_SECRETISH = re.compile(r"token|passw|secret|key|auth|cred", re.IGNORECASE)
+
+
+def docker_client() -> DockerClient:
+    from python_on_whales import DockerClient
+
+    return DockerClient()
+
+
+class Mode(StrEnum):
+    CACHE = "cache"  # build every platform into the build cache only (a CI check)
+    PUSH = "push"
+    LOAD = "load"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_delay: float = 2.0
+    max_delay: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuilderInfo:
+    buildx_version: str
+    name: str
+    driver: str
+    platforms: tuple[str, ...]  # what the builder reports, plus emulators registered with the kernel
+    multi_platform: bool
+    problem: str | None = None  # why multi-platform builds cannot work, with the fix
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Request:
+    bake_file: Path  # absolute
+    root: Path  # bake runs here: the plan's context paths are relative to it
+    mode: Mode = Mode.CACHE
+    output: str | None = None
+    sets: Mapping[str, str] = field(default_factory=dict)
+    builder: str | None = None
+    keep_going: bool = False
+
+
+@dataclass(kw_only=True)
+class CellResult:
+    target: str
+    family: str
+    platforms: tuple[str, ...]
+    tags: tuple[str, ...]
+    status: str = "pending"  # built | failed | skipped
+    duration: float = 0.0
+    digest: str | None = None
+    platform_digests: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class BuildReport:
+    builder: BuilderInfo
+    mode: Mode
+    cells: list[CellResult]
+    attempts: int = 0
+    retries: list[str] = field(default_factory=list)  # reasons of retried attempts
+    executed_runs: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in ("built", "published") for c in self.cells)
+
+
+# --- preflight --------------------------------------------------------------------------------
+
+
+def _binfmt_platforms() -> set[str]:
+    found = set()
+    for platform, handler in _BINFMT.items():
+        entry = Path("/proc/sys/fs/binfmt_misc") / handler
+        with contextlib.suppress(OSError):
+            if entry.read_text().startswith("enabled"):
+                found.add(platform)
+    return found
+
+
+def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        version = docker.buildx.version()
+    except DockerException as exc:
+        raise UsageError(
+            "docker buildx is not available: install the buildx plugin (Debian: apt-get install docker-buildx) "
+            f"or run scripts/setup-stack.sh ({_first_line(exc.stderr)})"
+        ) from None
+    try:
+        builder = docker.buildx.inspect(name)
+    except DockerException as exc:
+        which = f"builder {name!r}" if name else "the current builder"
+        raise UsageError(
+            f"cannot use {which}: {_first_line(exc.stderr)}\n  list builders with `docker buildx ls`; "
+            "create one with `docker buildx create --use`, or start dockerd (scripts/setup-stack.sh)"
+        ) from None
+    nodes = builder.nodes or []
+    reported = {p for n in nodes for p in (n.platforms or [])}
+    driver = builder.driver or "unknown"
+    local = driver in ("docker", "docker-container")
+    platforms = reported | (_binfmt_platforms() if local else set())
+    problem = None
+    if driver == "docker":
+        try:
+            status = docker.system.info().driver_status or []
+        except DockerException as exc:
+            raise UsageError(f"the docker daemon does not answer: {_first_line(exc.stderr)}") from None
+        if not any("containerd.snapshotter" in str(v) for row in status for v in row):
+            problem = (
+                "the 'docker' driver without the containerd image store cannot build multi-platform images; "
+                'enable it ("features": {"containerd-snapshotter": true} in /etc/docker/daemon.json, restart '
+                "dockerd) or use another builder: docker buildx create --use"
+            )
+    version_text = version.split()[1] if len(version.split()) > 1 else version
+    return BuilderInfo(
+        buildx_version=version_text,
+        name=builder.name or (name or "default"),
+        driver=driver,
+        platforms=tuple(sorted(platforms)),
+        multi_platform=problem is None,
+        problem=problem,
+    )
+
+
+def check_builder(info: BuilderInfo, plan: Plan) -> None:
+    """Refuse, before building anything, a plan this builder cannot run."""
+    wanted = sorted({p for c in plan.cells for p in c.platforms})
+    if info.problem and any(len(c.platforms) > 1 for c in plan.cells):
+        raise UsageError(info.problem)
+    missing = [p for p in wanted if not _runnable(p, info.platforms)]
+    if missing:
+        raise UsageError(
+            f"builder {info.name!r} ({info.driver}) cannot run {', '.join(missing)}; it runs "
+            f"{', '.join(info.platforms) or 'nothing'}\n  register QEMU emulators: "
+            "docker run --privileged --rm tonistiigi/binfmt --install all (or apt-get install qemu-user-static)"
+        )
+
+
+def _runnable(platform: str, available: Iterable[str]) -> bool:
+    have = set(available)
+    if platform in have:
+        return True
+    # an arm64 node runs arm/v7 natively when the kernel allows; buildx lists it then, so be strict
+    return platform == "linux/arm/v6" and "linux/arm/v7" in have
+
+
+def _first_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+# --- running bake -----------------------------------------------------------------------------
+
+
+def output_sets(plan: Plan, req: Request) -> dict[str, str]:
+    """Per-target outputs: only planned cells push or load; parent views stay cache-only."""
+    out = {
+        Mode.CACHE: "type=cacheonly",
+        Mode.PUSH: "type=registry",
+        Mode.LOAD: "type=docker",
+        Mode.OUTPUT: req.output or "type=cacheonly",
+    }[req.mode]
+    sets = {f"{c.target}.output": out for c in plan.cells}
+    sets.update(req.sets)
+    return sets
+
+
+def command_line(plan: Plan, req: Request, targets: Sequence[str]) -> list[str]:
+    """The bake command multibake runs, with secret-looking --set values redacted (for display)."""
+    argv = ["docker", "buildx", "bake", "--file", str(req.bake_file), "--progress", "plain"]
+    if req.builder:
+        argv += ["--builder", req.builder]
+    for key, value in output_sets(plan, req).items():
+        shown = "***" if _SECRETISH.search(key) else value
+        argv += ["--set", f"{key}={shown}"]
+    return argv + list(targets)
+
+
+class _Transient(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class _Permanent(Exception):
+    def __init__(self, failure: Failure, output: str) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+        self.output = output
+
+
+def _bake_once(
+    docker: DockerClient,
+    plan: Plan,
+    req: Request,
+    *,
+    targets: Sequence[str],
+    metadata: Path,
+    steps: Steps,
+    seen: dict[str, tuple[float, float]],
+    echo: Echo,
+) -> dict[str, Any]:
+    from python_on_whales.exceptions import DockerException
+
+    with contextlib.chdir(req.root):
+        try:
+            stream = docker.buildx.bake(
+                targets=list(targets),
+                builder=req.builder,
+                files=[req.bake_file],
+                progress="plain",
+                set=output_sets(plan, req),
+                metadata_file=metadata,
+                stream_logs=True,
+            )
+            assert not isinstance(stream, dict)
+            for chunk in stream:
+                for line in chunk.splitlines():
+                    steps.feed(line)
+                    now = time.monotonic()
+                    step = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
+                    if (t := steps.target_of.get(step)) is not None:
+                        first, _ = seen.get(t, (now, now))
+                        seen[t] = (first, now)
+                    echo(line)
+        except DockerException as exc:
+            output = exc.stderr or ""
+            failure = classify(output, (c.target for c in plan.cells))
+            if failure.kind is Kind.TRANSIENT:
+                raise _Transient(failure) from None
+            raise _Permanent(failure, output) from None
+    try:
+        data: dict[str, Any] = json.loads(metadata.read_text())
+    except (OSError, ValueError):
+        data = {}
+    return data
+
+
+def _retrying(policy: RetryPolicy, report: BuildReport, echo: Echo) -> tenacity.Retrying:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = str(exc) if exc else "?"
+        report.retries.append(reason)
+        delay = state.next_action.sleep if state.next_action else 0
+        echo(
+            f"multibake: transient registry failure ({reason}); retry {state.attempt_number}/"
+            f"{policy.attempts - 1} in {delay:.1f}s"
+        )
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay),
+        retry=tenacity.retry_if_exception_type(_Transient),
+        before_sleep=before_sleep,
+        sleep=policy.sleep,
+        reraise=True,
+    )
+
+
+def execute(
+    docker: DockerClient,
+    plan: Plan,
+    req: Request,
+    *,
+    builder: BuilderInfo,
+    policy: RetryPolicy,
+    echo: Echo,
+    workdir: Path,
+) -> BuildReport:
+    """Build ``plan`` as ``req`` says; never raises for a failed cell, the report says what happened."""
+    results = {
+        c.target: CellResult(target=c.target, family=c.family, platforms=c.platforms, tags=c.tags) for c in plan.cells
+    }
+    report = BuildReport(builder=builder, mode=req.mode, cells=list(results.values()))
+    steps = Steps({c.target for c in plan.cells} | {v.target for v in plan.views})
+    seen: dict[str, tuple[float, float]] = {}
+    started = time.monotonic()
+
+    def attempt(targets: Sequence[str], name: str) -> dict[str, Any]:
+        report.attempts += 1
+        return _bake_once(
+            docker,
+            plan,
+            req,
+            targets=targets,
+            metadata=workdir / f"metadata-{name}.json",
+            steps=steps,
+            seen=seen,
+            echo=echo,
+        )
+
+    def run(targets: Sequence[str], name: str) -> Failure | None:
+        try:
+            meta = _retrying(policy, report, echo)(attempt, targets, name)
+        except _Transient as exc:
+            return exc.failure
+        except _Permanent as exc:
+            return exc.failure
+        for t in targets:
+            results[t].status = "built"
+            results[t].digest = (meta.get(t) or {}).get("containerimage.digest")
+        return None
+
+    failure = run([c.target for c in plan.cells], "all")
+    if failure is not None:
+        failed = set(failure.targets) or {c.target for c in plan.cells}
+        if req.keep_going:
+            _one_by_one(plan, results, steps, run, echo)
+        else:
+            for c in plan.cells:
+                r = results[c.target]
+                if c.target in failed:
+                    r.status, r.error, r.log_tail = "failed", failure.reason, steps.tail(c.target)
+                else:
+                    r.status, r.error = "skipped", "not built: another cell failed (use --keep-going)"
+    for t, (first, last) in seen.items():
+        if t in results:
+            results[t].duration = round(last - first, 2)
+    report.executed_runs = steps.executed_runs()
+    report.duration = round(time.monotonic() - started, 2)
+    return report
+
+
+def _one_by_one(
+    plan: Plan,
+    results: dict[str, CellResult],
+    steps: Steps,
+    run: Callable[[Sequence[str], str], Failure | None],
+    echo: Echo,
+) -> None:
+    """After a failed bake, build each cell on its own so one failure does not stop the others."""
+    failed: set[str] = set()
+    for cell in plan.cells:
+        r = results[cell.target]
+        broken = [a.target for a in plan.ancestors(cell) if a.target in failed]
+        if broken:
+            r.status, r.error = "skipped", f"its base {broken[0]} failed"
+            failed.add(cell.target)
+            continue
+        echo(f"multibake: --keep-going: building {cell.target}")
+        failure = run([cell.target], cell.target)
+        if failure is not None:
+            r.status, r.error, r.log_tail = "failed", failure.reason, steps.tail(cell.target)
+            failed.add(cell.target)
+
+
+def _registry_call(policy: RetryPolicy, echo: Echo, what: str, fn: Callable[[], Any]) -> Any:
+    """Run a registry read or write, retrying transient failures like bake's pushes."""
+    from python_on_whales.exceptions import DockerException
+
+    def once() -> Any:
+        try:
+            return fn()
+        except DockerException as exc:
+            failure = classify(exc.stderr or exc.stdout or "")
+            if failure.kind is Kind.TRANSIENT:
+                raise _Transient(failure) from None
+            raise BuildError(f"{what}: {_first_line(exc.stderr)}") from None
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        echo(f"multibake: {what}: transient failure ({exc}); retrying")
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay),
+        retry=tenacity.retry_if_exception_type(_Transient),
+        before_sleep=before_sleep,
+        sleep=policy.sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(once)
+    except _Transient as exc:
+        raise BuildError(f"{what}: still failing after {policy.attempts} attempts: {exc}") from None
+
+
+def read_index(docker: DockerClient, ref: str, policy: RetryPolicy, echo: Echo) -> dict[str, str]:
+    """The per-platform manifest digests of ``ref`` as the registry holds it.
+
+    Attestation manifests (platform unknown/unknown) are left out; a plain single-platform manifest
+    reads as an empty mapping.
+    """
+    raw = _registry_call(policy, echo, f"reading {ref}", lambda: docker.buildx.imagetools.inspect(ref))
+    out: dict[str, str] = {}
+    for m in raw.manifests or []:
+        p = m.platform
+        if p is None or p.os == "unknown" or not m.digest:
+            continue
+        name = f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+        out[name] = m.digest
+    return out
+
+
+def copy_index(docker: DockerClient, source: str, tags: Sequence[str], policy: RetryPolicy, echo: Echo) -> None:
+    """Point ``tags`` at the index ``source`` holds: one manifest write per tag, nothing rebuilt."""
+    _registry_call(
+        policy, echo, f"tagging {source}", lambda: docker.buildx.imagetools.create(sources=[source], tags=list(tags))
+    )

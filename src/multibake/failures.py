@@ -1,0 +1,116 @@
+"""Reading buildx output: which step belongs to which target, what failed, and whether to retry.
+
+Pure functions over text, so the rules are unit-tested without docker. Retries are narrow: only a
+registry operation failing for a reason that goes away by itself (5xx, 429, resets, timeouts,
+temporary DNS failures, "blob upload unknown") is transient. A failed RUN step, 401/403, a parse
+error or a missing base image fail at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+_STEP = re.compile(r"^#(\d+) \[([^\]]*)\] (.*)$")
+_STEP_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+_STEP_CACHED = re.compile(r"^#(\d+) CACHED\s*$")
+_STEP_DONE = re.compile(r"^#(\d+) DONE ")
+
+# Checked before the transient markers: an error carrying both is not worth retrying.
+_PERMANENT = re.compile(
+    r"\b401\b|\b403\b|unauthorized|denied|forbidden|authentication required"
+    r"|did not complete successfully|dockerfile parse error|failed to read dockerfile"
+    r"|no such host|not found|manifest unknown|invalid reference format|unknown instruction",
+    re.IGNORECASE,
+)
+_TRANSIENT = re.compile(
+    r"\b50[0-4]\b|\b429\b|too many requests|toomanyrequests|internal server error|bad gateway"
+    r"|service unavailable|gateway timeout|connection reset|broken pipe|unexpected eof|\beof\b"
+    r"|i/o timeout|tls handshake timeout|context deadline exceeded|client\.timeout|timed out"
+    r"|blob upload unknown|blob upload invalid|temporary failure in name resolution|server misbehaving"
+    r"|connection refused",
+    re.IGNORECASE,
+)
+
+
+_IGNORED = re.compile(r"failed to configure registry cache importer|importing cache manifest from", re.IGNORECASE)
+
+
+class Kind(StrEnum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    kind: Kind
+    reason: str  # the line that decided it
+    targets: tuple[str, ...]  # targets whose steps failed, when the output tells
+
+
+def classify(output: str, targets: Iterable[str] = ()) -> Failure:
+    """Classify a failed bake from its output (stderr of ``buildx bake --progress plain``)."""
+    lines = output.splitlines()
+    # a cache that does not exist yet is reported as an ERROR line but the build goes on
+    errors = [
+        ln for ln in lines if ("ERROR" in ln or ln.startswith(("error:", "failed to"))) and not _IGNORED.search(ln)
+    ]
+    decisive = errors or lines[-5:]
+    steps = Steps(set(targets))
+    for ln in lines:
+        steps.feed(ln)
+    failed = tuple(sorted(steps.failed_targets()))
+    for ln in decisive:
+        if _PERMANENT.search(ln):
+            return Failure(Kind.PERMANENT, ln.strip(), failed)
+    for ln in decisive:
+        if _TRANSIENT.search(ln):
+            return Failure(Kind.TRANSIENT, ln.strip(), failed)
+    return Failure(Kind.PERMANENT, (decisive[-1] if decisive else "buildx failed without output").strip(), failed)
+
+
+@dataclass
+class Steps:
+    """Follows BuildKit's plain progress: step ids → targets, RUN steps executed vs cached."""
+
+    known_targets: set[str]
+    target_of: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)  # step id → header, for RUN steps
+    cached: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    errors: dict[str, str] = field(default_factory=dict)
+    lines_of: dict[str, list[str]] = field(default_factory=dict)  # target → its step lines
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\n")
+        if m := _STEP.match(line):
+            step, inside, op = m.groups()
+            target = next((t for t in inside.split() if t in self.known_targets), None)
+            if target:
+                self.target_of[step] = target
+            if op.startswith("RUN "):
+                self.runs[step] = line
+        elif m := _STEP_CACHED.match(line):
+            self.cached.add(m.group(1))
+        elif m := _STEP_DONE.match(line):
+            self.done.add(m.group(1))
+        elif (m := _STEP_ERROR.match(line)) and not _IGNORED.search(line):
+            self.errors[m.group(1)] = m.group(2)
+        step_id = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
+        target = self.target_of.get(step_id)
+        if target:
+            self.lines_of.setdefault(target, []).append(line)
+
+    def executed_runs(self) -> list[str]:
+        """RUN steps BuildKit actually executed (not answered from cache)."""
+        return [
+            hdr for step, hdr in self.runs.items() if step not in self.cached and step in self.done | set(self.errors)
+        ]
+
+    def failed_targets(self) -> set[str]:
+        return {self.target_of[s] for s in self.errors if s in self.target_of}
+
+    def tail(self, target: str, n: int = 15) -> list[str]:
+        return self.lines_of.get(target, [])[-n:]
