@@ -1,0 +1,88 @@
+"""Sessions: `nox -s tests` (what CI runs), `lint`, `bench`, `build` (the main job). `nox -l` lists them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+BASE_PROBE = "docker.io/library/alpine:3.21"  # a base image of the shipped families
+
+
+def _stack(session: nox.Session) -> None:
+    """Install/start dockerd + buildx + QEMU + registry where missing (no-op on a working stack)."""
+    if shutil.which("bash") is None:
+        session.error("bash is needed for scripts/setup-stack.sh")
+    session.run("bash", str(ROOT / "scripts" / "setup-stack.sh"), external=True)
+
+
+def _sample(session: nox.Session, tier: str) -> None:
+    session.run("bash", str(ROOT / "scripts" / "prepare-sample.sh"), tier, external=True)
+
+
+@nox.session(python=False)
+def setup(session: nox.Session) -> None:
+    """Install and start the build stack only (idempotent)."""
+    _stack(session)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, then integration tests against the real buildx + registry + QEMU stack."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", "-q", *session.posargs)
+    _stack(session)
+    _sample(session, os.environ.get("MULTIBAKE_SAMPLE_TIERS", "all"))
+    session.run("pytest", "tests/integration", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy --strict."""
+    session.install("-e", ".[lint]", "nox")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, printed as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/plan_render.py")
+    session.run("python", "benchmarks/startup.py")
+    _stack(session)
+    _sample(session, "fast")
+    session.run("python", "benchmarks/build.py")
+
+
+def _base_images_reachable() -> bool:
+    try:
+        probe = subprocess.run(
+            ["docker", "buildx", "imagetools", "inspect", BASE_PROBE], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """The main job: build and push the shipped families, or the offline sample where Docker Hub is unreachable."""
+    session.install("-e", ".")
+    _stack(session)
+    if _base_images_reachable():
+        session.run("multibake", "build", "--push", "-c", "platforms.yaml", *session.posargs)
+        session.run("multibake", "verify", "-c", "platforms.yaml")
+        return
+    session.log(f"{BASE_PROBE} is unreachable: building the self-contained sample into 127.0.0.1:5000 instead")
+    _sample(session, "all")
+    for config in ("samples/offline/platforms.yaml", "samples/debian/platforms.yaml"):
+        session.run("multibake", "build", "--push", "-c", config, *session.posargs)
