@@ -8,6 +8,11 @@
 set -euo pipefail
 
 REGISTRY_ADDR="${MULTIBAKE_REGISTRY_ADDR:-127.0.0.1:5000}"
+# 127.0.0.1:5001 is where the tests put a fault-injecting proxy in front of the registry.
+DAEMON_JSON='{"features":{"containerd-snapshotter":true},"insecure-registries":["localhost:5000","127.0.0.1:5000","127.0.0.1:5001"]}'
+# What earlier versions of this script wrote: safe to replace, nobody else wrote it.
+OLD_DAEMON_JSON='{"features":{"containerd-snapshotter":true},"insecure-registries":["localhost:5000","127.0.0.1:5000"]}'
+
 STATE_DIR="${MULTIBAKE_STATE_DIR:-/var/lib/multibake}"
 LOG_DIR="$STATE_DIR/log"
 
@@ -39,7 +44,13 @@ binfmt_ok() {
 
 registry_ok() { curl -fsS -o /dev/null "http://$REGISTRY_ADDR/v2/" 2>/dev/null; }
 
-stack_ok() { buildx_ok && multiplatform_ok && binfmt_ok && registry_ok; }
+# daemon.json is ours to write when missing or still as an earlier version of this script left it.
+daemon_json_stale() {
+  [ ! -f /etc/docker/daemon.json ] && return 0
+  [ "$(tr -d ' \n' < /etc/docker/daemon.json)" = "$OLD_DAEMON_JSON" ]
+}
+
+stack_ok() { buildx_ok && multiplatform_ok && binfmt_ok && registry_ok && ! daemon_json_stale; }
 
 apt_updated=0
 apt_install() {
@@ -75,15 +86,25 @@ install_packages() {
   fi
 }
 
+stop_dockerd() {
+  local pid
+  pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 30); do docker_up || return 0; sleep 1; done
+  die "dockerd did not stop"
+}
+
 start_dockerd() {
+  mkdir -p /etc/docker "$LOG_DIR"
+  if daemon_json_stale; then
+    echo "$DAEMON_JSON" > /etc/docker/daemon.json
+    if docker_up; then
+      say "daemon.json updated: restarting dockerd"
+      stop_dockerd
+    fi
+  fi
   docker_up && return 0
   have dockerd || die "dockerd is not installed"
-  mkdir -p /etc/docker "$LOG_DIR"
-  if [ ! -f /etc/docker/daemon.json ]; then
-    cat > /etc/docker/daemon.json <<JSON
-{"features":{"containerd-snapshotter":true},"insecure-registries":["localhost:5000","127.0.0.1:5000"]}
-JSON
-  fi
   # A killed dockerd leaves its pid file behind and the next one refuses to start.
   local pidfile=/var/run/docker.pid
   if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then

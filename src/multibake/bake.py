@@ -95,10 +95,13 @@ class BuildReport:
     builder: BuilderInfo
     mode: Mode
     cells: list[CellResult]
-    attempts: int = 0
+    runs: list[BakeRun] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)  # reasons of retried attempts
-    executed_runs: list[str] = field(default_factory=list)
     duration: float = 0.0
+
+    @property
+    def executed_runs(self) -> list[str]:
+        return [hdr for run in self.runs for hdr in run.executed_runs]
 
     @property
     def ok(self) -> bool:
@@ -218,6 +221,17 @@ def command_line(plan: Plan, req: Request, targets: Sequence[str]) -> list[str]:
     return argv + list(targets)
 
 
+@dataclass(kw_only=True)
+class BakeRun:
+    """One invocation of buildx bake: what it built and what BuildKit really executed."""
+
+    targets: tuple[str, ...]
+    outcome: str = "ok"  # ok | transient | permanent
+    reason: str | None = None
+    executed_runs: list[str] = field(default_factory=list)  # RUN steps not answered from cache
+    steps: Steps | None = field(default=None, repr=False)
+
+
 class _Transient(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.reason)
@@ -225,10 +239,9 @@ class _Transient(Exception):
 
 
 class _Permanent(Exception):
-    def __init__(self, failure: Failure, output: str) -> None:
+    def __init__(self, failure: Failure) -> None:
         super().__init__(failure.reason)
         self.failure = failure
-        self.output = output
 
 
 def _bake_once(
@@ -236,18 +249,20 @@ def _bake_once(
     plan: Plan,
     req: Request,
     *,
-    targets: Sequence[str],
+    run: BakeRun,
     metadata: Path,
-    steps: Steps,
     seen: dict[str, tuple[float, float]],
     echo: Echo,
 ) -> dict[str, Any]:
     from python_on_whales.exceptions import DockerException
 
+    steps = Steps({c.target for c in plan.cells} | {v.target for v in plan.views})
+    run.steps = steps
+    metadata.unlink(missing_ok=True)
     with contextlib.chdir(req.root):
         try:
             stream = docker.buildx.bake(
-                targets=list(targets),
+                targets=list(run.targets),
                 builder=req.builder,
                 files=[req.bake_file],
                 progress="plain",
@@ -258,19 +273,17 @@ def _bake_once(
             assert not isinstance(stream, dict)
             for chunk in stream:
                 for line in chunk.splitlines():
-                    steps.feed(line)
-                    now = time.monotonic()
-                    step = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
-                    if (t := steps.target_of.get(step)) is not None:
-                        first, _ = seen.get(t, (now, now))
-                        seen[t] = (first, now)
+                    target = steps.feed(line)
+                    if target is not None:
+                        now = time.monotonic()
+                        seen[target] = (seen.get(target, (now, now))[0], now)
                     echo(line)
         except DockerException as exc:
-            output = exc.stderr or ""
-            failure = classify(output, (c.target for c in plan.cells))
-            if failure.kind is Kind.TRANSIENT:
-                raise _Transient(failure) from None
-            raise _Permanent(failure, output) from None
+            failure = classify(exc.stderr or "", steps.known_targets)
+            run.outcome, run.reason = failure.kind.value, failure.reason
+            raise (_Transient(failure) if failure.kind is Kind.TRANSIENT else _Permanent(failure)) from None
+        finally:
+            run.executed_runs = steps.executed_runs()
     try:
         data: dict[str, Any] = json.loads(metadata.read_text())
     except (OSError, ValueError):
@@ -314,51 +327,41 @@ def execute(
         c.target: CellResult(target=c.target, family=c.family, platforms=c.platforms, tags=c.tags) for c in plan.cells
     }
     report = BuildReport(builder=builder, mode=req.mode, cells=list(results.values()))
-    steps = Steps({c.target for c in plan.cells} | {v.target for v in plan.views})
     seen: dict[str, tuple[float, float]] = {}
     started = time.monotonic()
 
-    def attempt(targets: Sequence[str], name: str) -> dict[str, Any]:
-        report.attempts += 1
-        return _bake_once(
-            docker,
-            plan,
-            req,
-            targets=targets,
-            metadata=workdir / f"metadata-{name}.json",
-            steps=steps,
-            seen=seen,
-            echo=echo,
-        )
+    def attempt(targets: Sequence[str]) -> dict[str, Any]:
+        run = BakeRun(targets=tuple(targets))
+        report.runs.append(run)
+        return _bake_once(docker, plan, req, run=run, metadata=workdir / "metadata.json", seen=seen, echo=echo)
 
-    def run(targets: Sequence[str], name: str) -> Failure | None:
+    def build(targets: Sequence[str]) -> Failure | None:
         try:
-            meta = _retrying(policy, report, echo)(attempt, targets, name)
-        except _Transient as exc:
-            return exc.failure
-        except _Permanent as exc:
-            return exc.failure
+            meta = _retrying(policy, report, echo)(attempt, targets)
+        except (_Transient, _Permanent) as exc:
+            failure = exc.failure
+            last = report.runs[-1].steps
+            # the targets whose steps failed, or all of this run's when buildx does not say
+            for t in [t for t in failure.targets if t in results] or targets:
+                r = results[t]
+                r.status, r.error = "failed", failure.reason
+                r.log_tail = last.tail(t) if last else []
+            return failure
         for t in targets:
             results[t].status = "built"
             results[t].digest = (meta.get(t) or {}).get("containerimage.digest")
         return None
 
-    failure = run([c.target for c in plan.cells], "all")
-    if failure is not None:
-        failed = set(failure.targets) or {c.target for c in plan.cells}
+    if build([c.target for c in plan.cells]) is not None:
         if req.keep_going:
-            _one_by_one(plan, results, steps, run, echo)
+            _one_by_one(plan, results, build, echo)
         else:
-            for c in plan.cells:
-                r = results[c.target]
-                if c.target in failed:
-                    r.status, r.error, r.log_tail = "failed", failure.reason, steps.tail(c.target)
-                else:
+            for r in results.values():
+                if r.status != "failed":
                     r.status, r.error = "skipped", "not built: another cell failed (use --keep-going)"
-    for t, (first, last) in seen.items():
+    for t, (first, last_seen) in seen.items():
         if t in results:
-            results[t].duration = round(last - first, 2)
-    report.executed_runs = steps.executed_runs()
+            results[t].duration = round(last_seen - first, 2)
     report.duration = round(time.monotonic() - started, 2)
     return report
 
@@ -366,8 +369,7 @@ def execute(
 def _one_by_one(
     plan: Plan,
     results: dict[str, CellResult],
-    steps: Steps,
-    run: Callable[[Sequence[str], str], Failure | None],
+    build: Callable[[Sequence[str]], Failure | None],
     echo: Echo,
 ) -> None:
     """After a failed bake, build each cell on its own so one failure does not stop the others."""
@@ -379,10 +381,9 @@ def _one_by_one(
             r.status, r.error = "skipped", f"its base {broken[0]} failed"
             failed.add(cell.target)
             continue
+        r.status, r.error, r.log_tail = "pending", None, []
         echo(f"multibake: --keep-going: building {cell.target}")
-        failure = run([cell.target], cell.target)
-        if failure is not None:
-            r.status, r.error, r.log_tail = "failed", failure.reason, steps.tail(cell.target)
+        if build([cell.target]) is not None:
             failed.add(cell.target)
 
 

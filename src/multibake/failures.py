@@ -83,7 +83,8 @@ class Steps:
     errors: dict[str, str] = field(default_factory=dict)
     lines_of: dict[str, list[str]] = field(default_factory=dict)  # target → its step lines
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str) -> str | None:
+        """Take one progress line; returns the target it belongs to, when known."""
         line = line.rstrip("\n")
         if m := _STEP.match(line):
             step, inside, op = m.groups()
@@ -102,6 +103,7 @@ class Steps:
         target = self.target_of.get(step_id)
         if target:
             self.lines_of.setdefault(target, []).append(line)
+        return target
 
     def executed_runs(self) -> list[str]:
         """RUN steps BuildKit actually executed (not answered from cache)."""

@@ -89,10 +89,18 @@ def build_json(report: BuildReport) -> dict[str, Any]:
             "buildx": b.buildx_version,
             "platforms": list(b.platforms),
         },
-        "attempts": report.attempts,
         "retries": report.retries,
         "duration": report.duration,
         "executed_run_steps": len(report.executed_runs),
+        "bake_runs": [
+            {
+                "targets": list(r.targets),
+                "outcome": r.outcome,
+                "reason": r.reason,
+                "executed_run_steps": r.executed_runs,
+            }
+            for r in report.runs
+        ],
         "cells": [
             {
                 "target": c.target,
@@ -136,7 +144,7 @@ def build_table(report: BuildReport) -> str:
     built = sum(c.status in ("built", "published") for c in report.cells)
     text += (
         f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s; "
-        f"{len(report.executed_runs)} RUN steps executed; {report.attempts} bake run(s)"
+        f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"
         + (f", {len(report.retries)} retried" if report.retries else "")
         + "\n"
     )
