@@ -9,14 +9,17 @@ pushes again. ``keep_going`` builds the cells a failure left out one by one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from python_on_whales import DockerClient
 
 Echo = Callable[[str], None]
+T = TypeVar("T")
 
 # Emulators the kernel must know for a platform to run on a builder that is not native for it.
 _BINFMT = {"linux/arm64": "qemu-aarch64", "linux/arm/v7": "qemu-arm", "linux/arm/v6": "qemu-arm"}
@@ -189,9 +193,16 @@ def _runnable(platform: str, available: Iterable[str]) -> bool:
     return platform == "linux/arm/v6" and "linux/arm/v7" in have
 
 
+_LOGFMT_MSG = re.compile(r'level=\w+ msg="((?:[^"\\]|\\.)*)"')
+
+
 def _first_line(text: str | None) -> str:
+    """The line of a tool's output that says what went wrong (the last one, its msg= if logfmt)."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    if not lines:
+        return "no output"
+    m = _LOGFMT_MSG.search(lines[-1])
+    return m.group(1).replace('\\"', '"') if m else lines[-1]
 
 
 # --- running bake -----------------------------------------------------------------------------
@@ -387,18 +398,8 @@ def _one_by_one(
             failed.add(cell.target)
 
 
-def _registry_call(policy: RetryPolicy, echo: Echo, what: str, fn: Callable[[], Any]) -> Any:
-    """Run a registry read or write, retrying transient failures like bake's pushes."""
-    from python_on_whales.exceptions import DockerException
-
-    def once() -> Any:
-        try:
-            return fn()
-        except DockerException as exc:
-            failure = classify(exc.stderr or exc.stdout or "")
-            if failure.kind is Kind.TRANSIENT:
-                raise _Transient(failure) from None
-            raise BuildError(f"{what}: {_first_line(exc.stderr)}") from None
+def _retry_registry(policy: RetryPolicy, echo: Echo, what: str, once: Callable[[], T]) -> T:
+    """Retry a registry read or write that raises _Transient on transient failures."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -418,25 +419,117 @@ def _registry_call(policy: RetryPolicy, echo: Echo, what: str, fn: Callable[[], 
         raise BuildError(f"{what}: still failing after {policy.attempts} attempts: {exc}") from None
 
 
-def read_index(docker: DockerClient, ref: str, policy: RetryPolicy, echo: Echo) -> dict[str, str]:
-    """The per-platform manifest digests of ``ref`` as the registry holds it.
+def _docker_call(policy: RetryPolicy, echo: Echo, what: str, fn: Callable[[], T]) -> T:
+    """A python-on-whales registry call, its DockerException classified like bake's."""
+    from python_on_whales.exceptions import DockerException
 
-    Attestation manifests (platform unknown/unknown) are left out; a plain single-platform manifest
-    reads as an empty mapping.
-    """
-    raw = _registry_call(policy, echo, f"reading {ref}", lambda: docker.buildx.imagetools.inspect(ref))
-    out: dict[str, str] = {}
-    for m in raw.manifests or []:
-        p = m.platform
-        if p is None or p.os == "unknown" or not m.digest:
-            continue
-        name = f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
-        out[name] = m.digest
-    return out
+    def once() -> T:
+        try:
+            return fn()
+        except DockerException as exc:
+            failure = classify(exc.stderr or exc.stdout or "")
+            if failure.kind is Kind.TRANSIENT:
+                raise _Transient(failure) from None
+            raise BuildError(f"{what}: {_first_line(exc.stderr)}") from None
+
+    return _retry_registry(policy, echo, what, once)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RawManifest:
+    """A manifest as the registry serves it; ``digest`` is the sha256 of its exact bytes."""
+
+    media_type: str
+    digest: str
+    doc: dict[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return "index" in self.media_type or "manifest.list" in self.media_type
+
+    def entries(self) -> dict[str, str]:
+        """platform → digest of an index's images; attestation manifests (unknown/unknown) left out."""
+        out: dict[str, str] = {}
+        for m in self.doc.get("manifests", []):
+            p = m.get("platform") or {}
+            if p.get("os") in (None, "unknown"):
+                continue
+            out[_platform_name(p)] = m["digest"]
+        return out
+
+    def attestations(self) -> int:
+        return sum((m.get("platform") or {}).get("os") == "unknown" for m in self.doc.get("manifests", []))
+
+
+def _platform_name(p: Mapping[str, Any]) -> str:
+    return f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _plain_http(ref: str) -> bool:
+    # plain HTTP only for registries on this machine, as dockerd treats them
+    return ref.split("/", 1)[0].startswith(("localhost", "127."))
+
+
+def _tls_flags(*refs: str) -> list[str]:
+    """skopeo's TLS flags: one ref for inspect, (source, destination) for copy."""
+    names = ("--tls-verify",) if len(refs) == 1 else ("--src-tls-verify", "--dest-tls-verify")
+    return [f"{flag}=false" for flag, ref in zip(names, refs, strict=True) if _plain_http(ref)]
+
+
+def _skopeo(policy: RetryPolicy, echo: Echo, what: str, args: list[str]) -> bytes:
+    """Run skopeo (the registry client for raw reads and single-manifest copies), retried like pushes."""
+    if shutil.which("skopeo") is None:
+        raise UsageError("skopeo is needed to read and tag single-platform manifests: apt-get install skopeo")
+
+    def once() -> bytes:
+        proc = subprocess.run(["skopeo", *args], capture_output=True, timeout=600, check=False)
+        if proc.returncode == 0:
+            return proc.stdout
+        stderr = proc.stderr.decode(errors="replace")
+        failure = classify(stderr)
+        if failure.kind is Kind.TRANSIENT:
+            raise _Transient(failure)
+        raise BuildError(f"{what}: {_first_line(stderr)}")
+
+    return _retry_registry(policy, echo, what, once)
+
+
+def raw_manifest(ref: str, policy: RetryPolicy, echo: Echo) -> RawManifest | None:
+    """What ``ref`` points at in the registry, or None when there is no such tag."""
+    try:
+        body = _skopeo(policy, echo, f"reading {ref}", ["inspect", "--raw", *_tls_flags(ref), f"docker://{ref}"])
+    except BuildError as exc:
+        if "manifest unknown" in str(exc) or "not found" in str(exc).lower():
+            return None
+        raise
+    doc = json.loads(body)
+    media = str(doc.get("mediaType") or "application/vnd.docker.distribution.manifest.v2+json")
+    return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc)
+
+
+def image_platform(ref: str, policy: RetryPolicy, echo: Echo) -> str:
+    """The platform a single-platform image's config declares."""
+    body = _skopeo(
+        policy,
+        echo,
+        f"reading the config of {ref}",
+        ["inspect", "--config", "--raw", *_tls_flags(ref), f"docker://{ref}"],
+    )
+    return _platform_name(json.loads(body))
+
+
+def copy_manifest(source: str, dest: str, policy: RetryPolicy, echo: Echo) -> None:
+    """Tag the manifest ``source`` (by digest) as ``dest``: the same bytes, the same digest."""
+    _skopeo(
+        policy,
+        echo,
+        f"tagging {dest}",
+        ["copy", "--quiet", "--preserve-digests", *_tls_flags(source, dest), f"docker://{source}", f"docker://{dest}"],
+    )
 
 
 def copy_index(docker: DockerClient, source: str, tags: Sequence[str], policy: RetryPolicy, echo: Echo) -> None:
     """Point ``tags`` at the index ``source`` holds: one manifest write per tag, nothing rebuilt."""
-    _registry_call(
+    _docker_call(
         policy, echo, f"tagging {source}", lambda: docker.buildx.imagetools.create(sources=[source], tags=list(tags))
     )

@@ -260,40 +260,45 @@ def build(
     problems = 0
     if mode is bake.Mode.PUSH:
         published = publish.promote(docker, p, result, policy=policy, echo=echo, partial=keep_going)
-        checks = {
-            c.ref: c
-            for c in publish.verify(
-                docker,
-                p.__class__(
-                    registry=p.registry,
-                    families=p.families,
-                    cells=tuple(c for c in p.cells if c.target in published.promoted),
-                ),
-                policy,
-                echo,
-            )
-        }
+        promoted = planner.select_targets(p, published.promoted)
+        checks = publish.verify(promoted, policy, echo)
+        digests = {c.ref: dict(c.platforms) for c in checks if c.kind == "index"}
         for cell in result.cells:
-            if cell.target in published.held_back and cell.status == "built":
-                cell.status, cell.error = "staged", published.held_back[cell.target]
-            elif cell.target in published.promoted:
+            if cell.target in published.promoted:
                 cell.status = "published"
-                first = checks.get(cell.tags[0])
-                if first is not None:
-                    cell.platform_digests = dict(first.platforms_digests)
-        bad = [c for c in checks.values() if not c.ok]
+                cell.platform_digests = digests.get(cell.tags[0], {})
+            elif cell.status == "built":
+                cell.status, cell.error = "staged", published.held_back.get(cell.target)
+        bad = [c for c in checks if not c.ok]
         for c in bad:
-            typer.echo(
-                f"multibake: verify: {c.ref}: missing {', '.join(c.missing) or '-'}, extra "
-                f"{', '.join(c.extra) or '-'}{': ' + c.error if c.error else ''}",
-                err=True,
-            )
-        problems = len(bad) + len(published.held_back)
+            typer.echo(f"multibake: verify: {c.ref}: {c.problem}", err=True)
+        problems = len(bad)
     if as_json:
         typer.echo(json.dumps(report.build_json(result), indent=2))
     else:
         typer.echo(report.build_table(result), nl=False)
     return 0 if result.ok and not problems else 1
+
+
+@app.command()
+def verify(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (shape in the README).")] = False,
+) -> int:
+    """Read the registry and check every planned tag; exit 1 on any mismatch."""
+    from multibake import bake, publish, report
+
+    loaded, p = load_plan(config, registry, selectors, check_files=False)
+    retry = loaded.config.retry
+    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
+    checks = publish.verify(p, policy, lambda line: typer.echo(line, err=True))
+    if as_json:
+        typer.echo(json.dumps(report.verify_json(checks), indent=2))
+    else:
+        typer.echo(report.verify_table(checks), nl=False)
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -506,6 +506,18 @@ def _oci_labels(family: str, version: str, meta: Meta, source: str | None) -> di
 # --- selection --------------------------------------------------------------------------------
 
 
+def select_targets(p: Plan, targets: Iterable[str]) -> Plan:
+    """Exactly the cells named (no ancestors added), in plan order."""
+    keep = set(targets)
+    cells = tuple(c for c in p.cells if c.target in keep)
+    fams = tuple(
+        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in keep))
+        for f in p.families
+        if any(t in keep for t in f.targets)
+    )
+    return Plan(registry=p.registry, families=fams, cells=cells, views=())
+
+
 def select(p: Plan, selectors: Sequence[str]) -> Plan:
     """The cells that ``selectors`` pick, plus their ancestors (bake needs every target it refers to).
 

@@ -3,8 +3,10 @@
 ``build --push`` never pushes a public tag directly. On the docker driver buildx pushes twice, the
 second time through dockerd, which writes each platform's manifest to the tag before the index: the
 public tag would point at a single platform for a while, or for good if that push fails. So bake
-pushes to a private staging tag per cell; here each staged index is checked to hold exactly the
-planned platforms, and only then are the public tags pointed at it, one manifest write each.
+pushes to a private staging tag per cell; here every staged index is first checked to hold exactly
+its planned platforms, and only then are public tags written, one manifest write each: multi-arch
+tags get the index, per-platform tags get that platform's manifest itself (same digest as its
+entry in the index, a plain manifest that old ARM boards and manifest-tool accept).
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ from multibake.plan import Cell, Plan
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
 
-    from multibake.bake import BuildReport, Echo, RetryPolicy
+    from multibake.bake import BuildReport, Echo, RawManifest, RetryPolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TagCheck:
+    """What the registry holds for one planned tag, compared with the plan."""
+
     ref: str
     target: str
+    kind: str  # "index" (multi-arch tag) or the platform of a per-platform tag
     ok: bool
-    platforms: tuple[str, ...]  # what the registry lists (attestations aside)
-    platforms_digests: tuple[tuple[str, str], ...] = ()
-    missing: tuple[str, ...] = ()
-    extra: tuple[str, ...] = ()
-    error: str | None = None
+    digest: str | None = None
+    platforms: tuple[tuple[str, str], ...] = ()  # platform → digest, attestations aside
+    attestations: int = 0
+    problem: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -39,59 +43,119 @@ class Published:
     held_back: dict[str, str] = field(default_factory=dict)  # target → why its tags were left alone
 
 
-def _check(cell: Cell, ref: str, found: dict[str, str]) -> TagCheck:
-    want, have = set(cell.platforms), set(found)
-    return TagCheck(
-        ref=ref,
-        target=cell.target,
-        ok=want == have,
-        platforms=tuple(sorted(have)),
-        platforms_digests=tuple(sorted(found.items())),
-        missing=tuple(sorted(want - have)),
-        extra=tuple(sorted(have - want)),
-    )
+def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
+    if held is None:
+        return "not in the registry"
+    if not held.is_index:
+        return f"a single manifest ({held.media_type}), not a multi-arch index"
+    have, want = set(held.entries()), set(cell.platforms)
+    if have != want:
+        parts = []
+        if want - have:
+            parts.append("missing " + ", ".join(sorted(want - have)))
+        if have - want:
+            parts.append("unplanned " + ", ".join(sorted(have - want)))
+        return "; ".join(parts)
+    return None
 
 
 def promote(
     docker: DockerClient, plan: Plan, report: BuildReport, *, policy: RetryPolicy, echo: Echo, partial: bool
 ) -> Published:
-    """Point public tags at staged indexes; all cells or none unless ``partial`` (--keep-going)."""
+    """Point public tags at the staged indexes: all cells or none, unless ``partial`` (--keep-going)."""
     from multibake import bake
 
     out = Published()
     built = {c.target for c in report.cells if c.status == "built"}
-    if not partial and len(built) != len(plan.cells):
-        for cell in plan.cells:
-            out.held_back[cell.target] = "the release is incomplete: no public tag was changed"
-        return out
+    staged: dict[str, RawManifest] = {}
     for cell in plan.cells:
         if cell.target not in built:
             out.held_back[cell.target] = "not built"
             continue
         try:
-            check = _check(cell, cell.staging, bake.read_index(docker, cell.staging, policy, echo))
+            held = bake.raw_manifest(cell.staging, policy, echo)
         except BuildError as exc:
             out.held_back[cell.target] = str(exc)
             continue
-        if not check.ok:
-            out.held_back[cell.target] = f"staged index lacks {', '.join(check.missing) or '-'}"
+        problem = _index_problem(cell, held)
+        if problem or held is None:
+            out.held_back[cell.target] = f"staged {cell.staging}: {problem}"
             continue
-        bake.copy_index(docker, cell.staging, cell.tags, policy, echo)
+        staged[cell.target] = held
+    if out.held_back and not partial:
+        reason = "the release is incomplete, so no public tag was changed"
+        return Published(held_back={c.target: out.held_back.get(c.target, reason) for c in plan.cells})
+    for cell in plan.cells:
+        held = staged.get(cell.target)
+        if held is None:
+            continue
+        source = f"{cell.image}@{held.digest}"
+        bake.copy_index(docker, source, cell.tags, policy, echo)
+        entries = held.entries()
+        for platform, refs in cell.platform_tags:
+            for ref in refs:
+                bake.copy_manifest(f"{cell.image}@{entries[platform]}", ref, policy, echo)
         out.promoted.append(cell.target)
     return out
 
 
-def verify(docker: DockerClient, plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
-    """Read every planned multi-arch tag back from the registry and compare it with the plan."""
+def verify(plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
+    """Read every planned tag back from the registry and compare it with the plan.
+
+    Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
+    manifests of their platform whose digest is that platform's entry in the cell's first index.
+    """
     from multibake import bake
 
-    checks = []
+    checks: list[TagCheck] = []
     for cell in plan.cells:
+        entries: dict[str, str] = {}
         for ref in cell.tags:
             try:
-                found = bake.read_index(docker, ref, policy, echo)
+                held = bake.raw_manifest(ref, policy, echo)
             except BuildError as exc:
-                checks.append(TagCheck(ref=ref, target=cell.target, ok=False, platforms=(), error=str(exc)))
+                checks.append(TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc)))
                 continue
-            checks.append(_check(cell, ref, found))
+            problem = _index_problem(cell, held)
+            found = held.entries() if held is not None and held.is_index else {}
+            entries = entries or found
+            checks.append(
+                TagCheck(
+                    ref=ref,
+                    target=cell.target,
+                    kind="index",
+                    ok=problem is None,
+                    digest=held.digest if held else None,
+                    platforms=tuple(sorted(found.items())),
+                    attestations=held.attestations() if held else 0,
+                    problem=problem,
+                )
+            )
+        for platform, refs in cell.platform_tags:
+            for ref in refs:
+                checks.append(_check_platform_tag(cell, platform, ref, entries.get(platform), policy=policy, echo=echo))
     return checks
+
+
+def _check_platform_tag(
+    cell: Cell, platform: str, ref: str, expected: str | None, *, policy: RetryPolicy, echo: Echo
+) -> TagCheck:
+    from multibake import bake
+
+    def result(ok: bool, problem: str | None = None, digest: str | None = None) -> TagCheck:
+        return TagCheck(ref=ref, target=cell.target, kind=platform, ok=ok, digest=digest, problem=problem)
+
+    try:
+        held = bake.raw_manifest(ref, policy, echo)
+        if held is None:
+            return result(False, "not in the registry")
+        if held.is_index:
+            return result(False, f"an index ({held.media_type}), not a single-platform manifest", held.digest)
+        declared = bake.image_platform(ref, policy, echo)
+    except BuildError as exc:
+        return result(False, str(exc))
+    if declared != platform:
+        return result(False, f"its image is {declared}", held.digest)
+    if expected is not None and held.digest != expected:
+        return result(False, f"digest {held.digest} is not the index's {platform} entry {expected}", held.digest)
+    return result(True, None, held.digest)

@@ -9,6 +9,7 @@ from multibake.platforms import Scheme, name
 
 if TYPE_CHECKING:
     from multibake.bake import BuildReport
+    from multibake.publish import TagCheck
 
 PLAN_SCHEMA = "multibake.plan/v1"
 
@@ -137,9 +138,10 @@ def build_table(report: BuildReport) -> str:
             ]
         )
     text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
-    failed = [c for c in report.cells if c.status == "failed"]
-    for c in failed:
-        text += f"\n{c.target} failed: {c.error}\n"
+    for c in report.cells:
+        if c.status in ("built", "published") or not c.error:
+            continue
+        text += f"\n{c.target} {c.status}: {c.error}\n"
         text += "".join(f"  | {ln}\n" for ln in c.log_tail)
     built = sum(c.status in ("built", "published") for c in report.cells)
     text += (
@@ -149,3 +151,45 @@ def build_table(report: BuildReport) -> str:
         + "\n"
     )
     return text
+
+
+VERIFY_SCHEMA = "multibake.verify/v1"
+
+
+def verify_json(checks: list[TagCheck]) -> dict[str, Any]:
+    """The stable ``verify --json`` document (documented in the README)."""
+    return {
+        "schema": VERIFY_SCHEMA,
+        "ok": all(c.ok for c in checks),
+        "tags": [
+            {
+                "ref": c.ref,
+                "target": c.target,
+                "kind": c.kind,
+                "ok": c.ok,
+                "digest": c.digest,
+                "platforms": dict(c.platforms),
+                "attestations": c.attestations,
+                "problem": c.problem,
+            }
+            for c in checks
+        ],
+    }
+
+
+def verify_table(checks: list[TagCheck]) -> str:
+    rows = [
+        [
+            c.ref,
+            "multi-arch" if c.kind == "index" else name(c.kind, Scheme.SHORT),
+            "ok" if c.ok else "MISMATCH",
+            (c.digest or "-").removeprefix("sha256:")[:12],
+            ",".join(name(p, Scheme.SHORT) for p, _ in c.platforms) or "-",
+            str(c.attestations) if c.kind == "index" else "-",
+            c.problem or "",
+        ]
+        for c in checks
+    ]
+    text = table(["TAG", "KIND", "STATUS", "DIGEST", "PLATFORMS", "ATTESTATIONS", "PROBLEM"], rows)
+    bad = sum(not c.ok for c in checks)
+    return text + f"\n{len(checks) - bad}/{len(checks)} tags match the plan\n"
