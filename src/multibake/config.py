@@ -143,14 +143,17 @@ class Loaded(BaseModel):
     file: str  # as the user named it, for messages
     root: Path  # directory the config's relative paths start from
     positions: Positions
+    keys: Positions = Field(default_factory=dict)
     registry_source: str = "file"
 
     def loc(self, path: KeyPath) -> Location:
-        """The location of ``path``, or of its nearest ancestor that has one."""
-        probe = path
-        while probe and probe not in self.positions:
-            probe = probe[:-1]
-        line, col = self.positions.get(probe, (0, 0))
+        """The location of the value at ``path``, or of its nearest ancestor that has one."""
+        line, col = _nearest(self.positions, path)
+        return Location(self.file, line, col, format_path(path))
+
+    def key_loc(self, path: KeyPath) -> Location:
+        """The location of the key that ends ``path`` (for errors about the key itself)."""
+        line, col = self.keys.get(path) or _nearest(self.positions, path)
         return Location(self.file, line, col, format_path(path))
 
 
@@ -169,30 +172,28 @@ def format_path(path: KeyPath) -> str:
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
-def _to_data(node: yaml.Node, path: KeyPath, positions: Positions, file: str) -> Any:
+def _to_data(node: yaml.Node, path: KeyPath, positions: Positions, keys: Positions, file: str) -> Any:
+    # values and keys are located separately: an error about a key (unknown, misspelt) points at the key
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            key_mark = key_node.start_mark
             if not isinstance(key_node, yaml.ScalarNode):
-                loc = Location(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1, format_path(path))
+                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path(path))
                 raise config_error(loc, "mapping keys must be plain strings")
             key = str(key_node.value)
             if key == "<<":
-                loc = Location(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1, format_path(path))
+                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path(path))
                 raise config_error(loc, "YAML merge keys (<<) are not supported; write the keys out")
             if key in out:
-                loc = Location(
-                    file,
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                    format_path((*path, key)),
-                )
+                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path((*path, key)))
                 raise config_error(loc, f"duplicate key {key!r}")
-            out[key] = _to_data(value_node, (*path, key), positions, file)
+            keys[(*path, key)] = (key_mark.line + 1, key_mark.column + 1)
+            out[key] = _to_data(value_node, (*path, key), positions, keys, file)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, (*path, i), positions, file) for i, item in enumerate(node.value)]
+        return [_to_data(item, (*path, i), positions, keys, file) for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     if node.tag == _NULL_TAG:
         return None
@@ -200,8 +201,10 @@ def _to_data(node: yaml.Node, path: KeyPath, positions: Positions, file: str) ->
     return node.value
 
 
-def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
+def parse_yaml(text: str, file: str) -> tuple[Any, Positions, Positions]:
+    """The data, the positions of its values and the positions of its keys."""
     positions: Positions = {}
+    keys: Positions = {}
     try:
         # compose resolves anchors/aliases into the same node objects, so aliases just work
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -213,7 +216,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
         raise config_error(Location(file, 0, 0, ""), f"invalid YAML: {exc}") from None
     if node is None:
         raise config_error(Location(file, 1, 1, ""), "the file is empty")
-    return _to_data(node, (), positions, file), positions
+    return _to_data(node, (), positions, keys, file), positions, keys
 
 
 # --- validation errors → one clear line -------------------------------------------------------
@@ -257,18 +260,21 @@ def _pick_error(errors: list[Any]) -> Any:
     return max(errors, key=lambda e: (e["type"] != "string_type", len(e["loc"])))
 
 
-def validate(data: Any, file: str, positions: Positions) -> Config:
+def validate(data: Any, file: str, positions: Positions, keys: Positions | None = None) -> Config:
     if not isinstance(data, dict):
         raise config_error(Location(file, 1, 1, ""), "the top level must be a mapping (registry:, platforms:, images:)")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, file, positions) from None
+        raise _config_error(exc, file, positions, keys or {}) from None
 
 
-def _config_error(exc: ValidationError, file: str, positions: Positions) -> ConfigError:
+def _config_error(exc: ValidationError, file: str, positions: Positions, keys: Positions) -> ConfigError:
     """The first validation problem as one clear line (pydantic's own text is for developers)."""
     errors = exc.errors()
+    # an unknown key explains a "missing" one (a typo), so it is reported first
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    errors = unknown or errors
     first_loc = _clean_loc(errors[0]["loc"])
     same = [e for e in errors if _clean_loc(e["loc"])[: len(first_loc) - 1] == first_loc[:-1]]
     err = _pick_error(same)
@@ -277,6 +283,8 @@ def _config_error(exc: ValidationError, file: str, positions: Positions) -> Conf
     loc = Location(file, line, col, format_path(path))
     if err["type"] == "extra_forbidden":
         key = str(path[-1])
+        line, col = keys.get(path) or (line, col)
+        loc = Location(file, line, col, format_path(path))
         owner = _model_for(path[:-1])
         hint = did_you_mean(key, owner.model_fields) if owner else None
         allowed = ", ".join(owner.model_fields) if owner else ""
@@ -311,7 +319,7 @@ def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
         raise ConfigError(f"{file}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
-    data, positions = parse_yaml(text, file)
+    data, positions, keys = parse_yaml(text, file)
     source = "file"
     env_registry = os.environ.get(REGISTRY_ENV)
     if isinstance(data, dict):
@@ -319,8 +327,10 @@ def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
             data["registry"], source = registry, "--registry"
         elif env_registry:
             data["registry"], source = env_registry, f"${REGISTRY_ENV}"
-    config = validate(data, file, positions)
-    return Loaded(config=config, file=file, root=p.resolve().parent, positions=positions, registry_source=source)
+    config = validate(data, file, positions, keys)
+    return Loaded(
+        config=config, file=file, root=p.resolve().parent, positions=positions, keys=keys, registry_source=source
+    )
 
 
 def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:

@@ -71,8 +71,10 @@ def target_attrs(cell: Cell, staged: bool = False) -> dict[str, Any]:
 
 def view_attrs(view: View) -> dict[str, Any]:
     """A parent narrowed to fewer platforms: built only as a child's base, never pushed or cached."""
-    return {
-        "inherits": [view.parent],
+    attrs: dict[str, Any] = {"inherits": [view.parent]}
+    if view.base_context:
+        attrs["contexts"] = {"base": f"target:{view.base_context}"}
+    return attrs | {
         "platforms": list(view.platforms),
         "tags": [],
         "cache-to": [],
@@ -126,7 +128,7 @@ def _escaped(value: Any) -> Any:
     if isinstance(value, list):
         return [_escaped(v) for v in value]
     if isinstance(value, dict):
-        return {k: _escaped(v) for k, v in value.items()}
+        return {_escape_templates(k): _escaped(v) for k, v in value.items()}
     return value
 
 

@@ -71,6 +71,7 @@ class View:
     target: str
     parent: str
     platforms: tuple[str, ...]
+    base_context: str | None = None  # the parent's own base, narrowed alike (bake checks every link)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,7 +165,7 @@ def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
         unknown = [k for k in entry if k not in axes]
         if unknown:
             raise config_error(
-                loaded.loc((*path, unknown[0])),
+                loaded.key_loc((*path, unknown[0])),
                 f"exclude names unknown axis {unknown[0]!r}",
                 did_you_mean(unknown[0], axes),
             )
@@ -173,6 +174,8 @@ def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
         cells = [c for c in cells if not _matches(cond, c.values)]
         if len(cells) == before:
             raise config_error(loaded.loc(path), "exclude matches no cell of the matrix (a typo in a value?)")
+        if not cells and not fam.include:
+            raise config_error(loaded.loc(path), "exclude removes every cell of the matrix: the family builds nothing")
     include_axes: list[str] | None = axes or None
     for i, entry in enumerate(fam.include):
         path = (*base_path, "include", i)
@@ -191,7 +194,7 @@ def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
         extra = [k for k in values if k not in include_axes]
         if extra:
             raise config_error(
-                loaded.loc((*path, extra[0])),
+                loaded.key_loc((*path, extra[0])),
                 f"include names unknown axis {extra[0]!r}",
                 did_you_mean(extra[0], include_axes),
             )
@@ -247,7 +250,7 @@ def image_name(registry: str, family: str, image: str | None) -> str:
 
 def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
     parts = ref.split("/")
-    repo = parts[1:] if len(parts) > 1 and _is_host(parts[0]) else parts
+    repo = parts[1:] if _is_host(parts[0]) else parts
     for comp in repo:
         if not _REPO_PATH.fullmatch(comp):
             raise config_error(
@@ -326,6 +329,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
     families: list[FamilyPlan] = []
     by_family: dict[str, list[Cell]] = {}
     views: dict[str, View] = {}
+    by_target: dict[str, Cell] = {}
     owners: dict[str, str] = {}  # every reference and name → who made it, to refuse collisions
 
     def claim(key: str, who: str, path: KeyPath, what: str) -> None:
@@ -339,7 +343,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
         if _TARGET_UNSAFE.search(name):
             raise config_error(loaded.loc(fpath), "family names may use only letters, digits, '-' and '_'")
         image = image_name(cfg.registry, name, fam.image)
-        _check_image(image, loaded, (*fpath, "image") if fam.image else ("registry",))
+        _check_image(image, loaded, (*fpath, "image") if fam.image else fpath)
         raw = _expand(name, fam, loaded)
         axes = list(raw[0].values) if raw else []
         fam_platforms = _platform_list(list(fam.platforms), loaded, (*fpath, "platforms")) if fam.platforms else None
@@ -411,12 +415,10 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                         f"{parent_cell.target} is not",
                     )
                 parent = parent_cell.target
-                base_context = parent
-                if plats != parent_cell.platforms:
-                    base_context = _view_name(parent, plats)
-                    if base_context not in views:
-                        views[base_context] = View(target=base_context, parent=parent, platforms=plats)
-                        claim(base_context, f"a view of {parent}", rc.origin, "target name")
+                before = set(views)
+                base_context = _narrowed(parent_cell, plats, by_target, views)
+                for name_ in sorted(set(views) - before):
+                    claim(name_, f"a view of {views[name_].parent}", rc.origin, "target name")
                 labels["org.opencontainers.image.base.name"] = parent_cell.tags[0]
             for k, t in tmpl_labels:
                 labels[k] = _render(t, values)
@@ -442,6 +444,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 cache_to=cache_to,
             )
             cells.append(cell)
+            by_target[target] = cell
             targets.append(target)
         by_family[name] = [c for c in cells if c.family == name]
         if targets != [name]:  # a family without a matrix is its own single target, no group needed
@@ -455,6 +458,22 @@ def _bounded_tag(tag: str) -> str:
     if len(tag) <= _MAX_TAG:
         return tag
     return tag[:100] + "-" + hashlib.sha256(tag.encode()).hexdigest()[:16]
+
+
+def _narrowed(parent: Cell, plats: tuple[str, ...], cells: dict[str, Cell], views: dict[str, View]) -> str:
+    """The bake target a child built for ``plats`` uses as ``base``: the parent, or a view of it.
+
+    Bake checks every ``target:`` link, so a view of a parent that has a base of its own takes a
+    view of that base too, up the chain.
+    """
+    if parent.platforms == plats:
+        return parent.target
+    name = _view_name(parent.target, plats)
+    if name not in views:
+        grand = cells.get(parent.parent) if parent.parent else None
+        base = _narrowed(grand, plats, cells, views) if grand is not None else None
+        views[name] = View(target=name, parent=parent.target, platforms=plats, base_context=base)
+    return name
 
 
 def _view_name(parent: str, plats: tuple[str, ...]) -> str:
@@ -481,7 +500,7 @@ def _tag_rules(
             for k in when:
                 if k not in axes:
                     raise config_error(
-                        loaded.loc((*path, "when", k)),
+                        loaded.key_loc((*path, "when", k)),
                         f"when names unknown axis {k!r}",
                         did_you_mean(k, axes),
                     )
@@ -518,6 +537,25 @@ def select_targets(p: Plan, targets: Iterable[str]) -> Plan:
     return Plan(registry=p.registry, families=fams, cells=cells, views=())
 
 
+def _miss_hint(p: Plan, pattern: str, conds: dict[str, str], names: list[str]) -> str:
+    """Why a selector matched nothing: the name, or (when the name matches) the axis or the value."""
+    named = [c for c in p.cells if not pattern or c.family == pattern or fnmatch.fnmatchcase(c.target, pattern)]
+    if not named:
+        hint = did_you_mean(pattern, names)
+        return hint or "no family or target has that name (see `multibake plan`)"
+    axes: dict[str, list[str]] = {}
+    for c in named:
+        for k, v in c.axes:
+            if v not in axes.setdefault(k, []):
+                axes[k].append(v)
+    for k, v in conds.items():
+        if k not in axes:
+            return f"no axis {k!r}" + (f", {h}" if (h := did_you_mean(k, axes)) else f"; axes: {', '.join(axes)}")
+        if v not in axes[k]:
+            return f"{k} has no value {v!r}; values: {', '.join(axes[k])}"
+    return "no cell has all of those values together"
+
+
 def select(p: Plan, selectors: Sequence[str]) -> Plan:
     """The cells that ``selectors`` pick, plus their ancestors (bake needs every target it refers to).
 
@@ -543,15 +581,17 @@ def select(p: Plan, selectors: Sequence[str]) -> Plan:
             and all(dict(c.axes).get(k) == v for k, v in conds.items())
         ]
         if not hit:
-            hint = did_you_mean(pattern, names) if pattern else None
-            raise UsageError(f"selector {sel!r} matches no cell" + (f"; {hint}" if hint else ""))
+            raise UsageError(f"selector {sel!r} matches no cell; {_miss_hint(p, pattern, conds, names)}")
         chosen.update(c.target for c in hit)
     for c in p.cells:
         if c.target in chosen:
             chosen.update(a.target for a in p.ancestors(c))
     cells = tuple(c for c in p.cells if c.target in chosen)
-    used = {c.base_context for c in cells}
-    views = tuple(v for v in p.views if v.target in used)
+    used = {c.base_context for c in cells if c.base_context}
+    for view in reversed(p.views):  # a view's own base is created before it
+        if view.target in used and view.base_context:
+            used.add(view.base_context)
+    views = tuple(view for view in p.views if view.target in used)
     fams = tuple(
         FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in chosen))
         for f in p.families
@@ -577,10 +617,7 @@ def restrict(p: Plan, wanted: Sequence[str]) -> Plan:
             parent = cells.get(c.parent)
             if parent is None:
                 continue  # its parent is not built for any wanted platform
-            base_context = parent.target
-            if parent.platforms != plats:
-                base_context = _view_name(parent.target, plats)
-                views.setdefault(base_context, View(target=base_context, parent=parent.target, platforms=plats))
+            base_context = _narrowed(parent, plats, cells, views)
         cells[c.target] = replace(
             c,
             platforms=plats,
