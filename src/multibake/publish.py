@@ -11,8 +11,10 @@ entry in the index, a plain manifest that old ARM boards and manifest-tool accep
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from multibake.errors import BuildError
 from multibake.plan import Cell, Plan
@@ -21,6 +23,20 @@ if TYPE_CHECKING:
     from python_on_whales import DockerClient
 
     from multibake.bake import BuildReport, Echo, RawManifest, RetryPolicy
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Registry round-trips are I/O bound: a few at a time keep a release's publish step short.
+WORKERS = 8
+
+
+def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``fn`` over ``items`` on a few threads, results in input order."""
+    work = list(items)
+    if len(work) <= 1:
+        return [fn(x) for x in work]
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(work))) as pool:
+        return list(pool.map(fn, work))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,34 +84,36 @@ def promote(
     out = Published()
     built = {c.target for c in report.cells if c.status == "built"}
     staged: dict[str, RawManifest] = {}
-    for cell in plan.cells:
-        if cell.target not in built:
-            out.held_back[cell.target] = "not built"
-            continue
+
+    def read(cell: Cell) -> RawManifest | str:
         try:
             held = bake.raw_manifest(cell.staging, policy, echo)
         except BuildError as exc:
-            out.held_back[cell.target] = str(exc)
-            continue
+            return str(exc)
         problem = _index_problem(cell, held)
-        if problem or held is None:
-            out.held_back[cell.target] = f"staged {cell.staging}: {problem}"
-            continue
-        staged[cell.target] = held
+        return f"staged {cell.staging}: {problem}" if problem or held is None else held
+
+    candidates = [c for c in plan.cells if c.target in built]
+    out.held_back.update((c.target, "not built") for c in plan.cells if c.target not in built)
+    for cell, got in zip(candidates, _parallel(read, candidates), strict=True):
+        if isinstance(got, str):
+            out.held_back[cell.target] = got
+        else:
+            staged[cell.target] = got
     if out.held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: out.held_back.get(c.target, reason) for c in plan.cells})
-    for cell in plan.cells:
-        held = staged.get(cell.target)
-        if held is None:
-            continue
-        source = f"{cell.image}@{held.digest}"
-        bake.copy_index(docker, source, cell.tags, policy, echo)
+
+    def write(cell: Cell) -> None:
+        held = staged[cell.target]
+        bake.copy_index(docker, f"{cell.image}@{held.digest}", cell.tags, policy, echo)
         entries = held.entries()
-        for platform, refs in cell.platform_tags:
-            for ref in refs:
-                bake.copy_manifest(f"{cell.image}@{entries[platform]}", ref, policy, echo)
-        out.promoted.append(cell.target)
+        copies = [(f"{cell.image}@{entries[p]}", ref) for p, refs in cell.platform_tags for ref in refs]
+        _parallel(lambda c: bake.copy_manifest(c[0], c[1], policy, echo), copies)
+
+    ready = [c for c in plan.cells if c.target in staged]
+    _parallel(write, ready)
+    out.promoted.extend(c.target for c in ready)
     return out
 
 
@@ -105,35 +123,39 @@ def verify(plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
     Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
     manifests of their platform whose digest is that platform's entry in the cell's first index.
     """
+    return [check for checks in _parallel(lambda c: _verify_cell(c, policy, echo), plan.cells) for check in checks]
+
+
+def _verify_cell(cell: Cell, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
     from multibake import bake
 
     checks: list[TagCheck] = []
-    for cell in plan.cells:
-        entries: dict[str, str] = {}
-        for ref in cell.tags:
-            try:
-                held = bake.raw_manifest(ref, policy, echo)
-            except BuildError as exc:
-                checks.append(TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc)))
-                continue
-            problem = _index_problem(cell, held)
-            found = held.entries() if held is not None and held.is_index else {}
-            entries = entries or found
-            checks.append(
-                TagCheck(
-                    ref=ref,
-                    target=cell.target,
-                    kind="index",
-                    ok=problem is None,
-                    digest=held.digest if held else None,
-                    platforms=tuple(sorted(found.items())),
-                    attestations=held.attestations() if held else 0,
-                    problem=problem,
-                )
+    entries: dict[str, str] = {}
+    for ref in cell.tags:
+        try:
+            held = bake.raw_manifest(ref, policy, echo)
+        except BuildError as exc:
+            checks.append(TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc)))
+            continue
+        problem = _index_problem(cell, held)
+        found = held.entries() if held is not None and held.is_index else {}
+        entries = entries or found
+        checks.append(
+            TagCheck(
+                ref=ref,
+                target=cell.target,
+                kind="index",
+                ok=problem is None,
+                digest=held.digest if held else None,
+                platforms=tuple(sorted(found.items())),
+                attestations=held.attestations() if held else 0,
+                problem=problem,
             )
-        for platform, refs in cell.platform_tags:
-            for ref in refs:
-                checks.append(_check_platform_tag(cell, platform, ref, entries.get(platform), policy=policy, echo=echo))
+        )
+    singles = [(platform, ref) for platform, refs in cell.platform_tags for ref in refs]
+    checks += _parallel(
+        lambda pr: _check_platform_tag(cell, pr[0], pr[1], entries.get(pr[0]), policy=policy, echo=echo), singles
+    )
     return checks
 
 
