@@ -130,11 +130,12 @@ def hcl(
 
     loaded, p = load_plan(config, registry, selectors)
     text = render.render_hcl(p, Path(loaded.file).name) if fmt is BakeFormat.HCL else render.render_json(p)
-    dest = output or f"docker-bake.{fmt.value}"
-    if dest == "-":
+    if output == "-":
         typer.echo(text, nl=False)
         return
-    Path(dest).write_text(text, encoding="utf-8")
+    # beside platforms.yaml by default: the file's context paths are relative to that directory
+    dest = Path(output) if output else Path(loaded.file).parent / f"docker-bake.{fmt.value}"
+    dest.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {dest} ({len(p.cells)} targets)", err=True)
 
 
@@ -322,7 +323,10 @@ def run(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("multibake: interrupted", err=True)
         return EXIT_INTERRUPTED
-    return result if isinstance(result, int) else 0
+    code = result if isinstance(result, int) else 0
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into that exit code, quietly
+        typer.echo("multibake: interrupted", err=True)
+    return code
 
 
 def main() -> None:

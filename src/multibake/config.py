@@ -21,7 +21,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from multibake import platforms
@@ -102,19 +101,6 @@ class Family(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     tags: list[str | TagRule] = Field(default_factory=list)
 
-    @field_validator("matrix")
-    @classmethod
-    def _matrix_values(cls, matrix: dict[str, list[str]]) -> dict[str, list[str]]:
-        for axis, values in matrix.items():
-            if not values:
-                raise ValueError(f"axis {axis!r} has no values")
-            seen: set[str] = set()
-            for v in values:
-                if v in seen:
-                    raise ValueError(f"axis {axis!r} lists {v!r} twice")
-                seen.add(v)
-        return matrix
-
 
 class Config(_Model):
     """The whole of platforms.yaml."""
@@ -127,11 +113,10 @@ class Config(_Model):
     source: str | None = Field(default=None, description="URL for the org.opencontainers.image.source label")
     images: dict[str, Family] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _no_duplicate_platforms(self) -> Config:
-        if len(set(self.platforms)) != len(self.platforms):
-            raise ValueError("platforms lists the same platform twice")
-        return self
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        return value.rstrip("/")  # "host/team/" and "host/team" are the same namespace
 
 
 class Loaded(BaseModel):
@@ -262,7 +247,10 @@ def _pick_error(errors: list[Any]) -> Any:
 
 def validate(data: Any, file: str, positions: Positions, keys: Positions | None = None) -> Config:
     if not isinstance(data, dict):
-        raise config_error(Location(file, 1, 1, ""), "the top level must be a mapping (registry:, platforms:, images:)")
+        line, col = _nearest(positions, ())
+        raise config_error(
+            Location(file, line, col, ""), "the top level must be a mapping (registry:, platforms:, images:)"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

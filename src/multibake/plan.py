@@ -156,6 +156,12 @@ class _RawCell:
 def _expand(name: str, fam: Family, loaded: Loaded) -> list[_RawCell]:
     base_path: KeyPath = ("images", name)
     axes = list(fam.matrix)
+    for axis, axis_values in fam.matrix.items():
+        if not axis_values:
+            raise config_error(loaded.loc((*base_path, "matrix", axis)), f"axis {axis!r} has no values")
+        for i, value in enumerate(axis_values):
+            if value in axis_values[:i]:
+                raise config_error(loaded.loc((*base_path, "matrix", axis, i)), f"axis {axis!r} lists {value!r} twice")
     cells: list[_RawCell] = []
     if axes:
         for combo in itertools.product(*fam.matrix.values()):
@@ -253,6 +259,12 @@ def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
     repo = parts[1:] if _is_host(parts[0]) else parts
     for comp in repo:
         if not _REPO_PATH.fullmatch(comp):
+            if path == ("registry",) and loaded.registry_source != "file":
+                # the override is wrong, not the file
+                raise UsageError(
+                    f"{loaded.registry_source} {ref!r}: invalid repository name: component {comp!r} must be "
+                    "lowercase letters, digits and . _ -"
+                )
             raise config_error(
                 loaded.loc(path),
                 f"invalid repository name {ref!r}: component {comp!r} must be lowercase letters, digits and . _ -",
@@ -341,7 +353,11 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
         fam = cfg.images[name]
         fpath: KeyPath = ("images", name)
         if _TARGET_UNSAFE.search(name):
-            raise config_error(loaded.loc(fpath), "family names may use only letters, digits, '-' and '_'")
+            raise config_error(loaded.key_loc(fpath), "family names may use only letters, digits, '-' and '_'")
+        if name == "default":
+            raise config_error(
+                loaded.key_loc(fpath), "'default' is bake's group of every family; name the family otherwise"
+            )
         image = image_name(cfg.registry, name, fam.image)
         _check_image(image, loaded, (*fpath, "image") if fam.image else fpath)
         raw = _expand(name, fam, loaded)
@@ -362,14 +378,16 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             parents_by_key.setdefault(tuple(pv[a] for a in shared), []).append(pc)
 
         targets: list[str] = []
+        used_rules: set[int] = set()
         for rc in raw:
             values = rc.values
             target = target_name(name, values.values())
             claim(target, f"images.{name} cell {_describe(values)}", rc.origin, "target name")
             plats = rc.platforms or fam_platforms or default_platforms
             tags: list[str] = []
-            for tmpl, when, tpath in rules:
+            for rule_no, (tmpl, when, tpath) in enumerate(rules):
                 if _matches(when, values):
+                    used_rules.add(rule_no)
                     tag = _render(tmpl, values)
                     if not _TAG.fullmatch(tag):
                         raise config_error(
@@ -409,8 +427,15 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 parent_cell = matches[0]
                 missing = [p for p in plats if p not in parent_cell.platforms]
                 if missing:
+                    # blame whatever chose the child's platforms
+                    if rc.platforms is not None:
+                        where: KeyPath = (*rc.origin, "platforms")
+                    elif fam.platforms:
+                        where = (*fpath, "platforms")
+                    else:
+                        where = (*fpath, "base")
                     raise config_error(
-                        loaded.loc(rc.origin),
+                        loaded.loc(where),
                         f"cell {_describe(values)} is built for {', '.join(missing)} but its base "
                         f"{parent_cell.target} is not",
                     )
@@ -447,6 +472,10 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             by_target[target] = cell
             targets.append(target)
         by_family[name] = [c for c in cells if c.family == name]
+        for rule_no, (_, when, tpath) in enumerate(rules):
+            if when and rule_no not in used_rules:
+                # like an exclude that matches nothing: a typo would silently drop a floating tag
+                raise config_error(loaded.key_loc((*tpath[:-1], "when")), "when matches no cell (a typo in a value?)")
         if targets != [name]:  # a family without a matrix is its own single target, no group needed
             claim(name, f"family {name}", fpath, "bake name")
         families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))

@@ -1,0 +1,43 @@
+"""Shared helpers for the unit and integration tests: paths, a fixed Meta, writing configs."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from multibake import config, plan
+from multibake.plan import Meta, Plan
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO_ROOT / "platforms.yaml"
+
+# A fixed provenance so plans and renderings never depend on the clock or the checkout.
+FIXED_META = Meta(
+    created="2024-06-01T12:00:00Z",
+    revision="0123456789abcdef0123456789abcdef01234567",
+    source="https://example.com/org/multibake",
+)
+
+
+def write_config(directory: Path, text: str, name: str = "platforms.yaml") -> Path:
+    """Write a (dedented) platforms.yaml into ``directory`` and return its path."""
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def make_context(directory: Path, context: str, dockerfile: str = "Dockerfile") -> None:
+    """Create a build context directory with a Dockerfile under ``directory``."""
+    ctx = directory / context
+    ctx.mkdir(parents=True, exist_ok=True)
+    (ctx / dockerfile).parent.mkdir(parents=True, exist_ok=True)
+    (ctx / dockerfile).write_text("FROM scratch\n", encoding="utf-8")
+
+
+def plan_file(path: Path, registry: str | None = None, meta: Meta = FIXED_META) -> Plan:
+    """load → plan with a fixed Meta (pure: no git, no clock)."""
+    return plan.plan(config.load(path, registry), meta)
+
+
+def plan_text(directory: Path, text: str, registry: str | None = None, meta: Meta = FIXED_META) -> Plan:
+    return plan_file(write_config(directory, text), registry, meta)

@@ -1,0 +1,52 @@
+"""Integration tests run the real stack (docker, buildx); they are marked ``integration``.
+
+The ``stack`` fixture checks that docker and buildx answer. Without them the tests are skipped on a
+developer machine, but fail in CI (env CI set): CI must never go green by silently skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A conftest's `pytestmark` does not apply to the modules beside it; mark them here instead.
+    for item in items:
+        if _HERE in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _check(argv: list[str]) -> str | None:
+    """None when ``argv`` works, else a one-line reason."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        return f"{argv[0]} is not installed"
+    except OSError as exc:
+        return f"{argv[0]} cannot run: {exc}"
+    except subprocess.TimeoutExpired:
+        return f"`{' '.join(argv)}` timed out"
+    if out.returncode != 0:
+        detail = (out.stderr or out.stdout).strip().splitlines()
+        return f"`{' '.join(argv)}` failed: {detail[-1] if detail else f'exit {out.returncode}'}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def stack() -> str:
+    """The buildx version string; skips (or in CI fails) when docker/buildx do not work."""
+    for argv in (["docker", "buildx", "version"], ["docker", "info"]):
+        problem = _check(argv)
+        if problem is not None:
+            message = f"the docker/buildx stack is not available: {problem} (run scripts/setup-stack.sh)"
+            if os.environ.get("CI"):
+                pytest.fail(f"CI is set, refusing to skip: {message}")
+            pytest.skip(message)
+    version = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=True).stdout
+    return version.strip()

@@ -1,0 +1,73 @@
+"""Reading what a registry really holds, over its HTTP API (plain HTTP on 127.0.0.1, no auth)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    media_type: str
+    digest: str
+    doc: dict[str, Any]
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def platforms(self) -> dict[str, str]:
+        """platform → digest of an index's image entries; attestations (unknown/unknown) left out."""
+        out = {}
+        for m in self.doc.get("manifests", []):
+            p = m.get("platform") or {}
+            if p.get("os") in (None, "unknown"):
+                continue
+            name = f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
+            out[name] = m["digest"]
+        return out
+
+    def attestations(self) -> int:
+        return sum(1 for m in self.doc.get("manifests", []) if (m.get("platform") or {}).get("os") == "unknown")
+
+
+def split(ref: str) -> tuple[str, str, str]:
+    host, _, rest = ref.partition("/")
+    repo, _, tag = rest.rpartition(":")
+    return host, repo, tag
+
+
+def get(ref: str) -> Manifest | None:
+    """The manifest ``ref`` points at, or None when the registry has no such tag."""
+    host, repo, tag = split(ref)
+    req = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{tag}", headers={"Accept": ", ".join(INDEX_TYPES + MANIFEST_TYPES)}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            body = resp.read()
+            media = resp.headers["Content-Type"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return Manifest(media, "sha256:" + hashlib.sha256(body).hexdigest(), json.loads(body))
+
+
+def config_of(host: str, repo: str, manifest_digest: str) -> dict[str, Any]:
+    """The image config (os, architecture, variant, labels) of a platform manifest."""
+    req = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{manifest_digest}", headers={"Accept": ", ".join(MANIFEST_TYPES)}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        manifest = json.loads(resp.read())
+    with urllib.request.urlopen(f"http://{host}/v2/{repo}/blobs/{manifest['config']['digest']}", timeout=30) as resp:
+        config: dict[str, Any] = json.loads(resp.read())
+    return config
