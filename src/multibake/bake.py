@@ -216,7 +216,7 @@ def output_sets(plan: Plan, req: Request) -> dict[str, str]:
         Mode.LOAD: "type=docker",
         Mode.OUTPUT: req.output or "type=cacheonly",
     }[req.mode]
-    sets = {f"{c.target}.output": out for c in plan.cells}
+    sets = {f"{t}.output": out for c in plan.cells for t in c.bake_targets}
     sets.update(req.sets)
     return sets
 
@@ -230,6 +230,11 @@ def command_line(plan: Plan, req: Request, targets: Sequence[str]) -> list[str]:
         shown = "***" if _SECRETISH.search(key) else value
         argv += ["--set", f"{key}={shown}"]
     return argv + list(targets)
+
+
+def bake_targets(plan: Plan) -> list[str]:
+    """Every bake target that builds a cell of ``plan`` (a cell built per platform has several)."""
+    return [t for c in plan.cells for t in c.bake_targets]
 
 
 @dataclass(kw_only=True)
@@ -267,7 +272,7 @@ def _bake_once(
 ) -> dict[str, Any]:
     from python_on_whales.exceptions import DockerException
 
-    steps = Steps({c.target for c in plan.cells} | {v.target for v in plan.views})
+    steps = Steps(set(bake_targets(plan)) | {v.target for v in plan.views})
     run.steps = steps
     metadata.unlink(missing_ok=True)
     with contextlib.chdir(req.root):
@@ -338,6 +343,7 @@ def execute(
         c.target: CellResult(target=c.target, family=c.family, platforms=c.platforms, tags=c.tags) for c in plan.cells
     }
     report = BuildReport(builder=builder, mode=req.mode, cells=list(results.values()))
+    owner = {t: c.target for c in plan.cells for t in c.bake_targets}  # bake target → its cell
     seen: dict[str, tuple[float, float]] = {}
     started = time.monotonic()
 
@@ -353,26 +359,33 @@ def execute(
             failure = exc.failure
             last = report.runs[-1].steps
             # the targets whose steps failed, or all of this run's when buildx does not say
-            for t in [t for t in failure.targets if t in results] or targets:
-                r = results[t]
+            for t in [t for t in failure.targets if t in owner] or targets:
+                r = results[owner[t]]
                 r.status, r.error = "failed", failure.reason
-                r.log_tail = last.tail(t) if last else []
+                r.log_tail = [*r.log_tail, *(last.tail(t) if last else [])][-30:]
             return failure
         for t in targets:
-            results[t].status = "built"
-            results[t].digest = (meta.get(t) or {}).get("containerimage.digest")
+            r = results[owner[t]]
+            if r.status != "failed":
+                r.status = "built"
+            if t == r.target:  # a cell built per platform gets its index digest when it is assembled
+                r.digest = (meta.get(t) or {}).get("containerimage.digest")
         return None
 
-    if build([c.target for c in plan.cells]) is not None:
+    if build(bake_targets(plan)) is not None:
         if req.keep_going:
             _one_by_one(plan, results, build, echo)
         else:
             for r in results.values():
                 if r.status != "failed":
                     r.status, r.error = "skipped", "not built: another cell failed (use --keep-going)"
+    spans: dict[str, tuple[float, float]] = {}
     for t, (first, last_seen) in seen.items():
-        if t in results:
-            results[t].duration = round(last_seen - first, 2)
+        if t in owner:
+            a, b = spans.get(owner[t], (first, last_seen))
+            spans[owner[t]] = (min(a, first), max(b, last_seen))
+    for cell_target, (first, last_seen) in spans.items():
+        results[cell_target].duration = round(last_seen - first, 2)
     report.duration = round(time.monotonic() - started, 2)
     return report
 
@@ -394,7 +407,7 @@ def _one_by_one(
             continue
         r.status, r.error, r.log_tail = "pending", None, []
         echo(f"multibake: --keep-going: building {cell.target}")
-        if build([cell.target]) is not None:
+        if build(cell.bake_targets) is not None:
             failed.add(cell.target)
 
 
@@ -528,8 +541,20 @@ def copy_manifest(source: str, dest: str, policy: RetryPolicy, echo: Echo) -> No
     )
 
 
-def copy_index(docker: DockerClient, source: str, tags: Sequence[str], policy: RetryPolicy, echo: Echo) -> None:
-    """Point ``tags`` at the index ``source`` holds: one manifest write per tag, nothing rebuilt."""
+def copy_index(
+    docker: DockerClient,
+    sources: Sequence[str],
+    tags: Sequence[str],
+    *,
+    policy: RetryPolicy,
+    echo: Echo,
+    annotations: Mapping[str, str] | None = None,
+) -> None:
+    """Point ``tags`` at an index of ``sources`` (one index as is, or several merged): nothing rebuilt."""
+    notes = {f"index:{k}": v for k, v in (annotations or {}).items()}
     _docker_call(
-        policy, echo, f"tagging {source}", lambda: docker.buildx.imagetools.create(sources=[source], tags=list(tags))
+        policy,
+        echo,
+        f"tagging {', '.join(tags)}",
+        lambda: docker.buildx.imagetools.create(sources=list(sources), tags=list(tags), annotations=notes),
     )

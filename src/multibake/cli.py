@@ -244,7 +244,7 @@ def build(
     )
     if dry_run:
         typer.echo(bake_file.read_text(encoding="utf-8"))
-        argv = bake.command_line(p, req, [c.target for c in p.cells])
+        argv = bake.command_line(p, req, bake.bake_targets(p))
         typer.echo(f"# cd {loaded.root} && " + " ".join(argv))
         return 0
     docker = bake.docker_client()
@@ -263,11 +263,12 @@ def build(
         published = publish.promote(docker, p, result, policy=policy, echo=echo, partial=keep_going)
         promoted = planner.select_targets(p, published.promoted)
         checks = publish.verify(promoted, policy, echo)
-        digests = {c.ref: dict(c.platforms) for c in checks if c.kind == "index"}
+        indexes = {c.ref: c for c in checks if c.kind == "index"}
         for cell in result.cells:
             if cell.target in published.promoted:
                 cell.status = "published"
-                cell.platform_digests = digests.get(cell.tags[0], {})
+                if (first := indexes.get(cell.tags[0])) is not None:
+                    cell.digest, cell.platform_digests = first.digest, dict(first.platforms)
             elif cell.status == "built":
                 cell.status, cell.error = "staged", published.held_back.get(cell.target)
         bad = [c for c in checks if not c.ok]

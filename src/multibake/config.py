@@ -25,6 +25,7 @@ from pydantic import (
 
 from multibake import platforms
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
+from multibake.platforms import Scheme
 
 DEFAULT_CONFIG = "platforms.yaml"
 REGISTRY_ENV = "MULTIBAKE_REGISTRY"
@@ -98,6 +99,12 @@ class Family(_Model):
     exclude: list[dict[str, str | list[str]]] = Field(default_factory=list)
     include: list[dict[str, str | list[str]]] = Field(default_factory=list)
     args: dict[str, str] = Field(default_factory=dict)
+    platform_args: dict[str, Scheme] = Field(
+        default_factory=dict,
+        description="build args whose value is the platform's name in a scheme (S6_ARCH: s6-overlay); "
+        "the family is then built one target per platform",
+    )
+    annotations: dict[str, str] = Field(default_factory=dict, description="OCI annotations of the multi-arch index")
     labels: dict[str, str] = Field(default_factory=dict)
     tags: list[str | TagRule] = Field(default_factory=list)
 

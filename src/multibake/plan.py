@@ -37,6 +37,23 @@ class Meta:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PlatformTarget:
+    """One platform of a cell built as a bake target of its own.
+
+    Bake cannot vary build args by platform inside one target, so a cell with per-platform args
+    (or whose parent has them) is built one target per platform and multibake assembles the index.
+    """
+
+    target: str  # <cell target>--<short platform name>
+    platform: str
+    args: Pairs  # the cell's args plus the per-platform values
+    base_context: str | None
+    staging: str
+    cache_from: tuple[str, ...]
+    cache_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Cell:
     """One image to build: a family at one point of its matrix."""
 
@@ -57,6 +74,13 @@ class Cell:
     base_context: str | None  # bake target the child's `FROM base` resolves to (the parent or a view)
     cache_from: tuple[str, ...]
     cache_to: tuple[str, ...]
+    annotations: Pairs = ()
+    split: tuple[PlatformTarget, ...] = ()  # non-empty: built one target per platform
+
+    @property
+    def bake_targets(self) -> tuple[str, ...]:
+        """The bake targets that build this cell."""
+        return tuple(t.target for t in self.split) if self.split else (self.target,)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -366,6 +390,12 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
 
         tmpl_args = [(k, _compile(v, axes, loaded, (*fpath, "args", k))) for k, v in fam.args.items()]
         tmpl_labels = [(k, _compile(v, axes, loaded, (*fpath, "labels", k))) for k, v in fam.labels.items()]
+        tmpl_annotations = [
+            (k, _compile(v, axes, loaded, (*fpath, "annotations", k))) for k, v in fam.annotations.items()
+        ]
+        for k in fam.platform_args:
+            if k in fam.args:
+                raise config_error(loaded.key_loc((*fpath, "platform_args", k)), f"{k} is also in args; keep one")
         tmpl_context = _compile(fam.context, axes, loaded, (*fpath, "context"))
         tmpl_dockerfile = _compile(fam.dockerfile, axes, loaded, (*fpath, "dockerfile"))
         rules = _tag_rules(name, fam, axes, loaded)
@@ -440,15 +470,33 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                         f"{parent_cell.target} is not",
                     )
                 parent = parent_cell.target
-                before = set(views)
-                base_context = _narrowed(parent_cell, plats, by_target, views)
-                for name_ in sorted(set(views) - before):
-                    claim(name_, f"a view of {views[name_].parent}", rc.origin, "target name")
+                if not (fam.platform_args or parent_cell.split):  # a split cell takes per-platform bases
+                    before = set(views)
+                    base_context = _narrowed(parent_cell, plats, by_target, views)
+                    for name_ in sorted(set(views) - before):
+                        claim(name_, f"a view of {views[name_].parent}", rc.origin, "target name")
                 labels["org.opencontainers.image.base.name"] = parent_cell.tags[0]
             for k, t in tmpl_labels:
                 labels[k] = _render(t, values)
             cache_from, cache_to = _cache(loaded, target, refs[0])
             staging = f"{image}:{_bounded_tag('multibake-staging-' + target)}"
+            args = tuple((k, _render(t, values)) for k, t in tmpl_args)
+            split: tuple[PlatformTarget, ...] = ()
+            if fam.platform_args or (parent is not None and by_target[parent].split):
+                split = _split(
+                    target=target,
+                    image=image,
+                    plats=plats,
+                    args=args,
+                    platform_args=fam.platform_args,
+                    parent=by_target.get(parent or ""),
+                    cells=by_target,
+                    views=views,
+                    loaded=loaded,
+                    first_ref=refs[0],
+                )
+                for piece in split:
+                    claim(piece.target, f"images.{name} cell {_describe(values)}", rc.origin, "target name")
             cell = Cell(
                 family=name,
                 target=target,
@@ -458,7 +506,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 dockerfile=_render(tmpl_dockerfile, values),
                 stage=fam.target,
                 image=image,
-                args=tuple((k, _render(t, values)) for k, t in tmpl_args),
+                args=args,
                 labels=tuple(sorted(labels.items())),
                 tags=refs,
                 staging=staging,
@@ -467,6 +515,8 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                 base_context=base_context,
                 cache_from=cache_from,
                 cache_to=cache_to,
+                annotations=tuple((k, _render(t, values)) for k, t in tmpl_annotations),
+                split=split,
             )
             cells.append(cell)
             by_target[target] = cell
@@ -480,6 +530,42 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             claim(name, f"family {name}", fpath, "bake name")
         families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))
     return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells), views=tuple(views.values()))
+
+
+def _split(
+    *,
+    target: str,
+    image: str,
+    plats: tuple[str, ...],
+    args: Pairs,
+    platform_args: dict[str, arch.Scheme],
+    parent: Cell | None,
+    cells: dict[str, Cell],
+    views: dict[str, View],
+    loaded: Loaded,
+    first_ref: str,
+) -> tuple[PlatformTarget, ...]:
+    """One target per platform; each FROM its parent's target for the same platform."""
+    out = []
+    for p in plats:
+        name = f"{target}--{arch.name(p, arch.Scheme.SHORT)}"
+        base = None
+        if parent is not None:
+            same = [t for t in parent.split if t.platform == p]
+            base = same[0].target if same else _narrowed(parent, (p,), cells, views)
+        cache_from, cache_to = _cache(loaded, name, first_ref)
+        out.append(
+            PlatformTarget(
+                target=name,
+                platform=p,
+                args=args + tuple((k, arch.name(p, scheme)) for k, scheme in platform_args.items()),
+                base_context=base,
+                staging=f"{image}:{_bounded_tag('multibake-staging-' + name)}",
+                cache_from=cache_from,
+                cache_to=cache_to,
+            )
+        )
+    return tuple(out)
 
 
 def _bounded_tag(tag: str) -> str:
@@ -642,16 +728,23 @@ def restrict(p: Plan, wanted: Sequence[str]) -> Plan:
         if not plats:
             continue
         base_context = None
-        if c.parent is not None:
-            parent = cells.get(c.parent)
-            if parent is None:
-                continue  # its parent is not built for any wanted platform
+        parent = cells.get(c.parent) if c.parent is not None else None
+        if c.parent is not None and parent is None:
+            continue  # its parent is not built for any wanted platform
+        split = tuple(piece for piece in c.split if piece.platform in keep)
+        if parent is not None and not split:
             base_context = _narrowed(parent, plats, cells, views)
+        elif parent is not None and not parent.split:
+            # per-platform pieces of a child whose parent is one multi-platform target: views again
+            split = tuple(
+                replace(piece, base_context=_narrowed(parent, (piece.platform,), cells, views)) for piece in split
+            )
         cells[c.target] = replace(
             c,
             platforms=plats,
             platform_tags=tuple((x, refs) for x, refs in c.platform_tags if x in keep),
             base_context=base_context,
+            split=split,
         )
     fams = tuple(
         FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in cells))

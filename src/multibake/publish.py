@@ -85,6 +85,12 @@ def promote(
     built = {c.target for c in report.cells if c.status == "built"}
     staged: dict[str, RawManifest] = {}
 
+    def assemble(cell: Cell) -> None:
+        # a cell built per platform: its index is made here from the platforms' staged images
+        bake.copy_index(docker, [piece.staging for piece in cell.split], [cell.staging], policy=policy, echo=echo)
+
+    _parallel(assemble, [c for c in plan.cells if c.split and c.target in built])
+
     def read(cell: Cell) -> RawManifest | str:
         try:
             held = bake.raw_manifest(cell.staging, policy, echo)
@@ -106,7 +112,14 @@ def promote(
 
     def write(cell: Cell) -> None:
         held = staged[cell.target]
-        bake.copy_index(docker, f"{cell.image}@{held.digest}", cell.tags, policy, echo)
+        bake.copy_index(
+            docker,
+            [f"{cell.image}@{held.digest}"],
+            cell.tags,
+            policy=policy,
+            echo=echo,
+            annotations=dict(cell.annotations),
+        )
         entries = held.entries()
         copies = [(f"{cell.image}@{entries[p]}", ref) for p, refs in cell.platform_tags for ref in refs]
         _parallel(lambda c: bake.copy_manifest(c[0], c[1], policy, echo), copies)
