@@ -53,6 +53,10 @@ Selectors = Annotated[
     ),
 ]
 DEFAULT_CONFIG = Path("platforms.yaml")
+LockOpt = Annotated[
+    Path | None,
+    typer.Option("--lock", help="A lock file from `multibake lock`: every shard of a release uses the same one."),
+]
 
 
 class BakeFormat(StrEnum):
@@ -77,14 +81,29 @@ def _global(
     _debug = debug or os.environ.get("MULTIBAKE_DEBUG") == "1"
 
 
-def load_plan(config: Path, registry: str | None, selectors: list[str] | None, check_files: bool = True) -> Any:
-    """load → plan → select, shared by every command that needs a plan."""
+def load_plan(
+    config: Path,
+    registry: str | None,
+    selectors: list[str] | None,
+    check_files: bool = True,
+    lock: Path | None = None,
+) -> Any:
+    """load → plan → select, shared by every command that needs a plan.
+
+    With a lock file, its creation time and revision are used, and the plan must be the one it locked.
+    """
     from multibake import config as cfg
     from multibake import plan as planner
-    from multibake import provenance
+    from multibake import provenance, shards
 
     loaded = cfg.load(config, registry)
-    full = planner.plan(loaded, provenance.resolve(loaded.root))
+    if lock is not None:
+        meta, locked = shards.read_lock(lock)
+    else:
+        meta, locked = provenance.resolve(loaded.root), None
+    full = planner.plan(loaded, meta)
+    if locked is not None and shards.plan_digest(full) != locked:
+        raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")
     if check_files:
         cfg.check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in full.cells])
     return loaded, planner.select(full, selectors or [])
@@ -196,6 +215,16 @@ def build(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the bake file and command, build nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (shape in the README).")] = False,
     progress: Annotated[Progress, typer.Option("--progress", help="How to show buildx output.")] = Progress.AUTO,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="Build one slice of a release (platform=P, family=NAME, cell=TARGET), staged only."
+        ),
+    ] = None,
+    lock: LockOpt = None,
+    result_dir: Annotated[Path, typer.Option("--result-dir", help="Where a shard writes its result file.")] = Path(
+        ".multibake/shards"
+    ),
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
     from multibake import bake, publish, report
@@ -213,7 +242,24 @@ def build(
         if not eq or "." not in key:
             raise UsageError(f"--set {item!r}: expected target.key=value")
         sets[key] = value
-    loaded, p = load_plan(config, registry, selectors)
+    loaded, p = load_plan(config, registry, selectors, lock=lock)
+    from multibake import shards
+
+    digest = shards.plan_digest(load_plan(config, registry, None, check_files=False, lock=lock)[1])
+    the_shard = None
+    members: set[str] = set()
+    if shard is not None:
+        if mode is not bake.Mode.PUSH:
+            raise UsageError("--shard stages a slice of a release in the registry: add --push")
+        the_shard = shards.parse_shard(shard, p)
+        if the_shard.kind == "platform":
+            # every cell built one target per platform, this platform only; publish merges them
+            meta = shards.read_lock(lock)[0] if lock else None
+            p = planner.select(planner.plan(loaded, meta or _meta(loaded), split_all=True), selectors or [])
+            p = planner.restrict(p, [the_shard.value])
+        else:
+            p = planner.select(p, [the_shard.value])
+        members = shards.shard_members(the_shard, p)
     if platform:
         wanted = []
         for spelling in platform:
@@ -224,7 +270,7 @@ def build(
         if mode is bake.Mode.PUSH:
             raise UsageError(
                 "--platform with --push would publish multi-arch tags missing platforms; "
-                "build all planned platforms, or build without --push"
+                "build all planned platforms, shard the release (--shard platform=P), or build without --push"
             )
         p = planner.restrict(p, wanted)
         if not p.cells:
@@ -259,8 +305,19 @@ def build(
     echo = _echo_for(progress, quiet=False)
     result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
     problems = 0
-    if mode is bake.Mode.PUSH:
-        published = publish.promote(docker, p, result, policy=policy, echo=echo, partial=keep_going)
+    if the_shard is not None:
+        cells, failed = publish.staged_refs(p, members, result, policy=policy, echo=echo)
+        result_dir.mkdir(parents=True, exist_ok=True)
+        out_file = result_dir / f"{the_shard.id}.json"
+        out_file.write_text(json.dumps(shards.result_doc(the_shard, digest, cells, failed), indent=2) + "\n")
+        typer.echo(f"multibake: shard {the_shard}: {len(cells)} cells staged, result in {out_file}", err=True)
+        for cell in result.cells:
+            if cell.status == "built":
+                cell.status = "staged"
+        problems = len(failed)
+    elif mode is bake.Mode.PUSH:
+        sources = publish.local_sources(p, result)
+        published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=keep_going)
         promoted = planner.select_targets(p, published.promoted)
         checks = publish.verify(promoted, policy, echo)
         indexes = {c.ref: c for c in checks if c.kind == "index"}
@@ -280,6 +337,92 @@ def build(
     else:
         typer.echo(report.build_table(result), nl=False)
     return 0 if result.ok and not problems else 1
+
+
+def _meta(loaded: Any) -> Any:
+    from multibake import provenance
+
+    return provenance.resolve(loaded.root)
+
+
+@app.command()
+def lock(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The lock file to write.")] = Path(
+        "multibake.lock.json"
+    ),
+) -> None:
+    """Resolve a release once (creation time, revision, the plan) for every shard to share."""
+    from multibake import shards
+
+    loaded, p = load_plan(config, registry, None)
+    doc = shards.lock_doc(p, _meta(loaded), str(config))
+    output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {output} (plan {doc['plan'][:19]}…, created {doc['meta']['created']})", err=True)
+
+
+class MatrixFormat(StrEnum):
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    JSON = "json"
+
+
+class Split(StrEnum):
+    PLATFORM = "platform"
+    FAMILY = "family"
+    CELL = "cell"
+
+
+ci = typer.Typer(help="Helpers for CI systems.", no_args_is_help=True)
+app.add_typer(ci, name="ci")
+
+
+@ci.command("matrix")
+def ci_matrix(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    fmt: Annotated[MatrixFormat, typer.Option("--format", help="The CI's matrix syntax.")] = MatrixFormat.JSON,
+    split: Annotated[Split, typer.Option("--split", help="How to divide the release.")] = Split.PLATFORM,
+) -> None:
+    """Print the shards of a release for the CI's own matrix feature (one job per shard)."""
+    from multibake import shards
+
+    _, p = load_plan(config, registry, None, check_files=False)
+    typer.echo(shards.matrix(shards.fan_out(p, split.value), fmt.value))
+
+
+@app.command("publish")
+def publish_cmd(
+    from_: Annotated[list[Path], typer.Option("--from", help="Shard result files or directories (repeatable).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    lock: LockOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verify report as JSON.")] = False,
+) -> int:
+    """Merge shard results into manifest lists and public tags, all or nothing, then verify."""
+    from multibake import bake, publish, report, shards
+
+    loaded, p = load_plan(config, registry, None, check_files=False, lock=lock)
+    sources, problems = shards.merge(from_, p, shards.plan_digest(p))
+    if problems:
+        for line in problems:
+            typer.echo(f"multibake: {line}", err=True)
+        typer.echo("multibake: the release is incomplete, so no public tag was changed", err=True)
+        return 1
+    retry = loaded.config.retry
+    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
+    echo = lambda line: typer.echo(line, err=True)  # noqa: E731
+    docker = bake.docker_client()
+    published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=False)
+    for target, why in published.held_back.items():
+        typer.echo(f"multibake: {target}: {why}", err=True)
+    checks = publish.verify(p, policy, echo)
+    if as_json:
+        typer.echo(json.dumps(report.verify_json(checks), indent=2))
+    else:
+        typer.echo(report.verify_table(checks), nl=False)
+    return 0 if not published.held_back and all(c.ok for c in checks) else 1
 
 
 @app.command()

@@ -356,8 +356,11 @@ def _family_order(loaded: Loaded) -> list[str]:
 # --- the plan ---------------------------------------------------------------------------------
 
 
-def plan(loaded: Loaded, meta: Meta) -> Plan:
-    """Expand ``loaded`` into every cell to build. Pure: reads no files, runs nothing."""
+def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
+    """Expand ``loaded`` into every cell to build. Pure: reads no files, runs nothing.
+
+    ``split_all`` builds every cell one target per platform (how a release is sharded by platform).
+    """
     cfg = loaded.config
     _check_image(cfg.registry, loaded, ("registry",))
     default_platforms = _platform_list(list(cfg.platforms), loaded, ("platforms",))
@@ -470,7 +473,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
                         f"{parent_cell.target} is not",
                     )
                 parent = parent_cell.target
-                if not (fam.platform_args or parent_cell.split):  # a split cell takes per-platform bases
+                if not (split_all or fam.platform_args or parent_cell.split):  # split: per-platform bases
                     before = set(views)
                     base_context = _narrowed(parent_cell, plats, by_target, views)
                     for name_ in sorted(set(views) - before):
@@ -482,7 +485,7 @@ def plan(loaded: Loaded, meta: Meta) -> Plan:
             staging = f"{image}:{_bounded_tag('multibake-staging-' + target)}"
             args = tuple((k, _render(t, values)) for k, t in tmpl_args)
             split: tuple[PlatformTarget, ...] = ()
-            if fam.platform_args or (parent is not None and by_target[parent].split):
+            if split_all or fam.platform_args or (parent is not None and by_target[parent].split):
                 split = _split(
                     target=target,
                     image=image,

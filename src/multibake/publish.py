@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from multibake.errors import BuildError
 from multibake.plan import Cell, Plan
@@ -75,33 +75,49 @@ def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
     return None
 
 
+def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
+    """What each cell built by this machine staged: its index, or one image per platform."""
+    built = {c.target for c in report.cells if c.status == "built"}
+    return {
+        c.target: [piece.staging for piece in c.split] if c.split else [c.staging]
+        for c in plan.cells
+        if c.target in built
+    }
+
+
 def promote(
-    docker: DockerClient, plan: Plan, report: BuildReport, *, policy: RetryPolicy, echo: Echo, partial: bool
+    docker: DockerClient,
+    plan: Plan,
+    sources: dict[str, list[str]],
+    *,
+    policy: RetryPolicy,
+    echo: Echo,
+    partial: bool,
 ) -> Published:
-    """Point public tags at the staged indexes: all cells or none, unless ``partial`` (--keep-going)."""
+    """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
+
+    ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
+    (a cell built per platform, or a release whose platforms were built on several machines).
+    """
     from multibake import bake
 
     out = Published()
-    built = {c.target for c in report.cells if c.status == "built"}
     staged: dict[str, RawManifest] = {}
+    out.held_back.update((c.target, "not built") for c in plan.cells if c.target not in sources)
+    candidates = [c for c in plan.cells if c.target in sources]
 
-    def assemble(cell: Cell) -> None:
-        # a cell built per platform: its index is made here from the platforms' staged images
-        bake.copy_index(docker, [piece.staging for piece in cell.split], [cell.staging], policy=policy, echo=echo)
-
-    _parallel(assemble, [c for c in plan.cells if c.split and c.target in built])
-
-    def read(cell: Cell) -> RawManifest | str:
+    def stage(cell: Cell) -> RawManifest | str:
         try:
+            refs = sources[cell.target]
+            if refs != [cell.staging]:  # per-platform images: their index is made here
+                bake.copy_index(docker, refs, [cell.staging], policy=policy, echo=echo)
             held = bake.raw_manifest(cell.staging, policy, echo)
         except BuildError as exc:
             return str(exc)
         problem = _index_problem(cell, held)
         return f"staged {cell.staging}: {problem}" if problem or held is None else held
 
-    candidates = [c for c in plan.cells if c.target in built]
-    out.held_back.update((c.target, "not built") for c in plan.cells if c.target not in built)
-    for cell, got in zip(candidates, _parallel(read, candidates), strict=True):
+    for cell, got in zip(candidates, _parallel(stage, candidates), strict=True):
         if isinstance(got, str):
             out.held_back[cell.target] = got
         else:
@@ -194,3 +210,29 @@ def _check_platform_tag(
     if expected is not None and held.digest != expected:
         return result(False, f"digest {held.digest} is not the index's {platform} entry {expected}", held.digest)
     return result(True, None, held.digest)
+
+
+def staged_refs(
+    plan: Plan, members: set[str], report: BuildReport, *, policy: RetryPolicy, echo: Echo
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """A shard's result: the staged images of its cells, pinned by digest, and the cells that failed."""
+    from multibake import bake
+
+    status = {c.target: c.status for c in report.cells}
+    failed = sorted(t for t in members if status.get(t) != "built")
+    cells: dict[str, dict[str, Any]] = {}
+
+    def pin(ref: str, image: str) -> str:
+        held = bake.raw_manifest(ref, policy, echo)
+        if held is None:
+            raise BuildError(f"{ref} is not in the registry after the build")
+        return f"{image}@{held.digest}"
+
+    for cell in plan.cells:
+        if cell.target not in members or cell.target in failed:
+            continue
+        if cell.split:
+            cells[cell.target] = {"platforms": {piece.platform: pin(piece.staging, cell.image) for piece in cell.split}}
+        else:
+            cells[cell.target] = {"index": pin(cell.staging, cell.image)}
+    return cells, failed
