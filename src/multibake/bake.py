@@ -25,7 +25,7 @@ import tenacity
 
 from multibake.errors import BuildError, UsageError
 from multibake.failures import Failure, Kind, Steps, classify
-from multibake.plan import Plan
+from multibake.plan import Cell, Plan
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -109,7 +109,7 @@ class BuildReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.status in ("built", "published") for c in self.cells)
+        return all(c.status in ("built", "published", "up-to-date") for c in self.cells)
 
 
 # --- preflight --------------------------------------------------------------------------------
@@ -230,6 +230,18 @@ def command_line(plan: Plan, req: Request, targets: Sequence[str]) -> list[str]:
         shown = "***" if _SECRETISH.search(key) else value
         argv += ["--set", f"{key}={shown}"]
     return argv + list(targets)
+
+
+def up_to_date(cell: Cell, ref: str) -> CellResult:
+    """The result of a cell --skip-existing did not rebuild: its published image stands."""
+    return CellResult(
+        target=cell.target,
+        family=cell.family,
+        platforms=cell.platforms,
+        tags=cell.tags,
+        status="up-to-date",
+        digest=ref.rsplit("@", 1)[1],
+    )
 
 
 def bake_targets(plan: Plan) -> list[str]:
@@ -372,6 +384,8 @@ def execute(
                 r.digest = (meta.get(t) or {}).get("containerimage.digest")
         return None
 
+    if not plan.cells:  # everything was up to date: bake without targets would build the default group
+        return report
     if build(bake_targets(plan)) is not None:
         if req.keep_going:
             _one_by_one(plan, results, build, echo)
@@ -520,15 +534,21 @@ def raw_manifest(ref: str, policy: RetryPolicy, echo: Echo) -> RawManifest | Non
     return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc)
 
 
-def image_platform(ref: str, policy: RetryPolicy, echo: Echo) -> str:
-    """The platform a single-platform image's config declares."""
+def image_config(ref: str, policy: RetryPolicy, echo: Echo) -> dict[str, Any]:
+    """The config (platform, labels, ...) of a single-platform image."""
     body = _skopeo(
         policy,
         echo,
         f"reading the config of {ref}",
         ["inspect", "--config", "--raw", *_tls_flags(ref), f"docker://{ref}"],
     )
-    return _platform_name(json.loads(body))
+    config: dict[str, Any] = json.loads(body)
+    return config
+
+
+def image_platform(ref: str, policy: RetryPolicy, echo: Echo) -> str:
+    """The platform a single-platform image's config declares."""
+    return _platform_name(image_config(ref, policy, echo))
 
 
 def copy_manifest(source: str, dest: str, policy: RetryPolicy, echo: Echo) -> None:

@@ -225,6 +225,9 @@ def build(
     result_dir: Annotated[Path, typer.Option("--result-dir", help="Where a shard writes its result file.")] = Path(
         ".multibake/shards"
     ),
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip cells whose published image has the same build id.")
+    ] = False,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
     from multibake import bake, publish, report
@@ -275,6 +278,20 @@ def build(
         p = planner.restrict(p, wanted)
         if not p.cells:
             raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
+    from multibake import buildid
+
+    retry = loaded.config.retry
+    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
+    echo = _echo_for(progress, quiet=False)
+    ids = buildid.compute(p, loaded.root)
+    p = planner.with_labels(p, {t: (buildid.LABEL, i) for t, i in ids.items()})
+    up_to_date: dict[str, str] = {}
+    if skip_existing:
+        up_to_date = publish.already_published(p, ids, policy=policy, echo=echo)
+        skipped_cells = [c for c in p.cells if c.target in up_to_date]
+        p = planner.without(p, up_to_date)
+        for c in skipped_cells:
+            typer.echo(f"multibake: {c.target} is up to date ({up_to_date[c.target]})", err=True)
     workdir = loaded.root / ".multibake" / "build"
     workdir.mkdir(parents=True, exist_ok=True)
     bake_file = workdir / "docker-bake.hcl"
@@ -300,10 +317,8 @@ def build(
         err=True,
     )
     bake.check_builder(info, p)
-    retry = loaded.config.retry
-    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
-    echo = _echo_for(progress, quiet=False)
     result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
+    result.cells[:0] = [bake.up_to_date(cell, ref) for cell, ref in _skipped(loaded, up_to_date)]
     problems = 0
     if the_shard is not None:
         cells, failed = publish.staged_refs(p, members, result, policy=policy, echo=echo)
@@ -320,7 +335,7 @@ def build(
         published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=keep_going)
         promoted = planner.select_targets(p, published.promoted)
         checks = publish.verify(promoted, policy, echo)
-        indexes = {c.ref: c for c in checks if c.kind == "index"}
+        indexes = {check.ref: check for check in checks if check.kind == "index"}
         for cell in result.cells:
             if cell.target in published.promoted:
                 cell.status = "published"
@@ -328,15 +343,25 @@ def build(
                     cell.digest, cell.platform_digests = first.digest, dict(first.platforms)
             elif cell.status == "built":
                 cell.status, cell.error = "staged", published.held_back.get(cell.target)
-        bad = [c for c in checks if not c.ok]
-        for c in bad:
-            typer.echo(f"multibake: verify: {c.ref}: {c.problem}", err=True)
+        bad = [check for check in checks if not check.ok]
+        for check in bad:
+            typer.echo(f"multibake: verify: {check.ref}: {check.problem}", err=True)
         problems = len(bad)
     if as_json:
         typer.echo(json.dumps(report.build_json(result), indent=2))
     else:
         typer.echo(report.build_table(result), nl=False)
     return 0 if result.ok and not problems else 1
+
+
+def _skipped(loaded: Any, up_to_date: dict[str, str]) -> list[tuple[Any, str]]:
+    """The planned cells --skip-existing left out, with the published image each one keeps."""
+    if not up_to_date:
+        return []
+    from multibake import plan as planner
+
+    full = planner.plan(loaded, _meta(loaded))
+    return [(c, up_to_date[c.target]) for c in full.cells if c.target in up_to_date]
 
 
 def _meta(loaded: Any) -> Any:

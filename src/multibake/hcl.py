@@ -55,7 +55,9 @@ def target_attrs(cell: Cell, staged: bool = False) -> dict[str, Any]:
     }
     if cell.stage:
         attrs["target"] = cell.stage
-    if cell.base_context:
+    if cell.base_image:
+        attrs["contexts"] = {"base": f"docker-image://{cell.base_image}"}
+    elif cell.base_context:
         attrs["contexts"] = {"base": f"target:{cell.base_context}"}
     attrs["platforms"] = list(cell.platforms)
     if cell.args:
@@ -76,7 +78,6 @@ def split_attrs(cell: Cell, piece: PlatformTarget, staged: bool = False) -> dict
     which only multibake's publish step assembles.
     """
     attrs = target_attrs(cell, staged)
-    attrs.pop("contexts", None)
     if piece.base_context:
         attrs["contexts"] = {"base": f"target:{piece.base_context}"}
     attrs["platforms"] = [piece.platform]

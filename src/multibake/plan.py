@@ -76,6 +76,7 @@ class Cell:
     cache_to: tuple[str, ...]
     annotations: Pairs = ()
     split: tuple[PlatformTarget, ...] = ()  # non-empty: built one target per platform
+    base_image: str | None = None  # FROM base is this published image (its parent was not rebuilt)
 
     @property
     def bake_targets(self) -> tuple[str, ...]:
@@ -755,3 +756,39 @@ def restrict(p: Plan, wanted: Sequence[str]) -> Plan:
         if any(t in cells for t in f.targets)
     )
     return Plan(registry=p.registry, families=fams, cells=tuple(cells.values()), views=tuple(views.values()))
+
+
+def with_labels(p: Plan, labels: dict[str, tuple[str, str]]) -> Plan:
+    """The plan with one more label on the cells named in ``labels`` (target → (key, value))."""
+    cells = tuple(
+        replace(c, labels=tuple(sorted((*c.labels, labels[c.target])))) if c.target in labels else c for c in p.cells
+    )
+    return Plan(registry=p.registry, families=p.families, cells=cells, views=p.views)
+
+
+def without(p: Plan, published: dict[str, str]) -> Plan:
+    """The plan minus cells already published (target → image@digest); their children build FROM those."""
+    cells: list[Cell] = []
+    for cell in p.cells:
+        if cell.target in published:
+            continue
+        if cell.parent in published:
+            cell = replace(  # noqa: PLW2901
+                cell,
+                base_context=None,
+                base_image=published[cell.parent],
+                split=tuple(replace(piece, base_context=None) for piece in cell.split),
+            )
+        cells.append(cell)
+    keep = {c.target for c in cells}
+    used = {c.base_context for c in cells} | {piece.base_context for c in cells for piece in c.split}
+    for view in reversed(p.views):
+        if view.target in used and view.base_context:
+            used.add(view.base_context)
+    fams = tuple(
+        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in keep))
+        for f in p.families
+        if any(t in keep for t in f.targets)
+    )
+    views = tuple(v for v in p.views if v.target in used and v.parent in keep)
+    return Plan(registry=p.registry, families=fams, cells=tuple(cells), views=views)

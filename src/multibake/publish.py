@@ -236,3 +236,22 @@ def staged_refs(
         else:
             cells[cell.target] = {"index": pin(cell.staging, cell.image)}
     return cells, failed
+
+
+def already_published(plan: Plan, ids: dict[str, str], *, policy: RetryPolicy, echo: Echo) -> dict[str, str]:
+    """Cells whose public image already holds their build id: target → image@index digest."""
+    from multibake import bake, buildid
+
+    def check(cell: Cell) -> str | None:
+        try:
+            held = bake.raw_manifest(cell.tags[0], policy, echo)
+            if held is None or _index_problem(cell, held):
+                return None
+            first = next(iter(held.entries().values()))
+            labels = bake.image_config(f"{cell.image}@{first}", policy, echo).get("config", {}).get("Labels") or {}
+        except BuildError:
+            return None
+        return f"{cell.image}@{held.digest}" if labels.get(buildid.LABEL) == ids.get(cell.target) else None
+
+    found = _parallel(check, plan.cells)
+    return {c.target: ref for c, ref in zip(plan.cells, found, strict=True) if ref is not None}

@@ -139,13 +139,16 @@ def build_table(report: BuildReport) -> str:
         )
     text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
     for c in report.cells:
-        if c.status in ("built", "published") or not c.error:
+        if c.status in ("built", "published", "up-to-date") or not c.error:
             continue
         text += f"\n{c.target} {c.status}: {c.error}\n"
         text += "".join(f"  | {ln}\n" for ln in c.log_tail)
     built = sum(c.status in ("built", "published") for c in report.cells)
+    fresh = sum(c.status == "up-to-date" for c in report.cells)
     text += (
-        f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s; "
+        f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s"
+        + (f", {fresh} up to date" if fresh else "")
+        + "; "
         f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"
         + (f", {len(report.retries)} retried" if report.retries else "")
         + "\n"
