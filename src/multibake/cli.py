@@ -25,6 +25,7 @@ app = typer.Typer(
     help="Build families of multi-arch container images from platforms.yaml with docker buildx bake.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: keeps rich (and its start-up cost) out of --help
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -7,6 +7,7 @@ bake's interpolation (``${...}``, ``%{...}``) never fires on user values.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +26,12 @@ def _escape_templates(value: str) -> str:
     return value.replace("${", "$${").replace("%{", "%%{")
 
 
+_PLAIN = re.compile(r'[^\x00-\x1f\x7f"\\$%]*')
+
+
 def _q(value: str) -> str:
+    if _PLAIN.fullmatch(value):  # the common case: nothing to escape
+        return f'"{value}"'
     return '"' + _escape_templates(value.translate(_ESCAPES)) + '"'
 
 
@@ -34,12 +40,12 @@ def _list(values: Iterable[str]) -> str:
 
 
 def _map(pairs: Iterable[tuple[str, str]], indent: str) -> list[str]:
-    items = list(pairs)
+    items = [(_q(k), _q(v)) for k, v in pairs]
     if not items:
         return ["{}"]
-    width = max(len(_q(k)) for k, _ in items)
+    width = max(len(k) for k, _ in items)
     lines = ["{"]
-    lines += [f"{indent}  {_q(k).ljust(width)} = {_q(v)}" for k, v in items]
+    lines += [f"{indent}  {k.ljust(width)} = {v}" for k, v in items]
     lines.append(f"{indent}}}")
     return lines
 

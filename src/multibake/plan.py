@@ -370,12 +370,15 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
     by_family: dict[str, list[Cell]] = {}
     views: dict[str, View] = {}
     by_target: dict[str, Cell] = {}
-    owners: dict[str, str] = {}  # every reference and name → who made it, to refuse collisions
+    owners: dict[
+        str, tuple[str, dict[str, str] | str]
+    ] = {}  # every reference and name → who made it, to refuse collisions
 
-    def claim(key: str, who: str, path: KeyPath, what: str) -> None:
-        if key in owners and owners[key] != who:
-            raise config_error(loaded.loc(path), f"{what} {key!r} is produced by both {owners[key]} and {who}")
-        owners[key] = who
+    # owners are kept as (family, cell values or a description) and put into words only on a collision
+    def claim(key: str, who: tuple[str, dict[str, str] | str], path: KeyPath, what: str) -> None:
+        prev = owners.setdefault(key, who)
+        if prev != who:
+            raise config_error(loaded.loc(path), f"{what} {key!r} is produced by both {_who(prev)} and {_who(who)}")
 
     for name in _family_order(loaded):
         fam = cfg.images[name]
@@ -416,7 +419,7 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
         for rc in raw:
             values = rc.values
             target = target_name(name, values.values())
-            claim(target, f"images.{name} cell {_describe(values)}", rc.origin, "target name")
+            claim(target, (name, values), rc.origin, "target name")
             plats = rc.platforms or fam_platforms or default_platforms
             tags: list[str] = []
             for rule_no, (tmpl, when, tpath) in enumerate(rules):
@@ -442,9 +445,8 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
                         if len(pt) > _MAX_TAG:
                             raise config_error(loaded.loc((*fpath, "tags")), f"per-platform tag {pt!r} is too long")
                     per_platform.append((p, tuple(f"{image}:{t}" for t in ptags)))
-            who = f"images.{name} cell {_describe(values)}"
             for ref in (*refs, *(r for _, rs in per_platform for r in rs)):
-                claim(ref, who, (*fpath, "tags"), "image reference")
+                claim(ref, (name, values), (*fpath, "tags"), "image reference")
 
             parent = base_context = None
             labels = _oci_labels(name, tags[0], meta, cfg.source)
@@ -478,7 +480,7 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
                     before = set(views)
                     base_context = _narrowed(parent_cell, plats, by_target, views)
                     for name_ in sorted(set(views) - before):
-                        claim(name_, f"a view of {views[name_].parent}", rc.origin, "target name")
+                        claim(name_, ("", f"a view of {views[name_].parent}"), rc.origin, "target name")
                 labels["org.opencontainers.image.base.name"] = parent_cell.tags[0]
             for k, t in tmpl_labels:
                 labels[k] = _render(t, values)
@@ -500,7 +502,7 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
                     first_ref=refs[0],
                 )
                 for piece in split:
-                    claim(piece.target, f"images.{name} cell {_describe(values)}", rc.origin, "target name")
+                    claim(piece.target, (name, values), rc.origin, "target name")
             cell = Cell(
                 family=name,
                 target=target,
@@ -531,7 +533,7 @@ def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
                 # like an exclude that matches nothing: a typo would silently drop a floating tag
                 raise config_error(loaded.key_loc((*tpath[:-1], "when")), "when matches no cell (a typo in a value?)")
         if targets != [name]:  # a family without a matrix is its own single target, no group needed
-            claim(name, f"family {name}", fpath, "bake name")
+            claim(name, (name, f"family {name}"), fpath, "bake name")
         families.append(FamilyPlan(name=name, image=image, base=fam.base, targets=tuple(targets)))
     return Plan(registry=cfg.registry, families=tuple(families), cells=tuple(cells), views=tuple(views.values()))
 
@@ -597,6 +599,11 @@ def _narrowed(parent: Cell, plats: tuple[str, ...], cells: dict[str, Cell], view
 
 def _view_name(parent: str, plats: tuple[str, ...]) -> str:
     return f"{parent}--" + "-".join(arch.name(p, arch.Scheme.SHORT) for p in plats)
+
+
+def _who(owner: tuple[str, dict[str, str] | str]) -> str:
+    family, what = owner
+    return what if isinstance(what, str) else f"images.{family} cell {_describe(what)}"
 
 
 def _describe(values: dict[str, str]) -> str:
