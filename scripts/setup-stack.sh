@@ -90,9 +90,11 @@ install_packages() {
 stop_dockerd() {
   local pid
   pid=$(cat /var/run/docker.pid 2>/dev/null || true)
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 30); do docker_up || return 0; sleep 1; done
-  die "dockerd did not stop"
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || return 0
+  # wait for the process itself: a new dockerd refuses to start while the old one lives
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
+  die "dockerd (pid $pid) did not stop"
 }
 
 start_dockerd() {
