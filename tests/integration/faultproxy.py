@@ -1,8 +1,9 @@
 """A registry proxy on 127.0.0.1 that injects failures into manifest writes, for retry tests.
 
 Everything is forwarded to the real registry; a ``PUT`` of a manifest whose path contains ``match``
-is answered with ``status`` for the first ``fail_puts`` requests (a registry refusing pushes for a
-short while), or for every request when ``fail_puts`` is negative (a registry that never lets us in).
+is answered with ``status`` for the first ``fail_puts`` requests, or during ``fail_seconds`` from the
+first such request (a registry refusing pushes for a short while: longer than the retries docker
+does by itself), or for every request when ``fail_puts`` is negative (a registry that never lets us in).
 
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -24,6 +26,7 @@ class FaultProxy:
         upstream: str = "127.0.0.1:5000",
         *,
         fail_puts: int = 0,
+        fail_seconds: float = 0.0,
         status: int = 503,
         match: str = "/manifests/",
         port: int = 5001,
@@ -31,6 +34,8 @@ class FaultProxy:
         self.upstream = upstream
         self.match = match
         self.fail_puts = fail_puts
+        self.fail_seconds = fail_seconds
+        self._since: float | None = None
         self.status = status
         self.injected = 0
         self.forwarded = 0
@@ -43,6 +48,16 @@ class FaultProxy:
 
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 return
+
+            def handle(self) -> None:
+                # BuildKit tries HTTPS first and falls back to HTTP on loopback only when the answer
+                # to its TLS hello starts with an HTTP status line, as Go's servers send.
+                if self.rfile.peek(1)[:1] == b"\x16":  # type: ignore[attr-defined]
+                    self.wfile.write(
+                        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTPS request to an HTTP server\n"
+                    )
+                    return
+                super().handle()
 
             def _handle(self) -> None:
                 body = b""
@@ -63,7 +78,10 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(self.owner.upstream, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                headers: dict[str, str] = {}
+                for k, v in self.headers.items():  # repeated headers (Accept) joined, as HTTP allows
+                    if k.lower() not in _HOP:
+                        headers[k] = f"{headers[k]}, {v}" if k in headers else v
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
@@ -74,7 +92,9 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer keeps the registry's Content-Length: clients read the manifest size from it
+                upstream_length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", upstream_length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -99,7 +119,11 @@ class FaultProxy:
 
     def _inject(self) -> bool:
         with self._lock:
-            if self.fail_puts < 0 or self.injected < self.fail_puts:
+            now = time.monotonic()
+            if self.fail_seconds and self._since is None:
+                self._since = now
+            in_window = self._since is not None and now - self._since < self.fail_seconds
+            if self.fail_puts < 0 or self.injected < self.fail_puts or in_window:
                 self.injected += 1
                 return True
             return False
