@@ -247,7 +247,10 @@ def build(
             raise UsageError(f"--set {item!r}: expected target.key=value")
         sets[key] = value
     loaded, p = load_plan(config, registry, selectors, lock=lock)
-    from multibake import shards
+    from multibake import buildid, shards
+
+    # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
+    ids = buildid.compute(p, loaded.root)
 
     digest = shards.plan_digest(load_plan(config, registry, None, check_files=False, lock=lock)[1])
     the_shard = None
@@ -279,12 +282,9 @@ def build(
         p = planner.restrict(p, wanted)
         if not p.cells:
             raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
-    from multibake import buildid
-
     retry = loaded.config.retry
     policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
     echo = _echo_for(progress, quiet=False)
-    ids = buildid.compute(p, loaded.root)
     p = planner.with_labels(p, {t: (buildid.LABEL, i) for t, i in ids.items()})
     up_to_date: dict[str, str] = {}
     if skip_existing:
@@ -293,7 +293,8 @@ def build(
         p = planner.without(p, up_to_date)
         for c in skipped_cells:
             typer.echo(f"multibake: {c.target} is up to date ({up_to_date[c.target]})", err=True)
-    workdir = loaded.root / ".multibake" / "build"
+    # one work directory per shard: shards of a release may run side by side in one checkout
+    workdir = loaded.root / ".multibake" / "build" / (the_shard.id if the_shard else "all")
     workdir.mkdir(parents=True, exist_ok=True)
     bake_file = workdir / "docker-bake.hcl"
     bake_file.write_text(render.render_hcl(p, Path(loaded.file).name, staged=mode is bake.Mode.PUSH), encoding="utf-8")
@@ -320,7 +321,7 @@ def build(
     bake.check_builder(info, p)
     result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
     result.cells[:0] = [bake.up_to_date(cell, ref) for cell, ref in _skipped(loaded, up_to_date)]
-    problems = 0
+    ok = result.ok
     if the_shard is not None:
         cells, failed = publish.staged_refs(p, members, result, policy=policy, echo=echo)
         result_dir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +331,7 @@ def build(
         for cell in result.cells:
             if cell.status == "built":
                 cell.status = "staged"
-        problems = len(failed)
+        ok = not failed  # a shard's cells end "staged": publish --from makes them public
     elif mode is bake.Mode.PUSH:
         sources = publish.local_sources(p, result)
         published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=keep_going)
@@ -347,12 +348,12 @@ def build(
         bad = [check for check in checks if not check.ok]
         for check in bad:
             typer.echo(f"multibake: verify: {check.ref}: {check.problem}", err=True)
-        problems = len(bad)
+        ok = ok and not bad
     if as_json:
         typer.echo(json.dumps(report.build_json(result), indent=2))
     else:
         typer.echo(report.build_table(result), nl=False)
-    return 0 if result.ok and not problems else 1
+    return 0 if ok else 1
 
 
 def _skipped(loaded: Any, up_to_date: dict[str, str]) -> list[tuple[Any, str]]:
