@@ -321,20 +321,25 @@ def _bake_once(
     return data
 
 
-def _retrying(policy: RetryPolicy, report: BuildReport, echo: Echo) -> tenacity.Retrying:
+def _retrying(policy: RetryPolicy, what: str, echo: Echo, log: list[str] | None = None) -> tenacity.Retrying:
+    """The one retry rule: classified transient failures only, exponential backoff with jitter, bounded."""
+
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         reason = str(exc) if exc else "?"
-        report.retries.append(reason)
+        if log is not None:
+            log.append(reason)
         delay = state.next_action.sleep if state.next_action else 0
         echo(
-            f"multibake: transient registry failure ({reason}); retry {state.attempt_number}/"
+            f"multibake: {what}: transient failure ({reason}); retry {state.attempt_number}/"
             f"{policy.attempts - 1} in {delay:.1f}s"
         )
 
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay),
+        # "full jitter": a random wait up to min(max_delay, initial_delay * 2^n), so parallel
+        # releases hitting one registry do not retry in lockstep
+        wait=tenacity.wait_random_exponential(multiplier=policy.initial_delay, max=policy.max_delay),
         retry=tenacity.retry_if_exception_type(_Transient),
         before_sleep=before_sleep,
         sleep=policy.sleep,
@@ -368,7 +373,7 @@ def execute(
 
     def build(targets: Sequence[str]) -> Failure | None:
         try:
-            meta = _retrying(policy, report, echo)(attempt, targets)
+            meta = _retrying(policy, "bake", echo, report.retries)(attempt, targets)
         except (_Transient, _Permanent) as exc:
             failure = exc.failure
             last = report.runs[-1].steps
@@ -430,18 +435,7 @@ def _one_by_one(
 def _retry_registry(policy: RetryPolicy, echo: Echo, what: str, once: Callable[[], T]) -> T:
     """Retry a registry read or write that raises _Transient on transient failures."""
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        echo(f"multibake: {what}: transient failure ({exc}); retrying")
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial_delay, max=policy.max_delay),
-        retry=tenacity.retry_if_exception_type(_Transient),
-        before_sleep=before_sleep,
-        sleep=policy.sleep,
-        reraise=True,
-    )
+    retrying = _retrying(policy, what, echo)
     try:
         return retrying(once)
     except _Transient as exc:
