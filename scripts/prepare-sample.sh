@@ -204,9 +204,9 @@ make_rootfs() { # suite, dpkg arch
     local t0=$SECONDS mirror=() url
     [ -n "$MIRROR" ] && mirror=("$MIRROR")
     if ! run_mmdebstrap "$suite" "$a" "$out" "${mirror[@]}"; then
-      # mmdebstrap runs `apt-get update --error-on=any`: one stale index (seen here for the
-      # armhf indexes of bookworm-security, trixie-updates and trixie-security: "File has unexpected
-      # size ... Mirror sync in progress?") fails it. Fall back to the release suite alone.
+      # mmdebstrap runs `apt-get update --error-on=any`: one stale index fails it ("File has
+      # unexpected size ... Mirror sync in progress?"; seen for the armhf indexes of
+      # bookworm-security, trixie-updates and trixie-security). Fall back to the release suite alone.
       case "$MIRROR" in http://*|https://*|file:/*) url="$MIRROR" ;; *) url=http://deb.debian.org/debian ;; esac
       say "warning: mmdebstrap $suite $a failed with $suite-updates/$suite-security; retrying with" \
           "'deb $url $suite main' only (this rootfs gets no updates or security fixes from apt)"
@@ -235,7 +235,7 @@ main() {
     real) timed "real tier ready" prepare_real ;;
     all)  timed "fast tier ready" prepare_fast; timed "real tier ready" prepare_real ;;
     -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
-    *) die "usage: $0 [fast|real|all]" ;;
+    *) say "usage: $0 [fast|real|all]"; exit 2 ;;
   esac
 }
 

@@ -283,6 +283,7 @@ def _bake_once(
     metadata: Path,
     seen: dict[str, tuple[float, float]],
     echo: Echo,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     from python_on_whales.exceptions import DockerException
 
@@ -294,6 +295,7 @@ def _bake_once(
             stream = docker.buildx.bake(
                 targets=list(run.targets),
                 builder=req.builder,
+                cache=use_cache,
                 files=[req.bake_file],
                 progress="plain",
                 set=output_sets(plan, req),
@@ -366,14 +368,29 @@ def execute(
     seen: dict[str, tuple[float, float]] = {}
     started = time.monotonic()
 
-    def attempt(targets: Sequence[str]) -> dict[str, Any]:
+    def attempt(targets: Sequence[str], use_cache: bool) -> dict[str, Any]:
         run = BakeRun(targets=tuple(targets))
         report.runs.append(run)
-        return _bake_once(docker, plan, req, run=run, metadata=workdir / "metadata.json", seen=seen, echo=echo)
+        return _bake_once(
+            docker, plan, req, run=run, metadata=workdir / "metadata.json", seen=seen, echo=echo, use_cache=use_cache
+        )
+
+    def attempts(targets: Sequence[str]) -> dict[str, Any]:
+        retrying = _retrying(policy, "bake", echo, report.retries)
+        try:
+            return retrying(attempt, targets, True)
+        except _Permanent as exc:
+            if exc.failure.kind is not Kind.STALE_CACHE:
+                raise
+            echo(
+                "multibake: BuildKit's cache lost a snapshot of an earlier, cancelled build; "
+                "building these targets once more without the cache"
+            )
+            return retrying(attempt, targets, False)
 
     def build(targets: Sequence[str]) -> Failure | None:
         try:
-            meta = _retrying(policy, "bake", echo, report.retries)(attempt, targets)
+            meta = attempts(targets)
         except (_Transient, _Permanent) as exc:
             failure = exc.failure
             last = report.runs[-1].steps

@@ -38,9 +38,15 @@ _TRANSIENT = re.compile(
 _IGNORED = re.compile(r"failed to configure registry cache importer|importing cache manifest from", re.IGNORECASE)
 
 
+# BuildKit (containerd snapshotter) keeps a cache record whose snapshot a cancelled build removed; every
+# later build of that step fails the same way until the step is built without the cache.
+_STALE_CACHE = re.compile(r"failed to commit .* during finalize|snapshot \S+ does not exist", re.IGNORECASE)
+
+
 class Kind(StrEnum):
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+    STALE_CACHE = "stale-cache"  # rebuild without BuildKit's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,9 @@ def classify(output: str, targets: Iterable[str] = ()) -> Failure:
     for ln in lines:
         steps.feed(ln)
     failed = tuple(sorted(steps.failed_targets()))
+    for ln in decisive:
+        if _STALE_CACHE.search(ln):
+            return Failure(Kind.STALE_CACHE, ln.strip(), failed)
     for ln in decisive:
         if _PERMANENT.search(ln):
             return Failure(Kind.PERMANENT, ln.strip(), failed)

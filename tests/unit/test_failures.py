@@ -133,3 +133,11 @@ def test_secret_looking_set_values_are_redacted_in_the_shown_command() -> None:
     )
     argv = " ".join(bake.command_line(p, req, ["t"]))
     assert "s3cr3t" not in argv and "*.args.NPM_TOKEN=***" in argv and "*.args.A=1" in argv
+
+
+def test_a_lost_snapshot_is_a_stale_cache_not_a_build_failure() -> None:
+    line = (
+        "#22 ERROR: failed to commit px8xpemb3 to mh8glp1bs during finalize: failed to stat active key during "
+        "commit: snapshot px8xpemb3 does not exist: not found"
+    )
+    assert classify(line + "\nERROR: failed to solve: " + line[11:]).kind is Kind.STALE_CACHE
