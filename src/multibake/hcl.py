@@ -50,6 +50,21 @@ def _map(pairs: Iterable[tuple[str, str]], indent: str) -> list[str]:
     return lines
 
 
+# The attributes multibake renders for a cell, in rendering order (the tests' oracle compares these).
+ATTRIBUTES = (
+    "context",
+    "dockerfile",
+    "target",
+    "contexts",
+    "platforms",
+    "args",
+    "labels",
+    "tags",
+    "cache-from",
+    "cache-to",
+)
+
+
 def target_attrs(cell: Cell, staged: bool = False) -> dict[str, Any]:
     """A target's bake attributes, shared by the HCL and JSON renderings (and the tests' oracle).
 
@@ -93,20 +108,7 @@ def split_attrs(cell: Cell, piece: PlatformTarget, staged: bool = False) -> dict
         attrs.pop(key, None)
         if value:
             attrs[key] = list(value)
-    # keep the attribute order of target_attrs
-    order = [
-        "context",
-        "dockerfile",
-        "target",
-        "contexts",
-        "platforms",
-        "args",
-        "labels",
-        "tags",
-        "cache-from",
-        "cache-to",
-    ]
-    return {k: attrs[k] for k in order if k in attrs}
+    return {k: attrs[k] for k in ATTRIBUTES if k in attrs}
 
 
 def view_attrs(view: View) -> dict[str, Any]:

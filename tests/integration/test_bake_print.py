@@ -33,18 +33,7 @@ from tests.helpers import REPO_ROOT, SHIPPED_CONFIG, make_context, plan_file, wr
 pytestmark = pytest.mark.integration
 
 SDE = "1700000000"  # SOURCE_DATE_EPOCH for CLI renderings, so the plan we compare with is the same
-COMPARED = (
-    "context",
-    "dockerfile",
-    "target",
-    "contexts",
-    "platforms",
-    "args",
-    "labels",
-    "tags",
-    "cache-from",
-    "cache-to",
-)
+COMPARED = hcl.ATTRIBUTES
 FORMATS = ("hcl", "json")
 
 # --- running bake --------------------------------------------------------------------------------
