@@ -82,14 +82,8 @@ def _global(
     _debug = debug or os.environ.get("MULTIBAKE_DEBUG") == "1"
 
 
-def load_plan(
-    config: Path,
-    registry: str | None,
-    selectors: list[str] | None,
-    check_files: bool = True,
-    lock: Path | None = None,
-) -> Any:
-    """load → plan → select, shared by every command that needs a plan.
+def _load(config: Path, registry: str | None, lock: Path | None, check_files: bool) -> tuple[Any, Any, Any]:
+    """load → plan: the loaded config, the release's Meta and the full plan, each resolved once.
 
     With a lock file, its creation time and revision are used, and the plan must be the one it locked.
     """
@@ -107,6 +101,20 @@ def load_plan(
         raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")
     if check_files:
         cfg.check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in full.cells])
+    return loaded, meta, full
+
+
+def load_plan(
+    config: Path,
+    registry: str | None,
+    selectors: list[str] | None,
+    check_files: bool = True,
+    lock: Path | None = None,
+) -> Any:
+    """load → plan → select, shared by every command that needs a plan."""
+    from multibake import plan as planner
+
+    loaded, _, full = _load(config, registry, lock, check_files)
     return loaded, planner.select(full, selectors or [])
 
 
@@ -246,13 +254,13 @@ def build(
         if not eq or "." not in key:
             raise UsageError(f"--set {item!r}: expected target.key=value")
         sets[key] = value
-    loaded, p = load_plan(config, registry, selectors, lock=lock)
+    loaded, meta, full = _load(config, registry, lock, check_files=True)
+    p = planner.select(full, selectors or [])
     from multibake import buildid, shards
 
     # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
     ids = buildid.compute(p, loaded.root)
-
-    digest = shards.plan_digest(load_plan(config, registry, None, check_files=False, lock=lock)[1])
+    digest = shards.plan_digest(full)
     the_shard = None
     members: set[str] = set()
     if shard is not None:
@@ -261,8 +269,7 @@ def build(
         the_shard = shards.parse_shard(shard, p)
         if the_shard.kind == "platform":
             # every cell built one target per platform, this platform only; publish merges them
-            meta = shards.read_lock(lock)[0] if lock else None
-            p = planner.select(planner.plan(loaded, meta or _meta(loaded), split_all=True), selectors or [])
+            p = planner.select(planner.plan(loaded, meta, split_all=True), selectors or [])
             p = planner.restrict(p, [the_shard.value])
         else:
             p = planner.select(p, [the_shard.value])
@@ -287,6 +294,7 @@ def build(
     echo = _echo_for(progress, quiet=False)
     p = planner.with_labels(p, {t: (buildid.LABEL, i) for t, i in ids.items()})
     up_to_date: dict[str, str] = {}
+    skipped_cells: list[Any] = []
     if skip_existing:
         up_to_date = publish.already_published(p, ids, policy=policy, echo=echo)
         skipped_cells = [c for c in p.cells if c.target in up_to_date]
@@ -320,7 +328,7 @@ def build(
     )
     bake.check_builder(info, p)
     result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
-    result.cells[:0] = [bake.up_to_date(cell, ref) for cell, ref in _skipped(loaded, up_to_date)]
+    result.cells[:0] = [bake.up_to_date(cell, up_to_date[cell.target]) for cell in skipped_cells]
     ok = result.ok
     if the_shard is not None:
         cells, failed = publish.staged_refs(p, members, result, policy=policy, echo=echo)
@@ -356,22 +364,6 @@ def build(
     return 0 if ok else 1
 
 
-def _skipped(loaded: Any, up_to_date: dict[str, str]) -> list[tuple[Any, str]]:
-    """The planned cells --skip-existing left out, with the published image each one keeps."""
-    if not up_to_date:
-        return []
-    from multibake import plan as planner
-
-    full = planner.plan(loaded, _meta(loaded))
-    return [(c, up_to_date[c.target]) for c in full.cells if c.target in up_to_date]
-
-
-def _meta(loaded: Any) -> Any:
-    from multibake import provenance
-
-    return provenance.resolve(loaded.root)
-
-
 @app.command()
 def lock(
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -383,8 +375,8 @@ def lock(
     """Resolve a release once (creation time, revision, the plan) for every shard to share."""
     from multibake import shards
 
-    loaded, p = load_plan(config, registry, None)
-    doc = shards.lock_doc(p, _meta(loaded), str(config))
+    _, meta, full = _load(config, registry, None, check_files=True)
+    doc = shards.lock_doc(full, meta, str(config))
     output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     typer.echo(f"wrote {output} (plan {doc['plan'][:19]}…, created {doc['meta']['created']})", err=True)
 

@@ -651,15 +651,29 @@ def _oci_labels(family: str, version: str, meta: Meta, source: str | None) -> di
 # --- selection --------------------------------------------------------------------------------
 
 
-def select_targets(p: Plan, targets: Iterable[str]) -> Plan:
-    """Exactly the cells named (no ancestors added), in plan order."""
-    keep = set(targets)
-    cells = tuple(c for c in p.cells if c.target in keep)
-    fams = tuple(
+def _families(p: Plan, keep: set[str] | dict[str, Cell]) -> tuple[FamilyPlan, ...]:
+    """``p``'s families narrowed to the kept targets; families left empty are dropped."""
+    return tuple(
         FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in keep))
         for f in p.families
         if any(t in keep for t in f.targets)
     )
+
+
+def _views_for(p: Plan, cells: Iterable[Cell]) -> tuple[View, ...]:
+    """The views of ``p`` that ``cells`` still build FROM, directly or through another view."""
+    used = {c.base_context for c in cells} | {piece.base_context for c in cells for piece in c.split}
+    for view in reversed(p.views):  # a view's own base is created before it
+        if view.target in used and view.base_context:
+            used.add(view.base_context)
+    return tuple(view for view in p.views if view.target in used)
+
+
+def select_targets(p: Plan, targets: Iterable[str]) -> Plan:
+    """Exactly the cells named (no ancestors added), in plan order."""
+    keep = set(targets)
+    cells = tuple(c for c in p.cells if c.target in keep)
+    fams = _families(p, keep)
     return Plan(registry=p.registry, families=fams, cells=cells, views=())
 
 
@@ -713,16 +727,8 @@ def select(p: Plan, selectors: Sequence[str]) -> Plan:
         if c.target in chosen:
             chosen.update(a.target for a in p.ancestors(c))
     cells = tuple(c for c in p.cells if c.target in chosen)
-    used = {c.base_context for c in cells if c.base_context}
-    for view in reversed(p.views):  # a view's own base is created before it
-        if view.target in used and view.base_context:
-            used.add(view.base_context)
-    views = tuple(view for view in p.views if view.target in used)
-    fams = tuple(
-        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in chosen))
-        for f in p.families
-        if any(t in chosen for t in f.targets)
-    )
+    views = _views_for(p, cells)
+    fams = _families(p, chosen)
     return Plan(registry=p.registry, families=fams, cells=cells, views=views)
 
 
@@ -757,11 +763,7 @@ def restrict(p: Plan, wanted: Sequence[str]) -> Plan:
             base_context=base_context,
             split=split,
         )
-    fams = tuple(
-        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in cells))
-        for f in p.families
-        if any(t in cells for t in f.targets)
-    )
+    fams = _families(p, cells)
     return Plan(registry=p.registry, families=fams, cells=tuple(cells.values()), views=tuple(views.values()))
 
 
@@ -788,14 +790,6 @@ def without(p: Plan, published: dict[str, str]) -> Plan:
             )
         cells.append(cell)
     keep = {c.target for c in cells}
-    used = {c.base_context for c in cells} | {piece.base_context for c in cells for piece in c.split}
-    for view in reversed(p.views):
-        if view.target in used and view.base_context:
-            used.add(view.base_context)
-    fams = tuple(
-        FamilyPlan(name=f.name, image=f.image, base=f.base, targets=tuple(t for t in f.targets if t in keep))
-        for f in p.families
-        if any(t in keep for t in f.targets)
-    )
-    views = tuple(v for v in p.views if v.target in used and v.parent in keep)
+    fams = _families(p, keep)
+    views = tuple(v for v in _views_for(p, cells) if v.parent in keep)
     return Plan(registry=p.registry, families=fams, cells=tuple(cells), views=views)
