@@ -50,7 +50,7 @@ daemon_json_stale() {
   [ "$(tr -d ' \n' < /etc/docker/daemon.json)" = "$OLD_DAEMON_JSON" ]
 }
 
-stack_ok() { have skopeo && buildx_ok && multiplatform_ok && binfmt_ok && registry_ok && ! daemon_json_stale; }
+stack_ok() { buildx_ok && multiplatform_ok && binfmt_ok && registry_ok && ! daemon_json_stale; }
 
 apt_updated=0
 apt_install() {
@@ -77,7 +77,6 @@ install_packages() {
   have docker-registry || need+=(docker-registry)
   have qemu-aarch64-static || need+=(qemu-user-static)
   have update-binfmts || need+=(binfmt-support)
-  have skopeo || need+=(skopeo)   # raw manifest reads and single-platform tags
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
   if ! have dockerd || ! buildx_ok; then
     enable_trixie

@@ -9,13 +9,13 @@ pushes again. ``keep_going`` builds the cells a failure left out one by one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -128,15 +128,20 @@ def _binfmt_platforms() -> set[str]:
 def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
     from python_on_whales.exceptions import DockerException
 
+    # three independent daemon round-trips, run at once: start-up is part of every release's time
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        asked_version = pool.submit(docker.buildx.version)
+        asked_builder = pool.submit(docker.buildx.inspect, name)
+        asked_info = pool.submit(docker.system.info)
     try:
-        version = docker.buildx.version()
+        version = asked_version.result()
     except DockerException as exc:
         raise UsageError(
             "docker buildx is not available: install the buildx plugin (Debian: apt-get install docker-buildx) "
             f"or run scripts/setup-stack.sh ({_first_line(exc.stderr)})"
         ) from None
     try:
-        builder = docker.buildx.inspect(name)
+        builder = asked_builder.result()
     except DockerException as exc:
         which = f"builder {name!r}" if name else "the current builder"
         raise UsageError(
@@ -151,7 +156,7 @@ def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
     problem = None
     if driver == "docker":
         try:
-            status = docker.system.info().driver_status or []
+            status = asked_info.result().driver_status or []
         except DockerException as exc:
             raise UsageError(f"the docker daemon does not answer: {_first_line(exc.stderr)}") from None
         if not any("containerd.snapshotter" in str(v) for row in status for v in row):
@@ -482,6 +487,7 @@ class RawManifest:
     media_type: str
     digest: str
     doc: dict[str, Any]
+    body: bytes = field(default=b"", repr=False)  # the exact bytes, to tag them elsewhere unchanged
 
     @property
     def is_index(self) -> bool:
@@ -505,56 +511,43 @@ def _platform_name(p: Mapping[str, Any]) -> str:
     return f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
 
 
-def _plain_http(ref: str) -> bool:
-    # plain HTTP only for registries on this machine, as dockerd treats them
-    return ref.split("/", 1)[0].startswith(("localhost", "127."))
+def _registry(policy: RetryPolicy, echo: Echo, what: str, call: Callable[[], T]) -> T:
+    """A registry read or write in process, retried like pushes when it fails transiently."""
+    from multibake.registry import RegistryError
 
-
-def _tls_flags(*refs: str) -> list[str]:
-    """skopeo's TLS flags: one ref for inspect, (source, destination) for copy."""
-    names = ("--tls-verify",) if len(refs) == 1 else ("--src-tls-verify", "--dest-tls-verify")
-    return [f"{flag}=false" for flag, ref in zip(names, refs, strict=True) if _plain_http(ref)]
-
-
-def _skopeo(policy: RetryPolicy, echo: Echo, what: str, args: list[str]) -> bytes:
-    """Run skopeo (the registry client for raw reads and single-manifest copies), retried like pushes."""
-    if shutil.which("skopeo") is None:
-        raise UsageError("skopeo is needed to read and tag single-platform manifests: apt-get install skopeo")
-
-    def once() -> bytes:
-        proc = subprocess.run(["skopeo", *args], capture_output=True, timeout=600, check=False)
-        if proc.returncode == 0:
-            return proc.stdout
-        stderr = proc.stderr.decode(errors="replace")
-        failure = classify(stderr)
-        if failure.kind is Kind.TRANSIENT:
-            raise _Transient(failure)
-        raise BuildError(f"{what}: {_first_line(stderr)}")
+    def once() -> T:
+        try:
+            return call()
+        except RegistryError as exc:
+            if exc.transient:
+                raise _Transient(Failure(Kind.TRANSIENT, str(exc), ())) from None
+            raise BuildError(str(exc)) from None
 
     return _retry_registry(policy, echo, what, once)
 
 
 def raw_manifest(ref: str, policy: RetryPolicy, echo: Echo) -> RawManifest | None:
     """What ``ref`` points at in the registry, or None when there is no such tag."""
-    try:
-        body = _skopeo(policy, echo, f"reading {ref}", ["inspect", "--raw", *_tls_flags(ref), f"docker://{ref}"])
-    except BuildError as exc:
-        if "manifest unknown" in str(exc) or "not found" in str(exc).lower():
-            return None
-        raise
+    from multibake import registry
+
+    got = _registry(policy, echo, f"reading {ref}", lambda: registry.get_manifest(ref))
+    if got is None:
+        return None
+    body, served = got
     doc = json.loads(body)
-    media = str(doc.get("mediaType") or "application/vnd.docker.distribution.manifest.v2+json")
-    return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc)
+    media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
+    return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
 
 
 def image_config(ref: str, policy: RetryPolicy, echo: Echo) -> dict[str, Any]:
     """The config (platform, labels, ...) of a single-platform image."""
-    body = _skopeo(
-        policy,
-        echo,
-        f"reading the config of {ref}",
-        ["inspect", "--config", "--raw", *_tls_flags(ref), f"docker://{ref}"],
-    )
+    from multibake import registry
+
+    held = raw_manifest(ref, policy, echo)
+    if held is None or held.is_index or "config" not in held.doc:
+        raise BuildError(f"{ref}: not a single-platform image in the registry")
+    digest = str(held.doc["config"]["digest"])
+    body = _registry(policy, echo, f"reading the config of {ref}", lambda: registry.get_blob(ref, digest))
     config: dict[str, Any] = json.loads(body)
     return config
 
@@ -564,14 +557,23 @@ def image_platform(ref: str, policy: RetryPolicy, echo: Echo) -> str:
     return _platform_name(image_config(ref, policy, echo))
 
 
-def copy_manifest(source: str, dest: str, policy: RetryPolicy, echo: Echo) -> None:
-    """Tag the manifest ``source`` (by digest) as ``dest``: the same bytes, the same digest."""
-    _skopeo(
-        policy,
-        echo,
-        f"tagging {dest}",
-        ["copy", "--quiet", "--preserve-digests", *_tls_flags(source, dest), f"docker://{source}", f"docker://{dest}"],
-    )
+def write_manifest(
+    held: RawManifest,
+    tags: Sequence[str],
+    policy: RetryPolicy,
+    echo: Echo,
+    *,
+    annotations: Mapping[str, str] | None = None,
+) -> None:
+    """Point ``tags`` (in ``held``'s repository) at ``held``: the same bytes and digest, unless annotated."""
+    from multibake import registry
+
+    body = held.body
+    if annotations:
+        doc = {**held.doc, "annotations": {**held.doc.get("annotations", {}), **annotations}}
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    for tag in tags:
+        _registry(policy, echo, f"tagging {tag}", functools.partial(registry.put_manifest, tag, body, held.media_type))
 
 
 def copy_index(

@@ -4,9 +4,10 @@
 second time through dockerd, which writes each platform's manifest to the tag before the index: the
 public tag would point at a single platform for a while, or for good if that push fails. So bake
 pushes to a private staging tag per cell; here every staged index is first checked to hold exactly
-its planned platforms, and only then are public tags written, one manifest write each: multi-arch
-tags get the index, per-platform tags get that platform's manifest itself (same digest as its
-entry in the index, a plain manifest that old ARM boards and manifest-tool accept).
+its planned platforms, and only then are public tags written, one manifest write each through the
+registry API (registry.py): multi-arch tags get the index, per-platform tags get that platform's
+manifest itself, byte for byte (same digest as its entry in the index, a plain manifest that old ARM
+boards and manifest-tool accept).
 """
 
 from __future__ import annotations
@@ -128,17 +129,17 @@ def promote(
 
     def write(cell: Cell) -> None:
         held = staged[cell.target]
-        bake.copy_index(
-            docker,
-            [f"{cell.image}@{held.digest}"],
-            cell.tags,
-            policy=policy,
-            echo=echo,
-            annotations=dict(cell.annotations),
-        )
+        bake.write_manifest(held, cell.tags, policy, echo, annotations=dict(cell.annotations))
         entries = held.entries()
-        copies = [(f"{cell.image}@{entries[p]}", ref) for p, refs in cell.platform_tags for ref in refs]
-        _parallel(lambda c: bake.copy_manifest(c[0], c[1], policy, echo), copies)
+
+        def write_platform(platform_refs: tuple[str, tuple[str, ...]]) -> None:
+            platform, refs = platform_refs
+            image = bake.raw_manifest(f"{cell.image}@{entries[platform]}", policy, echo)
+            if image is None:
+                raise BuildError(f"{cell.image}@{entries[platform]} ({platform}) is not in the registry")
+            bake.write_manifest(image, refs, policy, echo)
+
+        _parallel(write_platform, [(p, refs) for p, refs in cell.platform_tags if refs])
 
     ready = [c for c in plan.cells if c.target in staged]
     _parallel(write, ready)

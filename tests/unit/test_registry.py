@@ -1,0 +1,103 @@
+"""Registry references, credentials lookup and failure classification (no network, no docker)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+from dxf.exceptions import DXFUnauthorizedError
+
+from multibake import registry
+from multibake.registry import Ref
+
+
+@pytest.mark.parametrize(
+    ("ref", "want"),
+    [
+        ("127.0.0.1:5000/multibake/app:1.0-slim", Ref("127.0.0.1:5000", "multibake/app", "1.0-slim")),
+        ("localhost/app", Ref("localhost", "app", "latest")),
+        ("ghcr.io/acme/base@sha256:" + "a" * 64, Ref("ghcr.io", "acme/base", "sha256:" + "a" * 64)),
+        ("registry.example:5000/a/b/c:3.20-3.2.0.2-armv7", Ref("registry.example:5000", "a/b/c", "3.20-3.2.0.2-armv7")),
+        ("alpine:3.20", Ref("docker.io", "library/alpine", "3.20")),
+        ("acme/app:1", Ref("docker.io", "acme/app", "1")),
+        ("docker.io/acme/app", Ref("docker.io", "acme/app", "latest")),
+    ],
+)
+def test_parse_follows_dockers_rules_for_the_host_part(ref: str, want: Ref) -> None:
+    assert registry.parse(ref) == want
+
+
+def test_docker_hub_is_reached_through_its_api_host() -> None:
+    assert registry.parse("alpine").api_host == "registry-1.docker.io"
+    assert registry.parse("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("host", "plain"), [("127.0.0.1:5000", True), ("localhost:5000", True), ("ghcr.io", False), ("docker.io", False)]
+)
+def test_plain_http_only_on_this_machine(host: str, plain: bool) -> None:
+    assert registry.plain_http(host) is plain
+
+
+def _config(folder: Path, doc: dict[str, object]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
+
+
+def test_credentials_from_auths(tmp_path: Path) -> None:
+    token = base64.b64encode(b"robot:s3cr:et").decode()
+    folder = _config(tmp_path, {"auths": {"ghcr.io": {"auth": token}, "https://index.docker.io/v1/": {"auth": token}}})
+    assert registry.credentials("ghcr.io", folder) == ("robot", "s3cr:et")
+    assert registry.credentials("docker.io", folder) == ("robot", "s3cr:et")
+    assert registry.credentials("quay.io", folder) is None
+
+
+def test_credentials_from_a_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    helper = tmp_path / "bin" / "docker-credential-fake"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread host\necho "{\\"Username\\": \\"u-$host\\", \\"Secret\\": \\"pw\\"}"\n')
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
+    folder = _config(tmp_path / "cfg", {"credHelpers": {"ghcr.io": "fake"}, "auths": {"ghcr.io": {"auth": "eDp5"}}})
+    assert registry.credentials("ghcr.io", folder) == ("u-ghcr.io", "pw")
+
+
+def test_no_config_means_anonymous(tmp_path: Path) -> None:
+    assert registry.credentials("ghcr.io", tmp_path) is None
+
+
+def _http_error(status: int, text: str = "") -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    response._content = text.encode()
+    return requests.HTTPError(f"{status}", response=response)
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_http_error(500, '{"errors":[{"code":"UNKNOWN"}]}'), True),
+        (_http_error(503), True),
+        (_http_error(429), True),
+        (requests.ConnectionError("reset by peer"), True),
+        (requests.ReadTimeout("read timed out"), True),
+        (_http_error(403, "denied"), False),
+        (_http_error(400, "manifest invalid"), False),
+        (DXFUnauthorizedError(), False),
+    ],
+)
+def test_failures_are_classified_once(exc: Exception, transient: bool) -> None:
+    failure = registry._failure("writing 127.0.0.1:5000/x:1", exc)
+    assert failure.transient is transient
+    assert str(failure).startswith("writing 127.0.0.1:5000/x:1: ")
+
+
+def test_a_failure_message_never_carries_credentials() -> None:
+    failure = registry._failure("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
+    assert "401" in str(failure) and "Authorization" not in str(failure)
