@@ -101,6 +101,7 @@ class BuildReport:
     cells: list[CellResult]
     runs: list[BakeRun] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)  # reasons of retried attempts
+    pushed: dict[str, str] = field(default_factory=dict)  # bake target → its staged image, pinned by digest
     duration: float = 0.0
 
     @property
@@ -374,11 +375,33 @@ def execute(
     started = time.monotonic()
 
     def attempt(targets: Sequence[str], use_cache: bool) -> dict[str, Any]:
-        run = BakeRun(targets=tuple(targets))
+        # a target BuildKit already pushed (an earlier run failed after it) is not baked again
+        left = [t for t in targets if t not in report.pushed]
+        if not left:
+            return {}
+        run = BakeRun(targets=tuple(left))
         report.runs.append(run)
-        return _bake_once(
-            docker, plan, req, run=run, metadata=workdir / "metadata.json", seen=seen, echo=echo, use_cache=use_cache
-        )
+        try:
+            return _bake_once(
+                docker,
+                plan,
+                req,
+                run=run,
+                metadata=workdir / "metadata.json",
+                seen=seen,
+                echo=echo,
+                use_cache=use_cache,
+            )
+        except _Transient:
+            # dockerd's second push of a finished image (docker driver) can fail on a registry race;
+            # when BuildKit's own push of every target went through, nothing is left to redo
+            if run.steps is None or not all(t in run.steps.pushed for t in left):
+                raise
+            echo(f"multibake: bake: {run.reason}; every image was already pushed, nothing to redo")
+            return {}
+        finally:
+            if run.steps is not None:
+                report.pushed.update(run.steps.pushed)
 
     def attempts(targets: Sequence[str]) -> dict[str, Any]:
         retrying = _retrying(policy, "bake", echo, report.retries)
@@ -410,7 +433,8 @@ def execute(
             if r.status != "failed":
                 r.status = "built"
             if t == r.target:  # a cell built per platform gets its index digest when it is assembled
-                r.digest = (meta.get(t) or {}).get("containerimage.digest")
+                pinned = report.pushed.get(t, "").partition("@")[2] or None
+                r.digest = pinned or (meta.get(t) or {}).get("containerimage.digest")
         return None
 
     if not plan.cells:  # everything was up to date: bake without targets would build the default group

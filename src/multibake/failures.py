@@ -17,6 +17,8 @@ _STEP = re.compile(r"^#(\d+) \[([^\]]*)\] (.*)$")
 _STEP_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
 _STEP_CACHED = re.compile(r"^#(\d+) CACHED\s*$")
 _STEP_DONE = re.compile(r"^#(\d+) DONE ")
+# BuildKit's own push of a target's image: once this line says done, the whole image is in the registry.
+_PUSHED = re.compile(r"^#(\d+) pushing manifest for (\S+)@(sha256:[0-9a-f]{64})\b.*\bdone\s*$")
 
 # Checked before the transient markers: an error carrying both is not worth retrying.
 _PERMANENT = re.compile(
@@ -91,6 +93,7 @@ class Steps:
     done: set[str] = field(default_factory=set)
     errors: dict[str, str] = field(default_factory=dict)
     lines_of: dict[str, list[str]] = field(default_factory=dict)  # target → its step lines
+    pushed: dict[str, str] = field(default_factory=dict)  # target → the image it pushed, pinned by digest
 
     def feed(self, line: str) -> str | None:
         """Take one progress line; returns the target it belongs to, when known."""
@@ -108,6 +111,10 @@ class Steps:
             self.done.add(m.group(1))
         elif (m := _STEP_ERROR.match(line)) and not _IGNORED.search(line):
             self.errors[m.group(1)] = m.group(2)
+        elif (m := _PUSHED.match(line)) and m.group(1) in self.target_of:
+            ref, digest = m.group(2), m.group(3)
+            repo = ref.rpartition(":")[0] if ref.rfind(":") > ref.rfind("/") else ref
+            self.pushed[self.target_of[m.group(1)]] = f"{repo}@{digest}"
         step_id = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
         target = self.target_of.get(step_id)
         if target:

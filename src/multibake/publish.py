@@ -77,10 +77,20 @@ def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
 
 
 def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
-    """What each cell built by this machine staged: its index, or one image per platform."""
+    """What each cell built by this machine staged: its index, or one image per platform.
+
+    Pinned by the digest BuildKit pushed where the build output says it: the staging tag itself
+    may have been left on a single platform by a failed second push (see above).
+    """
     built = {c.target for c in report.cells if c.status == "built"}
+
+    def pinned(target: str, staging: str) -> str:
+        return report.pushed.get(target, staging)
+
     return {
-        c.target: [piece.staging for piece in c.split] if c.split else [c.staging]
+        c.target: [pinned(piece.target, piece.staging) for piece in c.split]
+        if c.split
+        else [pinned(c.target, c.staging)]
         for c in plan.cells
         if c.target in built
     }
@@ -108,15 +118,19 @@ def promote(
     candidates = [c for c in plan.cells if c.target in sources]
 
     def stage(cell: Cell) -> RawManifest | str:
+        refs = sources[cell.target]
+        ref = refs[0] if len(refs) == 1 and not cell.split else None  # one staged index: used as it is
         try:
-            refs = sources[cell.target]
-            if refs != [cell.staging]:  # per-platform images: their index is made here
-                bake.copy_index(docker, refs, [cell.staging], policy=policy, echo=echo)
-            held = bake.raw_manifest(cell.staging, policy, echo)
+            held = bake.raw_manifest(ref, policy, echo) if ref else None
+            if ref is None or (held is not None and not held.is_index):
+                # per-platform images, or a lone image: their index is made here
+                ref = cell.staging
+                bake.copy_index(docker, refs, [ref], policy=policy, echo=echo)
+                held = bake.raw_manifest(ref, policy, echo)
         except BuildError as exc:
             return str(exc)
         problem = _index_problem(cell, held)
-        return f"staged {cell.staging}: {problem}" if problem or held is None else held
+        return f"staged {ref}: {problem}" if problem or held is None else held
 
     for cell, got in zip(candidates, _parallel(stage, candidates), strict=True):
         if isinstance(got, str):
@@ -226,7 +240,9 @@ def staged_refs(
     failed = sorted(t for t in members if status.get(t) != "built")
     cells: dict[str, dict[str, Any]] = {}
 
-    def pin(ref: str, image: str) -> str:
+    def pin(target: str, ref: str, image: str) -> str:
+        if target in report.pushed:
+            return report.pushed[target]
         held = bake.raw_manifest(ref, policy, echo)
         if held is None:
             raise BuildError(f"{ref} is not in the registry after the build")
@@ -236,9 +252,11 @@ def staged_refs(
         if cell.target not in members or cell.target in failed:
             continue
         if cell.split:
-            cells[cell.target] = {"platforms": {piece.platform: pin(piece.staging, cell.image) for piece in cell.split}}
+            cells[cell.target] = {
+                "platforms": {piece.platform: pin(piece.target, piece.staging, cell.image) for piece in cell.split}
+            }
         else:
-            cells[cell.target] = {"index": pin(cell.staging, cell.image)}
+            cells[cell.target] = {"index": pin(cell.target, cell.staging, cell.image)}
     return cells, failed
 
 

@@ -80,6 +80,29 @@ def test_steps_know_which_target_failed_and_which_runs_executed() -> None:
     assert classify(LOG, steps.known_targets).targets == ("app-broken",)
 
 
+PUSH_LOG = f"""\
+#40 [app-1_0 linux/arm64 1/1] RUN echo hi
+#40 DONE 0.3s
+#41 [app-1_0] exporting to image
+#41 pushing manifest for 127.0.0.1:5000/ns/app:multibake-staging-app-1_0@sha256:{"a" * 64}
+#41 pushing manifest for 127.0.0.1:5000/ns/app:multibake-staging-app-1_0@sha256:{"a" * 64} 0.1s done
+#41 DONE 0.8s
+#42 [app-2_0] exporting to image
+#42 pushing manifest for 127.0.0.1:5000/ns/app:multibake-staging-app-2_0@sha256:{"b" * 64}
+#43 [app-1_0] pushing 127.0.0.1:5000/ns/app:multibake-staging-app-1_0 with docker
+#43 ERROR: unexpected status from HEAD request to http://127.0.0.1:5000/v2/ns/app/manifests/x: 500
+"""
+
+
+def test_steps_know_which_targets_buildkit_pushed_and_pin_them_by_digest() -> None:
+    steps = Steps({"app-1_0", "app-2_0"})
+    for line in PUSH_LOG.splitlines():
+        steps.feed(line)
+    # app-2_0's push never said done: it is not counted; dockerd's failed second push does not undo app-1_0's
+    assert steps.pushed == {"app-1_0": "127.0.0.1:5000/ns/app@sha256:" + "a" * 64}
+    assert classify(PUSH_LOG).kind is Kind.TRANSIENT
+
+
 def test_retries_back_off_exponentially_within_bounds_then_give_up() -> None:
     sleeps: list[float] = []
     policy = bake.RetryPolicy(attempts=5, initial_delay=1.0, max_delay=3.0, sleep=sleeps.append)
