@@ -129,21 +129,24 @@ def _binfmt_platforms() -> set[str]:
 def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
     from python_on_whales.exceptions import DockerException
 
-    # three independent daemon round-trips, run at once: start-up is part of every release's time
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        asked_version = pool.submit(docker.buildx.version)
+    # two independent round-trips, run at once: start-up is part of every release's time
+    with ThreadPoolExecutor(max_workers=2) as pool:
         asked_builder = pool.submit(docker.buildx.inspect, name)
         asked_info = pool.submit(docker.system.info)
     try:
-        version = asked_version.result()
+        system = asked_info.result()
     except DockerException as exc:
-        raise UsageError(
-            "docker buildx is not available: install the buildx plugin (Debian: apt-get install docker-buildx) "
-            f"or run scripts/setup-stack.sh ({_first_line(exc.stderr)})"
-        ) from None
+        raise UsageError(f"the docker daemon does not answer: {_first_line(exc.stderr)}") from None
+    plugins = system.client_info.plugins if system.client_info else None
+    version = next((p.version for p in plugins or [] if p.name == "buildx"), None)
     try:
         builder = asked_builder.result()
     except DockerException as exc:
+        if version is None:
+            raise UsageError(
+                "docker buildx is not available: install the buildx plugin (Debian: apt-get install docker-buildx) "
+                "or run scripts/setup-stack.sh"
+            ) from None
         which = f"builder {name!r}" if name else "the current builder"
         raise UsageError(
             f"cannot use {which}: {_first_line(exc.stderr)}\n  list builders with `docker buildx ls`; "
@@ -156,17 +159,14 @@ def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
     platforms = reported | (_binfmt_platforms() if local else set())
     problem = None
     if driver == "docker":
-        try:
-            status = asked_info.result().driver_status or []
-        except DockerException as exc:
-            raise UsageError(f"the docker daemon does not answer: {_first_line(exc.stderr)}") from None
+        status = system.driver_status or []
         if not any("containerd.snapshotter" in str(v) for row in status for v in row):
             problem = (
                 "the 'docker' driver without the containerd image store cannot build multi-platform images; "
                 'enable it ("features": {"containerd-snapshotter": true} in /etc/docker/daemon.json, restart '
                 "dockerd) or use another builder: docker buildx create --use"
             )
-    version_text = version.split()[1] if len(version.split()) > 1 else version
+    version_text = version or "unknown"
     return BuilderInfo(
         buildx_version=version_text,
         name=builder.name or (name or "default"),

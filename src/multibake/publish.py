@@ -31,13 +31,19 @@ R = TypeVar("R")
 WORKERS = 8
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
 def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``fn`` over ``items`` on a few threads, results in input order."""
+    """``fn`` over ``items`` on a few threads, results in input order. Never nested: the pool is shared,
+    so its threads keep their registry connections from one step of a release to the next."""
+    global _pool
     work = list(items)
     if len(work) <= 1:
         return [fn(x) for x in work]
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(work))) as pool:
-        return list(pool.map(fn, work))
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="registry")
+    return list(_pool.map(fn, work))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,22 +147,24 @@ def promote(
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: out.held_back.get(c.target, reason) for c in plan.cells})
 
-    def write(cell: Cell) -> None:
-        held = staged[cell.target]
-        bake.write_manifest(held, cell.tags, policy, echo, annotations=dict(cell.annotations))
-        entries = held.entries()
-
-        def write_platform(platform_refs: tuple[str, tuple[str, ...]]) -> None:
-            platform, refs = platform_refs
-            image = bake.raw_manifest(f"{cell.image}@{entries[platform]}", policy, echo)
-            if image is None:
-                raise BuildError(f"{cell.image}@{entries[platform]} ({platform}) is not in the registry")
-            bake.write_manifest(image, refs, policy, echo)
-
-        _parallel(write_platform, [(p, refs) for p, refs in cell.platform_tags if refs])
-
     ready = [c for c in plan.cells if c.target in staged]
-    _parallel(write, ready)
+
+    def write_index(cell: Cell) -> None:
+        bake.write_manifest(staged[cell.target], cell.tags, policy, echo, annotations=dict(cell.annotations))
+
+    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> None:
+        cell, platform, refs = item
+        source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
+        image = bake.raw_manifest(source, policy, echo)
+        if image is None:
+            raise BuildError(f"{source} ({platform}) is not in the registry")
+        bake.write_manifest(image, refs, policy, echo)
+
+    # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
+    # link on every write of that image, and an index write that checks its images at that moment
+    # is refused ("blob unknown"). So no per-platform tag is written while an index is.
+    _parallel(write_index, ready)
+    _parallel(write_platform, [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs])
     out.promoted.extend(c.target for c in ready)
     return out
 
@@ -167,40 +175,44 @@ def verify(plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
     Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
     manifests of their platform whose digest is that platform's entry in the cell's first index.
     """
-    return [check for checks in _parallel(lambda c: _verify_cell(c, policy, echo), plan.cells) for check in checks]
+    indexes = [(cell, ref) for cell in plan.cells for ref in cell.tags]
+    index_checks = _parallel(lambda item: _check_index_tag(item[0], item[1], policy, echo), indexes)
+    entries: dict[str, dict[str, str]] = {}  # target → platform → digest, from the cell's first index found
+    for (cell, _), check in zip(indexes, index_checks, strict=True):
+        if check.platforms and cell.target not in entries:
+            entries[cell.target] = dict(check.platforms)
+    singles = [(cell, platform, ref) for cell in plan.cells for platform, refs in cell.platform_tags for ref in refs]
+    single_checks = _parallel(
+        lambda item: _check_platform_tag(
+            item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1]), policy=policy, echo=echo
+        ),
+        singles,
+    )
+    by_target: dict[str, list[TagCheck]] = {}
+    for check in [*index_checks, *single_checks]:
+        by_target.setdefault(check.target, []).append(check)
+    return [check for cell in plan.cells for check in by_target.get(cell.target, [])]
 
 
-def _verify_cell(cell: Cell, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
+def _check_index_tag(cell: Cell, ref: str, policy: RetryPolicy, echo: Echo) -> TagCheck:
     from multibake import bake
 
-    checks: list[TagCheck] = []
-    entries: dict[str, str] = {}
-    for ref in cell.tags:
-        try:
-            held = bake.raw_manifest(ref, policy, echo)
-        except BuildError as exc:
-            checks.append(TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc)))
-            continue
-        problem = _index_problem(cell, held)
-        found = held.entries() if held is not None and held.is_index else {}
-        entries = entries or found
-        checks.append(
-            TagCheck(
-                ref=ref,
-                target=cell.target,
-                kind="index",
-                ok=problem is None,
-                digest=held.digest if held else None,
-                platforms=tuple(sorted(found.items())),
-                attestations=held.attestations() if held else 0,
-                problem=problem,
-            )
-        )
-    singles = [(platform, ref) for platform, refs in cell.platform_tags for ref in refs]
-    checks += _parallel(
-        lambda pr: _check_platform_tag(cell, pr[0], pr[1], entries.get(pr[0]), policy=policy, echo=echo), singles
+    try:
+        held = bake.raw_manifest(ref, policy, echo)
+    except BuildError as exc:
+        return TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc))
+    problem = _index_problem(cell, held)
+    found = held.entries() if held is not None and held.is_index else {}
+    return TagCheck(
+        ref=ref,
+        target=cell.target,
+        kind="index",
+        ok=problem is None,
+        digest=held.digest if held else None,
+        platforms=tuple(sorted(found.items())),
+        attestations=held.attestations() if held else 0,
+        problem=problem,
     )
-    return checks
 
 
 def _check_platform_tag(
