@@ -93,7 +93,7 @@ class Steps:
     done: set[str] = field(default_factory=set)
     errors: dict[str, str] = field(default_factory=dict)
     lines_of: dict[str, list[str]] = field(default_factory=dict)  # target → its step lines
-    pushed: dict[str, str] = field(default_factory=dict)  # target → the image it pushed, pinned by digest
+    push_lines: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id → (target, pinned image)
 
     def feed(self, line: str) -> str | None:
         """Take one progress line; returns the target it belongs to, when known."""
@@ -114,7 +114,7 @@ class Steps:
         elif (m := _PUSHED.match(line)) and m.group(1) in self.target_of:
             ref, digest = m.group(2), m.group(3)
             repo = ref.rpartition(":")[0] if ref.rfind(":") > ref.rfind("/") else ref
-            self.pushed[self.target_of[m.group(1)]] = f"{repo}@{digest}"
+            self.push_lines[m.group(1)] = (self.target_of[m.group(1)], f"{repo}@{digest}")
         step_id = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
         target = self.target_of.get(step_id)
         if target:
@@ -126,6 +126,15 @@ class Steps:
         return [
             hdr for step, hdr in self.runs.items() if step not in self.cached and step in self.done | set(self.errors)
         ]
+
+    @property
+    def pushed(self) -> dict[str, str]:
+        """target → the image BuildKit pushed for it, pinned by digest.
+
+        Only from an export step that ended DONE: the push line says "done" even when the push
+        failed (its ERROR line comes after it).
+        """
+        return {t: ref for step, (t, ref) in self.push_lines.items() if step in self.done and step not in self.errors}
 
     def failed_targets(self) -> set[str]:
         return {self.target_of[s] for s in self.errors if s in self.target_of}

@@ -89,16 +89,20 @@ PUSH_LOG = f"""\
 #41 DONE 0.8s
 #42 [app-2_0] exporting to image
 #42 pushing manifest for 127.0.0.1:5000/ns/app:multibake-staging-app-2_0@sha256:{"b" * 64}
+#44 [app-3_0] exporting to image
+#44 pushing manifest for 127.0.0.1:5000/ns/app:multibake-staging-app-3_0@sha256:{"c" * 64} 7.2s done
+#44 ERROR: failed to push 127.0.0.1:5000/ns/app:multibake-staging-app-3_0: unexpected status: 503
 #43 [app-1_0] pushing 127.0.0.1:5000/ns/app:multibake-staging-app-1_0 with docker
 #43 ERROR: unexpected status from HEAD request to http://127.0.0.1:5000/v2/ns/app/manifests/x: 500
 """
 
 
 def test_steps_know_which_targets_buildkit_pushed_and_pin_them_by_digest() -> None:
-    steps = Steps({"app-1_0", "app-2_0"})
+    steps = Steps({"app-1_0", "app-2_0", "app-3_0"})
     for line in PUSH_LOG.splitlines():
         steps.feed(line)
-    # app-2_0's push never said done: it is not counted; dockerd's failed second push does not undo app-1_0's
+    # app-2_0's push never finished; app-3_0's says "done" but its step failed (BuildKit prints the
+    # ERROR after it); dockerd's failed second push does not undo app-1_0's
     assert steps.pushed == {"app-1_0": "127.0.0.1:5000/ns/app@sha256:" + "a" * 64}
     assert classify(PUSH_LOG).kind is Kind.TRANSIENT
 
