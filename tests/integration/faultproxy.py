@@ -4,6 +4,8 @@ Everything is forwarded to the real registry; a ``PUT`` of a manifest whose path
 is answered with ``status`` for the first ``fail_puts`` requests, or during ``fail_seconds`` from the
 first such request (a registry refusing pushes for a short while: longer than the retries docker
 does by itself), or for every request when ``fail_puts`` is negative (a registry that never lets us in).
+With ``agent``, only clients whose User-Agent contains it are refused (dockerd's pushes say
+``docker/``, BuildKit's ``buildkit/``, multibake's ``python-requests/``).
 
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
@@ -29,10 +31,12 @@ class FaultProxy:
         fail_seconds: float = 0.0,
         status: int = 503,
         match: str = "/manifests/",
+        agent: str = "",
         port: int = 5001,
     ) -> None:
         self.upstream = upstream
         self.match = match
+        self.agent = agent
         self.fail_puts = fail_puts
         self.fail_seconds = fail_seconds
         self._since: float | None = None
@@ -66,7 +70,8 @@ class FaultProxy:
                     body = self.rfile.read(length)
                 elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = self._read_chunked()
-                if self.command == "PUT" and self.owner.match in self.path and self.owner._inject():
+                refused = self.owner.agent in self.headers.get("User-Agent", "")
+                if self.command == "PUT" and self.owner.match in self.path and refused and self.owner._inject():
                     self.send_response(self.owner.status)
                     payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected by the test"}]}'
                     if self.owner.status == 401:

@@ -151,6 +151,25 @@ def test_transient_5xx_is_retried_and_the_retry_rebuilds_nothing(stack: None, tm
     assert sorted(held.platforms()) == ["linux/amd64", "linux/arm64"]
 
 
+def test_a_failed_second_push_by_dockerd_redoes_nothing(stack: None, tmp_path: Path) -> None:
+    # On the docker driver buildx pushes each image twice: BuildKit's push, then dockerd's. When only
+    # dockerd's fails, every image is already in the registry: nothing is baked again.
+    with FaultProxy(fail_puts=-1, status=503, match="/manifests/", agent="docker/") as proxy:
+        cfg = _retry_config(tmp_path, f"127.0.0.1:{proxy.port}")
+        code, report, err = build_json("-c", str(cfg), "--push")
+        assert proxy.injected >= 1, "dockerd's second push must have been refused"
+    assert code == 0, err[-4000:]
+    assert "every image was already pushed, nothing to redo" in err
+    runs = report["bake_runs"]
+    assert len(runs) == 1 and runs[0]["outcome"] == "transient", runs
+    assert report["retries"] == []
+    for cell in report["cells"]:
+        assert cell["status"] == "published", cell
+        held = registry.get(cell["tags"][0].replace(f"127.0.0.1:{proxy.port}", "127.0.0.1:5000"))
+        assert held is not None and held.is_index
+        assert sorted(held.platforms()) == ["linux/amd64", "linux/arm64"]
+
+
 def test_401_is_not_retried_and_no_public_tag_appears(stack: None, tmp_path: Path) -> None:
     with FaultProxy(fail_puts=-1, status=401) as proxy:
         cfg = _retry_config(tmp_path, f"127.0.0.1:{proxy.port}")
