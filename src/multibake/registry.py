@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -67,6 +68,19 @@ def plain_http(host: str) -> bool:
     return host.startswith(("localhost", "127."))
 
 
+def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | bool:
+    """What to verify ``host``'s TLS certificate against, as docker does.
+
+    docker's per-registry CA (``/etc/docker/certs.d/<host>/ca.crt``) first, then the system's trust
+    store (where an in-house CA is installed), else requests' own bundle.
+    """
+    own = certs_root / host / "ca.crt"
+    if own.is_file():
+        return str(own)
+    system = ssl.get_default_verify_paths().cafile
+    return system if system and Path(system).is_file() else True
+
+
 def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | None:
     """(user, secret) for ``host`` from docker's config: a credential helper, else ``auths``."""
     folder = config_dir or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
@@ -99,7 +113,14 @@ def _client(ref: Ref) -> DXF:
             user, secret = credentials(ref.host) or (None, None)
             dxf.authenticate(user, secret, response=response, actions=["pull", "push"])
 
-        clients[key] = DXF(ref.api_host, ref.repo, auth=auth, insecure=plain_http(ref.host), timeout=TIMEOUT)
+        clients[key] = DXF(
+            ref.api_host,
+            ref.repo,
+            auth=auth,
+            insecure=plain_http(ref.host),
+            tlsverify=ca_bundle(ref.api_host),
+            timeout=TIMEOUT,
+        )
     return clients[key]
 
 

@@ -44,6 +44,14 @@ def test_plain_http_only_on_this_machine(host: str, plain: bool) -> None:
     assert registry.plain_http(host) is plain
 
 
+def test_a_registrys_own_ca_comes_first_as_docker_does(tmp_path: Path) -> None:
+    (tmp_path / "registry.example:5000").mkdir()
+    (tmp_path / "registry.example:5000" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert registry.ca_bundle("registry.example:5000", tmp_path) == str(tmp_path / "registry.example:5000" / "ca.crt")
+    other = registry.ca_bundle("ghcr.io", tmp_path)
+    assert other is True or Path(str(other)).is_file()
+
+
 def _config(folder: Path, doc: dict[str, object]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(doc), encoding="utf-8")
