@@ -97,11 +97,19 @@ def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | 
         if proc.returncode == 0:
             found = json.loads(proc.stdout)
             return str(found["Username"]), str(found["Secret"])
-    entry = (config.get("auths") or {}).get(key) or {}
+    # docker writes plain host names, but older clients wrote URLs: https://host or https://host/v1/
+    auths = {_auth_host(k): v for k, v in (config.get("auths") or {}).items()}
+    entry = auths.get(_auth_host(key)) or {}
     if entry.get("auth"):
         user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
         return user, secret
     return None
+
+
+def _auth_host(key: str) -> str:
+    if key == _HUB_AUTH_KEY:
+        return key
+    return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
 
 
 def _client(ref: Ref) -> DXF:

@@ -64,6 +64,8 @@ def test_credentials_from_auths(tmp_path: Path) -> None:
     assert registry.credentials("ghcr.io", folder) == ("robot", "s3cr:et")
     assert registry.credentials("docker.io", folder) == ("robot", "s3cr:et")
     assert registry.credentials("quay.io", folder) is None
+    legacy = _config(tmp_path / "legacy", {"auths": {"https://registry.example:5000/v1/": {"auth": token}}})
+    assert registry.credentials("registry.example:5000", legacy) == ("robot", "s3cr:et")
 
 
 def test_credentials_from_a_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
