@@ -26,6 +26,8 @@ Scenarios (wall time of the whole command, ``time.perf_counter`` around the subp
   ``docker push`` per tag; parents first, a child getting its parent through
   ``--build-context base=docker-image://PARENT:TAG-ARCH``; no cache export, no multi-arch manifest
   lists, only per-platform tags.
+- ``multibake --skip-existing`` (a diagnostic row, fresh runner only): the same release once more
+  with nothing changed; every cell's build id is already published, so nothing is built or pushed.
 - ``raw bake, no cache`` (a diagnostic row, cold only): raw bake of the same sample rendered with
   ``cache: type: none``, to separate what bake's parallelism buys over the loop from what the
   registry cache export costs.
@@ -189,6 +191,8 @@ def preflight(log: Path) -> None:
 def scenario_multibake(snap: Path, ns: str, log: Path, res: Results, label: str) -> None:
     config = str(snap / "platforms.yaml")
     argv = [*multibake(), "build", "--push", "-c", config, "--registry", ns, "--progress", "plain", "--json"]
+    if "skip-existing" in label:
+        argv.append("--skip-existing")
     seconds, stdout = run(argv, log=log)
     try:
         doc = json.loads(stdout)
@@ -279,6 +283,12 @@ ROWS = (  # (title, key, raw bake row of the same cache state, loop row of the s
     ("raw docker buildx bake --push, fresh runner", "raw bake fresh", "raw bake fresh", "loop fresh"),
     ("loop of {n} docker build + push, fresh runner", "loop fresh", "raw bake fresh", "loop fresh"),
     ("(diagnostic) raw bake, no cache import/export, cold", "raw bake no cache cold", "raw bake cold", "loop cold"),
+    (
+        "(diagnostic) multibake --skip-existing, fresh runner, nothing changed",
+        "multibake skip-existing fresh",
+        "raw bake fresh",
+        "loop fresh",
+    ),
 )
 
 
@@ -330,7 +340,7 @@ def report(res: Results, n_builds: int, namespaces: dict[str, str], rounds: int)
         for key, values in res.seconds.items():
             marks = res.retried[key]
             print(
-                f"  {key:<22} " + "  ".join(f"{v:7.2f}{'*' if m else ' '}" for v, m in zip(values, marks, strict=True))
+                f"  {key:<29} " + "  ".join(f"{v:7.2f}{'*' if m else ' '}" for v, m in zip(values, marks, strict=True))
             )
 
     print("\nwhat multibake's time is made of (each run: wall = its bake run, as multibake measured it, + the rest:")
@@ -426,12 +436,13 @@ def main() -> int:
                 elif args.no_warm:
                     return
                 fn(*fn_args, _log, res, label)
-                print(f"  {label:<22} {res.seconds[label][-1]:7.2f} s", flush=True)
+                print(f"  {label:<29} {res.seconds[label][-1]:7.2f} s", flush=True)
 
             def multibake_unit(_ns: dict[str, str] = ns) -> None:
                 step("multibake cold", scenario_multibake, snap, _ns["mb"])
                 step("multibake warm", scenario_multibake, snap, _ns["mb"])
                 step("multibake fresh", scenario_multibake, snap, _ns["mb"])
+                step("multibake skip-existing fresh", scenario_multibake, snap, _ns["mb"])
 
             def raw_unit(_ns: dict[str, str] = ns, _rnd: int = rnd, _log: Path = log) -> None:
                 bake_file = logs / f"raw-{_rnd}.hcl"
