@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from multibake.plan import untagged
+
 _STEP = re.compile(r"^#(\d+) \[([^\]]*)\] (.*)$")
 _STEP_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
 _STEP_CACHED = re.compile(r"^#(\d+) CACHED\s*$")
@@ -112,9 +114,7 @@ class Steps:
         elif (m := _STEP_ERROR.match(line)) and not _IGNORED.search(line):
             self.errors[m.group(1)] = m.group(2)
         elif (m := _PUSHED.match(line)) and m.group(1) in self.target_of:
-            ref, digest = m.group(2), m.group(3)
-            repo = ref.rpartition(":")[0] if ref.rfind(":") > ref.rfind("/") else ref
-            self.push_lines[m.group(1)] = (self.target_of[m.group(1)], f"{repo}@{digest}")
+            self.push_lines[m.group(1)] = (self.target_of[m.group(1)], f"{untagged(m.group(2))}@{m.group(3)}")
         step_id = line[1:].split(" ", 1)[0] if line.startswith("#") else ""
         target = self.target_of.get(step_id)
         if target:

@@ -268,20 +268,26 @@ def target_name(family: str, values: Iterable[str]) -> str:
     return "-".join([_TARGET_UNSAFE.sub("_", family), *(_TARGET_UNSAFE.sub("_", v) for v in values)])
 
 
-def _is_host(component: str) -> bool:
+def is_host(component: str) -> bool:
+    """Whether the first component of an image reference names a registry host (docker's rule)."""
     return "." in component or ":" in component or component == "localhost"
+
+
+def untagged(ref: str) -> str:
+    """``ref`` without its tag: a colon after the last slash starts the tag (``host:port`` has none)."""
+    return ref.rpartition(":")[0] if ref.rfind(":") > ref.rfind("/") else ref
 
 
 def image_name(registry: str, family: str, image: str | None) -> str:
     if image is None:
         return f"{registry.rstrip('/')}/{family}"
     first = image.split("/", 1)[0]
-    return image if "/" in image and _is_host(first) else f"{registry.rstrip('/')}/{image}"
+    return image if "/" in image and is_host(first) else f"{registry.rstrip('/')}/{image}"
 
 
 def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
     parts = ref.split("/")
-    repo = parts[1:] if _is_host(parts[0]) else parts
+    repo = parts[1:] if is_host(parts[0]) else parts
     for comp in repo:
         if not _REPO_PATH.fullmatch(comp):
             if path == ("registry",) and loaded.registry_source != "file":

@@ -24,6 +24,8 @@ import requests
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFUnauthorizedError
 
+from multibake.plan import is_host, untagged
+
 _DOCKER_HUB = "registry-1.docker.io"
 _HUB_AUTH_KEY = "https://index.docker.io/v1/"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
@@ -51,10 +53,10 @@ def parse(ref: str) -> Ref:
     """``host/repo:tag`` or ``host/repo@sha256:…`` → its parts (docker's rules for the host part)."""
     name, at, reference = ref.partition("@")
     if not at:
-        slash, colon = name.rfind("/"), name.rfind(":")
-        name, reference = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
+        name = untagged(ref)
+        reference = ref[len(name) + 1 :] or "latest"
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
+    if sep and is_host(first):
         host, repo = first, rest
     else:
         host, repo = "docker.io", name
