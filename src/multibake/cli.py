@@ -22,7 +22,7 @@ from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, Usage
 from multibake.kinds import Split
 
 if TYPE_CHECKING:
-    from multibake.release import Checked, Tools
+    from multibake.release import Built, Checked, Tools
 
 app = typer.Typer(
     name="multibake",
@@ -233,7 +233,7 @@ def build(
     ] = False,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
-    from multibake import release, report
+    from multibake import release
 
     opts = release.BuildOptions(
         config=config,
@@ -252,7 +252,12 @@ def build(
         result_dir=result_dir,
         skip_existing=skip_existing,
     )
-    built = release.build(opts, _tools(progress))
+    return _render_build(release.build(opts, _tools(progress)), as_json)
+
+
+def _render_build(built: Built, as_json: bool) -> int:
+    from multibake import report
+
     if built.dry_run is not None:
         typer.echo(built.dry_run.bake_file)
         typer.echo(f"# {built.dry_run.command}")

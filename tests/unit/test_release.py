@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from multibake import buildid, publish, release, shards
+from multibake import buildid, cli, publish, release, shards
 from multibake import config as cfg
 from multibake import plan as planner
 from multibake.errors import UsageError
@@ -281,3 +282,28 @@ def test_debug_logs_each_bake_command(stack: Stack, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.DEBUG, logger="multibake.docker"):
         assert stack.build().ok
     assert any(r.getMessage().startswith("Running command: docker buildx bake --file") for r in caplog.records)
+
+
+def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    stack.docker.broken = {APP1}
+    code = cli.run(["build", "--push", "--keep-going", "--json", "-c", str(stack.config)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["schema"] == "multibake.build/v1" and doc["ok"] is False and doc["mode"] == "push"
+    assert [c["status"] for c in doc["cells"]] == ["published", "failed", "published"]
+    assert list(doc["cells"][0]) == [
+        "target",
+        "family",
+        "status",
+        "platforms",
+        "duration",
+        "digest",
+        "platform_digests",
+        "tags",
+        "error",
+        "log_tail",
+    ]
+    assert [run["outcome"] for run in doc["bake_runs"]] == ["permanent", "permanent"]
+    assert doc["builder"] == {"name": "fake", "driver": "remote", "buildx": "0.29.1", "platforms": sorted(PLATFORMS)}
