@@ -13,12 +13,16 @@ import sys
 import traceback
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from multibake import __version__
 from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, UsageError
+from multibake.kinds import Split
+
+if TYPE_CHECKING:
+    from multibake.release import Built, Checked, Tools
 
 app = typer.Typer(
     name="multibake",
@@ -82,40 +86,18 @@ def _global(
     _debug = debug or os.environ.get("MULTIBAKE_DEBUG") == "1"
 
 
-def _load(config: Path, registry: str | None, lock: Path | None, check_files: bool) -> tuple[Any, Any, Any]:
-    """load → plan: the loaded config, the release's Meta and the full plan, each resolved once.
-
-    With a lock file, its creation time and revision are used, and the plan must be the one it locked.
-    """
-    from multibake import config as cfg
-    from multibake import plan as planner
-    from multibake import provenance, shards
-
-    loaded = cfg.load(config, registry)
-    if lock is not None:
-        meta, locked = shards.read_lock(lock)
-    else:
-        meta, locked = provenance.resolve(loaded.root), None
-    full = planner.plan(loaded, meta)
-    if locked is not None and shards.plan_digest(full) != locked:
-        raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")
-    if check_files:
-        cfg.check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in full.cells])
-    return loaded, meta, full
-
-
 def load_plan(
     config: Path,
     registry: str | None,
     selectors: list[str] | None,
     check_files: bool = True,
-    lock: Path | None = None,
 ) -> Any:
     """load → plan → select, shared by every command that needs a plan."""
     from multibake import plan as planner
+    from multibake import shards
 
-    loaded, _, full = _load(config, registry, lock, check_files)
-    return loaded, planner.select(full, selectors or [])
+    release = shards.resolve(config, registry, None, check_files)
+    return release.loaded, planner.select(release.plan, selectors or [])
 
 
 @app.command()
@@ -205,6 +187,18 @@ def _echo_for(progress: Progress, quiet: bool) -> Any:
     return echo
 
 
+def _tools(progress: Progress = Progress.PLAIN) -> Tools:
+    """What the release pipeline talks to: docker (made when needed), the registry, stderr."""
+    from multibake import release
+    from multibake.builder import docker_client
+
+    return release.Tools(
+        docker=lambda: docker_client(debug=_debug),
+        echo=_echo_for(progress, quiet=False),
+        say=lambda line: typer.echo(line, err=True),
+    )
+
+
 @app.command()
 def build(
     selectors: Selectors = None,
@@ -239,129 +233,39 @@ def build(
     ] = False,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
-    from multibake import bake, publish, report
-    from multibake import hcl as render
-    from multibake import plan as planner
-    from multibake import platforms as arch
+    from multibake import release
 
-    modes = [m for m, on in ((bake.Mode.PUSH, push), (bake.Mode.LOAD, load), (bake.Mode.OUTPUT, output)) if on]
-    if len(modes) > 1:
-        raise UsageError("choose one of --push, --load and --output")
-    mode = modes[0] if modes else bake.Mode.CACHE
-    sets: dict[str, str] = {}
-    for item in set_ or []:
-        key, eq, value = item.partition("=")
-        if not eq or "." not in key:
-            raise UsageError(f"--set {item!r}: expected target.key=value")
-        sets[key] = value
-    loaded, meta, full = _load(config, registry, lock, check_files=True)
-    p = planner.select(full, selectors or [])
-    from multibake import buildid, shards
-
-    # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
-    ids = buildid.compute(p, loaded.root)
-    digest = shards.plan_digest(full)
-    the_shard = None
-    members: set[str] = set()
-    if shard is not None:
-        if mode is not bake.Mode.PUSH:
-            raise UsageError("--shard stages a slice of a release in the registry: add --push")
-        the_shard = shards.parse_shard(shard, p)
-        if the_shard.kind == "platform":
-            # every cell built one target per platform, this platform only; publish merges them
-            p = planner.select(planner.plan(loaded, meta, split_all=True), selectors or [])
-            p = planner.restrict(p, [the_shard.value])
-        else:
-            p = planner.select(p, [the_shard.value])
-        members = shards.shard_members(the_shard, p)
-    if platform:
-        wanted = []
-        for spelling in platform:
-            try:
-                wanted.append(arch.normalize(spelling))
-            except ValueError as exc:
-                raise UsageError(f"--platform {spelling}: {exc}") from None
-        if mode is bake.Mode.PUSH:
-            raise UsageError(
-                "--platform with --push would publish multi-arch tags missing platforms; "
-                "build all planned platforms, shard the release (--shard platform=P), or build without --push"
-            )
-        p = planner.restrict(p, wanted)
-        if not p.cells:
-            raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
-    retry = loaded.config.retry
-    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
-    echo = _echo_for(progress, quiet=False)
-    p = planner.with_labels(p, {t: (buildid.LABEL, i) for t, i in ids.items()})
-    up_to_date: dict[str, str] = {}
-    skipped_cells: list[Any] = []
-    if skip_existing:
-        up_to_date = publish.already_published(p, ids, policy=policy, echo=echo)
-        skipped_cells = [c for c in p.cells if c.target in up_to_date]
-        p = planner.without(p, up_to_date)
-        for c in skipped_cells:
-            typer.echo(f"multibake: {c.target} is up to date ({up_to_date[c.target]})", err=True)
-    # one work directory per shard: shards of a release may run side by side in one checkout
-    workdir = loaded.root / ".multibake" / "build" / (the_shard.id if the_shard else "all")
-    workdir.mkdir(parents=True, exist_ok=True)
-    bake_file = workdir / "docker-bake.hcl"
-    bake_file.write_text(render.render_hcl(p, Path(loaded.file).name, staged=mode is bake.Mode.PUSH), encoding="utf-8")
-    req = bake.Request(
-        bake_file=bake_file,
-        root=loaded.root,
-        mode=mode,
+    opts = release.BuildOptions(
+        config=config,
+        registry=registry,
+        selectors=tuple(selectors or ()),
+        platforms=tuple(platform or ()),
+        push=push,
+        load=load,
         output=output,
-        sets=sets,
         builder=builder,
+        sets=tuple(set_ or ()),
         keep_going=keep_going,
+        dry_run=dry_run,
+        shard=shard,
+        lock=lock,
+        result_dir=result_dir,
+        skip_existing=skip_existing,
     )
-    if dry_run:
-        typer.echo(bake_file.read_text(encoding="utf-8"))
-        argv = bake.command_line(p, req, bake.bake_targets(p))
-        typer.echo(f"# cd {loaded.root} && " + " ".join(argv))
-        return 0
-    docker = bake.docker_client()
-    info = bake.inspect_builder(docker, builder)
-    typer.echo(
-        f"buildx {info.buildx_version}, builder {info.name} ({info.driver}), platforms: {', '.join(info.platforms)}",
-        err=True,
-    )
-    bake.check_builder(info, p)
-    result = bake.execute(docker, p, req, builder=info, policy=policy, echo=echo, workdir=workdir)
-    result.cells[:0] = [bake.up_to_date(cell, up_to_date[cell.target]) for cell in skipped_cells]
-    ok = result.ok
-    if the_shard is not None:
-        cells, failed = publish.staged_refs(p, members, result, policy=policy, echo=echo)
-        result_dir.mkdir(parents=True, exist_ok=True)
-        out_file = result_dir / f"{the_shard.id}.json"
-        out_file.write_text(json.dumps(shards.result_doc(the_shard, digest, cells, failed), indent=2) + "\n")
-        typer.echo(f"multibake: shard {the_shard}: {len(cells)} cells staged, result in {out_file}", err=True)
-        for cell in result.cells:
-            if cell.status == "built":
-                cell.status = "staged"
-        ok = not failed  # a shard's cells end "staged": publish --from makes them public
-    elif mode is bake.Mode.PUSH:
-        sources = publish.local_sources(p, result)
-        published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=keep_going)
-        promoted = planner.select_targets(p, published.promoted)
-        checks = publish.verify(promoted, policy, echo)
-        indexes = {check.ref: check for check in checks if check.kind == "index"}
-        for cell in result.cells:
-            if cell.target in published.promoted:
-                cell.status = "published"
-                if (first := indexes.get(cell.tags[0])) is not None:
-                    cell.digest, cell.platform_digests = first.digest, dict(first.platforms)
-            elif cell.status == "built":
-                cell.status, cell.error = "staged", published.held_back.get(cell.target)
-        bad = [check for check in checks if not check.ok]
-        for check in bad:
-            typer.echo(f"multibake: verify: {check.ref}: {check.problem}", err=True)
-        ok = ok and not bad
-    if as_json:
-        typer.echo(json.dumps(report.build_json(result), indent=2))
-    else:
-        typer.echo(report.build_table(result), nl=False)
-    return 0 if ok else 1
+    return _render_build(release.build(opts, _tools(progress)), as_json)
+
+
+def _render_build(built: Built, as_json: bool) -> int:
+    from multibake import report
+
+    if built.dry_run is not None:
+        typer.echo(built.dry_run.bake_file)
+        typer.echo(f"# {built.dry_run.command}")
+    elif built.report is not None and as_json:
+        typer.echo(json.dumps(report.build_json(built.report), indent=2))
+    elif built.report is not None:
+        typer.echo(report.build_table(built.report), nl=False)
+    return 0 if built.ok else 1
 
 
 @app.command()
@@ -375,22 +279,16 @@ def lock(
     """Resolve a release once (creation time, revision, the plan) for every shard to share."""
     from multibake import shards
 
-    _, meta, full = _load(config, registry, None, check_files=True)
-    doc = shards.lock_doc(full, meta, str(config))
-    output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    typer.echo(f"wrote {output} (plan {doc['plan'][:19]}…, created {doc['meta']['created']})", err=True)
+    release = shards.resolve(config, registry, None, check_files=True)
+    written = shards.lock_file(release.plan, release.meta, str(config))
+    shards.write_lock(written, output)
+    typer.echo(f"wrote {output} (plan {written.plan[:19]}…, created {written.meta.created})", err=True)
 
 
 class MatrixFormat(StrEnum):
     GITHUB = "github"
     GITLAB = "gitlab"
     JSON = "json"
-
-
-class Split(StrEnum):
-    PLATFORM = "platform"
-    FAMILY = "family"
-    CELL = "cell"
 
 
 ci = typer.Typer(help="Helpers for CI systems.", no_args_is_help=True)
@@ -408,7 +306,7 @@ def ci_matrix(
     from multibake import shards
 
     _, p = load_plan(config, registry, None, check_files=False)
-    typer.echo(shards.matrix(shards.fan_out(p, split.value), fmt.value))
+    typer.echo(shards.matrix(shards.fan_out(p, split), fmt.value))
 
 
 @app.command("publish")
@@ -420,28 +318,10 @@ def publish_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verify report as JSON.")] = False,
 ) -> int:
     """Merge shard results into manifest lists and public tags, all or nothing, then verify."""
-    from multibake import bake, publish, report, shards
+    from multibake import release
 
-    loaded, p = load_plan(config, registry, None, check_files=False, lock=lock)
-    sources, problems = shards.merge(from_, p, shards.plan_digest(p))
-    if problems:
-        for line in problems:
-            typer.echo(f"multibake: {line}", err=True)
-        typer.echo("multibake: the release is incomplete, so no public tag was changed", err=True)
-        return 1
-    retry = loaded.config.retry
-    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
-    echo = lambda line: typer.echo(line, err=True)  # noqa: E731
-    docker = bake.docker_client()
-    published = publish.promote(docker, p, sources, policy=policy, echo=echo, partial=False)
-    for target, why in published.held_back.items():
-        typer.echo(f"multibake: {target}: {why}", err=True)
-    checks = publish.verify(p, policy, echo)
-    if as_json:
-        typer.echo(json.dumps(report.verify_json(checks), indent=2))
-    else:
-        typer.echo(report.verify_table(checks), nl=False)
-    return 0 if not published.held_back and all(c.ok for c in checks) else 1
+    checked = release.publish_shards(config, registry, lock, tuple(from_), _tools())
+    return _render_checks(checked, as_json)
 
 
 @app.command()
@@ -452,17 +332,20 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (shape in the README).")] = False,
 ) -> int:
     """Read the registry and check every planned tag; exit 1 on any mismatch."""
-    from multibake import bake, publish, report
+    from multibake import release
 
-    loaded, p = load_plan(config, registry, selectors, check_files=False)
-    retry = loaded.config.retry
-    policy = bake.RetryPolicy(attempts=retry.attempts, initial_delay=retry.initial_delay, max_delay=retry.max_delay)
-    checks = publish.verify(p, policy, lambda line: typer.echo(line, err=True))
-    if as_json:
-        typer.echo(json.dumps(report.verify_json(checks), indent=2))
-    else:
-        typer.echo(report.verify_table(checks), nl=False)
-    return 0 if all(c.ok for c in checks) else 1
+    checked = release.verify(config, registry, tuple(selectors or ()), _tools())
+    return _render_checks(checked, as_json)
+
+
+def _render_checks(checked: Checked, as_json: bool) -> int:
+    from multibake import report
+
+    if checked.checks is not None and as_json:
+        typer.echo(json.dumps(report.verify_json(list(checked.checks)), indent=2))
+    elif checked.checks is not None:
+        typer.echo(report.verify_table(list(checked.checks)), nl=False)
+    return 0 if checked.ok else 1
 
 
 def run(argv: list[str] | None = None) -> int:

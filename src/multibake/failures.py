@@ -141,3 +141,17 @@ class Steps:
 
     def tail(self, target: str, n: int = 15) -> list[str]:
         return self.lines_of.get(target, [])[-n:]
+
+
+_LOGFMT_MSG = re.compile(r'level=\w+ msg="((?:[^"\\]|\\.)*)"')
+
+
+def first_line(text: str | None) -> str:
+    """The line of a tool's output that says what went wrong: an error or panic line, else the last."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return "no output"
+    said = next((ln for ln in reversed(lines) if ln.startswith(("ERROR", "error", "panic:", "Error"))), None)
+    said = said or next((ln for ln in reversed(lines) if "level=fatal" in ln or "level=error" in ln), lines[-1])
+    m = _LOGFMT_MSG.search(said)
+    return m.group(1).replace('\\"', '"') if m else said

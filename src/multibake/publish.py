@@ -12,18 +12,20 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from multibake import buildid
 from multibake.errors import BuildError
+from multibake.kinds import Status
 from multibake.plan import Cell, Plan
+from multibake.registry import RawManifest, Registry
+from multibake.shards import ShardCell
 
 if TYPE_CHECKING:
-    from python_on_whales import DockerClient
-
-    from multibake.bake import BuildReport, Echo, RawManifest, RetryPolicy
+    from multibake.bake import BuildReport
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,10 +62,10 @@ class TagCheck:
     problem: str | None = None
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Published:
-    promoted: list[str] = field(default_factory=list)  # targets whose public tags now point at the release
-    held_back: dict[str, str] = field(default_factory=dict)  # target → why its tags were left alone
+    promoted: tuple[str, ...] = ()  # targets whose public tags now point at the release
+    held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
 
 
 def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
@@ -88,7 +90,7 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
     Pinned by the digest BuildKit pushed where the build output says it: the staging tag itself
     may have been left on a single platform by a failed second push (see above).
     """
-    built = {c.target for c in report.cells if c.status == "built"}
+    built = {c.target for c in report.cells if c.status is Status.BUILT}
 
     def pinned(target: str, staging: str) -> str:
         return report.pushed.get(target, staging)
@@ -102,90 +104,76 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
     }
 
 
-def promote(
-    docker: DockerClient,
-    plan: Plan,
-    sources: dict[str, list[str]],
-    *,
-    policy: RetryPolicy,
-    echo: Echo,
-    partial: bool,
-) -> Published:
+def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
     """
-    from multibake import bake
-
-    out = Published()
-    staged: dict[str, RawManifest] = {}
-    out.held_back.update((c.target, "not built") for c in plan.cells if c.target not in sources)
+    held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
-
-    def stage(cell: Cell) -> RawManifest | str:
-        refs = sources[cell.target]
-        ref = refs[0] if len(refs) == 1 and not cell.split else None  # one staged index: used as it is
-        try:
-            held = bake.raw_manifest(ref, policy, echo) if ref else None
-            if ref is None or (held is not None and not held.is_index):
-                # per-platform images, or a lone image: their index is made here
-                ref = cell.staging
-                bake.copy_index(docker, refs, [ref], policy=policy, echo=echo)
-                held = bake.raw_manifest(ref, policy, echo)
-        except BuildError as exc:
-            return str(exc)
-        problem = _index_problem(cell, held)
-        return f"staged {ref}: {problem}" if problem or held is None else held
-
-    for cell, got in zip(candidates, _parallel(stage, candidates), strict=True):
+    staged: dict[str, RawManifest] = {}
+    for cell, got in zip(candidates, _parallel(lambda c: _stage(reg, c, sources[c.target]), candidates), strict=True):
         if isinstance(got, str):
-            out.held_back[cell.target] = got
+            held_back[cell.target] = got
         else:
             staged[cell.target] = got
-    if out.held_back and not partial:
+    if held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
-        return Published(held_back={c.target: out.held_back.get(c.target, reason) for c in plan.cells})
+        return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
     ready = [c for c in plan.cells if c.target in staged]
 
     def write_index(cell: Cell) -> None:
-        bake.write_manifest(staged[cell.target], cell.tags, policy, echo, annotations=dict(cell.annotations))
+        reg.write(staged[cell.target], cell.tags, annotations=dict(cell.annotations))
 
     def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> None:
         cell, platform, refs = item
         source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
-        image = bake.raw_manifest(source, policy, echo)
+        image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        bake.write_manifest(image, refs, policy, echo)
+        reg.write(image, refs)
 
     # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
     # link on every write of that image, and an index write that checks its images at that moment
     # is refused ("blob unknown"). So no per-platform tag is written while an index is.
     _parallel(write_index, ready)
     _parallel(write_platform, [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs])
-    out.promoted.extend(c.target for c in ready)
-    return out
+    return Published(promoted=tuple(c.target for c in ready), held_back=held_back)
 
 
-def verify(plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
+def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
+    """The complete staged index of ``cell``, or why there is none."""
+    ref = refs[0] if len(refs) == 1 and not cell.split else None  # one staged index: used as it is
+    try:
+        held = reg.manifest(ref) if ref else None
+        if ref is None or (held is not None and not held.is_index):
+            # per-platform images, or a lone image: their index is made here
+            ref = cell.staging
+            reg.copy_index(refs, [ref])
+            held = reg.manifest(ref)
+    except BuildError as exc:
+        return str(exc)
+    problem = _index_problem(cell, held)
+    return f"staged {ref}: {problem}" if problem or held is None else held
+
+
+def verify(plan: Plan, reg: Registry) -> list[TagCheck]:
     """Read every planned tag back from the registry and compare it with the plan.
 
     Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
     manifests of their platform whose digest is that platform's entry in the cell's first index.
     """
     indexes = [(cell, ref) for cell in plan.cells for ref in cell.tags]
-    index_checks = _parallel(lambda item: _check_index_tag(item[0], item[1], policy, echo), indexes)
+    index_checks = _parallel(lambda item: _check_index_tag(reg, item[0], item[1]), indexes)
     entries: dict[str, dict[str, str]] = {}  # target → platform → digest, from the cell's first index found
     for (cell, _), check in zip(indexes, index_checks, strict=True):
         if check.platforms and cell.target not in entries:
             entries[cell.target] = dict(check.platforms)
     singles = [(cell, platform, ref) for cell in plan.cells for platform, refs in cell.platform_tags for ref in refs]
     single_checks = _parallel(
-        lambda item: _check_platform_tag(
-            item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1]), policy=policy, echo=echo
-        ),
+        lambda item: _check_platform_tag(reg, item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1])),
         singles,
     )
     by_target: dict[str, list[TagCheck]] = {}
@@ -194,11 +182,9 @@ def verify(plan: Plan, policy: RetryPolicy, echo: Echo) -> list[TagCheck]:
     return [check for cell in plan.cells for check in by_target.get(cell.target, [])]
 
 
-def _check_index_tag(cell: Cell, ref: str, policy: RetryPolicy, echo: Echo) -> TagCheck:
-    from multibake import bake
-
+def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
     try:
-        held = bake.raw_manifest(ref, policy, echo)
+        held = reg.manifest(ref)
     except BuildError as exc:
         return TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc))
     problem = _index_problem(cell, held)
@@ -215,16 +201,12 @@ def _check_index_tag(cell: Cell, ref: str, policy: RetryPolicy, echo: Echo) -> T
     )
 
 
-def _check_platform_tag(
-    cell: Cell, platform: str, ref: str, expected: str | None, *, policy: RetryPolicy, echo: Echo
-) -> TagCheck:
-    from multibake import bake
-
+def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:
     def result(ok: bool, problem: str | None = None, digest: str | None = None) -> TagCheck:
         return TagCheck(ref=ref, target=cell.target, kind=platform, ok=ok, digest=digest, problem=problem)
 
     try:
-        held = bake.raw_manifest(ref, policy, echo)
+        held = reg.manifest(ref)
         if held is None:
             return result(False, "not in the registry")
         if held.is_index:
@@ -232,7 +214,7 @@ def _check_platform_tag(
         if expected is not None and held.digest == expected:
             # the index lists this digest under this platform: the platform is proven, no config read
             return result(True, None, held.digest)
-        declared = bake.image_platform(ref, policy, echo)
+        declared = reg.image_platform(ref)
     except BuildError as exc:
         return result(False, str(exc))
     if declared != platform:
@@ -243,19 +225,17 @@ def _check_platform_tag(
 
 
 def staged_refs(
-    plan: Plan, members: set[str], report: BuildReport, *, policy: RetryPolicy, echo: Echo
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    reg: Registry, plan: Plan, members: set[str], report: BuildReport
+) -> tuple[dict[str, ShardCell], list[str]]:
     """A shard's result: the staged images of its cells, pinned by digest, and the cells that failed."""
-    from multibake import bake
-
     status = {c.target: c.status for c in report.cells}
-    failed = sorted(t for t in members if status.get(t) != "built")
-    cells: dict[str, dict[str, Any]] = {}
+    failed = sorted(t for t in members if status.get(t) is not Status.BUILT)
+    cells: dict[str, ShardCell] = {}
 
     def pin(target: str, ref: str, image: str) -> str:
         if target in report.pushed:
             return report.pushed[target]
-        held = bake.raw_manifest(ref, policy, echo)
+        held = reg.manifest(ref)
         if held is None:
             raise BuildError(f"{ref} is not in the registry after the build")
         return f"{image}@{held.digest}"
@@ -264,25 +244,24 @@ def staged_refs(
         if cell.target not in members or cell.target in failed:
             continue
         if cell.split:
-            cells[cell.target] = {
-                "platforms": {piece.platform: pin(piece.target, piece.staging, cell.image) for piece in cell.split}
-            }
+            cells[cell.target] = ShardCell(
+                platforms={piece.platform: pin(piece.target, piece.staging, cell.image) for piece in cell.split}
+            )
         else:
-            cells[cell.target] = {"index": pin(cell.target, cell.staging, cell.image)}
+            cells[cell.target] = ShardCell(index=pin(cell.target, cell.staging, cell.image))
     return cells, failed
 
 
-def already_published(plan: Plan, ids: dict[str, str], *, policy: RetryPolicy, echo: Echo) -> dict[str, str]:
+def already_published(reg: Registry, plan: Plan, ids: Mapping[str, str]) -> dict[str, str]:
     """Cells whose public image already holds their build id: target → image@index digest."""
-    from multibake import bake, buildid
 
     def check(cell: Cell) -> str | None:
         try:
-            held = bake.raw_manifest(cell.tags[0], policy, echo)
+            held = reg.manifest(cell.tags[0])
             if held is None or _index_problem(cell, held):
                 return None
             first = next(iter(held.entries().values()))
-            labels = bake.image_config(f"{cell.image}@{first}", policy, echo).get("config", {}).get("Labels") or {}
+            labels = reg.image_config(f"{cell.image}@{first}").get("config", {}).get("Labels") or {}
         except BuildError:
             return None
         return f"{cell.image}@{held.digest}" if labels.get(buildid.LABEL) == ids.get(cell.target) else None

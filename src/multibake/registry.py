@@ -4,27 +4,38 @@ Publishing is dozens of small registry round-trips (staged indexes read back, pu
 per-platform tags written, every tag verified); one HTTP session per repository and thread makes
 each a few milliseconds instead of a process start. python-dxf speaks the API and its auth flows
 (Basic, Bearer tokens); credentials come from docker's own config, as docker and buildx find them.
-Failures are raised as ``RegistryError`` with ``transient`` set; bake.py retries those.
+Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
+makes in the one retry rule (retry.py), including merging images into an index with buildx imagetools.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
 import os
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import requests
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFUnauthorizedError
 
+from multibake.errors import BuildError
+from multibake.failures import Failure, Kind, classify, first_line
 from multibake.plan import is_host, untagged
+from multibake.retry import RetryPolicy, Transient
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
+T = TypeVar("T")
 
 _DOCKER_HUB = "registry-1.docker.io"
 _HUB_AUTH_KEY = "https://index.docker.io/v1/"
@@ -151,34 +162,153 @@ def _failure(what: str, exc: Exception) -> RegistryError:
     return RegistryError(f"{what}: {exc}", transient=False)
 
 
-def get_manifest(ref: str) -> tuple[bytes, str] | None:
-    """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
-    parsed = parse(ref)
-    try:
-        _, response = _client(parsed).get_manifest_and_response(parsed.reference)
-    except _ERRORS as exc:
-        if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+class Http:
+    """The registry API over HTTP(S), one session per repository and thread."""
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
+        """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
+        parsed = parse(ref)
+        try:
+            _, response = _client(parsed).get_manifest_and_response(parsed.reference)
+        except _ERRORS as exc:
+            if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+                return None
+            raise _failure(f"reading {ref}", exc) from exc
+        media = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.content, media
+
+    def get_blob(self, ref: str, digest: str) -> bytes:
+        """A blob (an image config) of ``ref``'s repository, checked against its digest."""
+        parsed = parse(ref)
+        try:
+            return b"".join(cast(Iterable[bytes], _client(parsed).pull_blob(digest)))
+        except _ERRORS as exc:
+            raise _failure(f"reading blob {digest} of {ref}", exc) from exc
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
+        """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
+        parsed = parse(ref)
+        try:
+            _client(parsed)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
+                "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
+            )
+        except _ERRORS as exc:
+            raise _failure(f"writing {ref}", exc) from exc
+
+
+class Api(Protocol):
+    """The registry calls a release makes (Http in use, an in-memory registry in tests)."""
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None: ...
+
+    def get_blob(self, ref: str, digest: str) -> bytes: ...
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RawManifest:
+    """A manifest as the registry serves it; ``digest`` is the sha256 of its exact bytes."""
+
+    media_type: str
+    digest: str
+    doc: dict[str, Any]
+    body: bytes = field(default=b"", repr=False)  # the exact bytes, to tag them elsewhere unchanged
+
+    @property
+    def is_index(self) -> bool:
+        return "index" in self.media_type or "manifest.list" in self.media_type
+
+    def entries(self) -> dict[str, str]:
+        """platform → digest of an index's images; attestation manifests (unknown/unknown) left out."""
+        out: dict[str, str] = {}
+        for m in self.doc.get("manifests", []):
+            p = m.get("platform") or {}
+            if p.get("os") in (None, "unknown"):
+                continue
+            out[platform_name(p)] = m["digest"]
+        return out
+
+    def attestations(self) -> int:
+        return sum((m.get("platform") or {}).get("os") == "unknown" for m in self.doc.get("manifests", []))
+
+
+def platform_name(p: Mapping[str, Any]) -> str:
+    """``os/architecture[/variant]`` of an index entry's platform or an image config."""
+    return f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registry:
+    """Every registry read and write of a release, each retried on transient failures.
+
+    A failure that is not transient, or still failing after the last attempt, is a BuildError.
+    """
+
+    policy: RetryPolicy
+    docker: DockerClient | None = None  # only for merging images into an index (buildx imagetools)
+    api: Api = field(default_factory=Http)
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        from python_on_whales.exceptions import DockerException
+
+        def once() -> T:
+            try:
+                return call()
+            except RegistryError as exc:
+                if exc.transient:
+                    raise Transient(Failure(Kind.TRANSIENT, str(exc), ())) from exc
+                raise BuildError(str(exc)) from exc
+            except DockerException as exc:
+                failure = classify(exc.stderr or exc.stdout or "")
+                if failure.kind is Kind.TRANSIENT:
+                    raise Transient(failure) from exc
+                raise BuildError(f"{what}: {first_line(exc.stderr)}") from exc
+
+        try:
+            return self.policy.call(what, once)
+        except Transient as exc:
+            raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {exc}") from exc
+
+    def manifest(self, ref: str) -> RawManifest | None:
+        """What ``ref`` points at in the registry, or None when there is no such tag."""
+        got = self._call(f"reading {ref}", lambda: self.api.get_manifest(ref))
+        if got is None:
             return None
-        raise _failure(f"reading {ref}", exc) from None
-    media = response.headers.get("Content-Type", "").split(";")[0].strip()
-    return response.content, media
+        body, served = got
+        doc = json.loads(body)
+        media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
+        return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
 
+    def image_config(self, ref: str) -> dict[str, Any]:
+        """The config (platform, labels, ...) of a single-platform image."""
+        held = self.manifest(ref)
+        if held is None or held.is_index or "config" not in held.doc:
+            raise BuildError(f"{ref}: not a single-platform image in the registry")
+        digest = str(held.doc["config"]["digest"])
+        body = self._call(f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
+        config: dict[str, Any] = json.loads(body)
+        return config
 
-def get_blob(ref: str, digest: str) -> bytes:
-    """A blob (an image config) of ``ref``'s repository, checked against its digest."""
-    parsed = parse(ref)
-    try:
-        return b"".join(cast(Iterable[bytes], _client(parsed).pull_blob(digest)))
-    except _ERRORS as exc:
-        raise _failure(f"reading blob {digest} of {ref}", exc) from None
+    def image_platform(self, ref: str) -> str:
+        """The platform a single-platform image's config declares."""
+        return platform_name(self.image_config(ref))
 
+    def write(self, held: RawManifest, tags: Sequence[str], annotations: Mapping[str, str] | None = None) -> None:
+        """Point ``tags`` (in ``held``'s repository) at ``held``: the same bytes and digest, unless annotated."""
+        body = held.body
+        if annotations:
+            doc = {**held.doc, "annotations": {**held.doc.get("annotations", {}), **annotations}}
+            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        for tag in tags:
+            self._call(f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
 
-def put_manifest(ref: str, body: bytes, media_type: str) -> None:
-    """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
-    parsed = parse(ref)
-    try:
-        _client(parsed)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
-            "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
+    def copy_index(self, sources: Sequence[str], tags: Sequence[str]) -> None:
+        """Point ``tags`` at an index of ``sources`` (one index as is, or several merged): nothing rebuilt."""
+        docker = self.docker
+        if docker is None:
+            raise BuildError("merging images into an index needs docker buildx imagetools")
+        self._call(
+            f"tagging {', '.join(tags)}",
+            lambda: docker.buildx.imagetools.create(sources=list(sources), tags=list(tags)),
         )
-    except _ERRORS as exc:
-        raise _failure(f"writing {ref}", exc) from None

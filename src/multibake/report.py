@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from multibake.kinds import Status
 from multibake.plan import Plan
 from multibake.platforms import Scheme, name
 
@@ -90,7 +91,7 @@ def build_json(report: BuildReport) -> dict[str, Any]:
             "buildx": b.buildx_version,
             "platforms": list(b.platforms),
         },
-        "retries": report.retries,
+        "retries": list(report.retries),
         "duration": report.duration,
         "executed_run_steps": len(report.executed_runs),
         "bake_runs": [
@@ -98,7 +99,7 @@ def build_json(report: BuildReport) -> dict[str, Any]:
                 "targets": list(r.targets),
                 "outcome": r.outcome,
                 "reason": r.reason,
-                "executed_run_steps": r.executed_runs,
+                "executed_run_steps": list(r.executed_runs),
             }
             for r in report.runs
         ],
@@ -106,14 +107,14 @@ def build_json(report: BuildReport) -> dict[str, Any]:
             {
                 "target": c.target,
                 "family": c.family,
-                "status": c.status,
+                "status": c.status.value,
                 "platforms": list(c.platforms),
                 "duration": c.duration,
                 "digest": c.digest,
-                "platform_digests": c.platform_digests,
+                "platform_digests": dict(c.platform_digests),
                 "tags": list(c.tags),
                 "error": c.error,
-                "log_tail": c.log_tail,
+                "log_tail": list(c.log_tail),
             }
             for c in report.cells
         ],
@@ -139,12 +140,12 @@ def build_table(report: BuildReport) -> str:
         )
     text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
     for c in report.cells:
-        if c.status in ("built", "published", "up-to-date") or not c.error:
+        if c.status.ok or not c.error:
             continue
         text += f"\n{c.target} {c.status}: {c.error}\n"
         text += "".join(f"  | {ln}\n" for ln in c.log_tail)
-    built = sum(c.status in ("built", "published") for c in report.cells)
-    fresh = sum(c.status == "up-to-date" for c in report.cells)
+    built = sum(c.status in (Status.BUILT, Status.PUBLISHED) for c in report.cells)
+    fresh = sum(c.status is Status.UP_TO_DATE for c in report.cells)
     text += (
         f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s"
         + (f", {fresh} up to date" if fresh else "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from multibake import bake
-from multibake.errors import BuildError
 from multibake.failures import Kind, Steps, classify
 
 TRANSIENT = [
@@ -105,48 +104,6 @@ def test_steps_know_which_targets_buildkit_pushed_and_pin_them_by_digest() -> No
     # ERROR after it); dockerd's failed second push does not undo app-1_0's
     assert steps.pushed == {"app-1_0": "127.0.0.1:5000/ns/app@sha256:" + "a" * 64}
     assert classify(PUSH_LOG).kind is Kind.TRANSIENT
-
-
-def test_retries_back_off_exponentially_within_bounds_then_give_up() -> None:
-    sleeps: list[float] = []
-    policy = bake.RetryPolicy(attempts=5, initial_delay=1.0, max_delay=3.0, sleep=sleeps.append)
-    calls = 0
-
-    def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        raise bake._Transient(classify("ERROR: 503 Service Unavailable"))
-
-    lines: list[str] = []
-    with pytest.raises(BuildError, match="still failing after 5 attempts"):
-        bake._retry_registry(policy, lines.append, "reading r/app:1", flaky)
-    assert calls == 5
-    assert len(sleeps) == 4 and all(0 < s <= 3.0 for s in sleeps)
-    assert sleeps[0] <= 1.0, "the first wait is at most initial_delay"
-    assert len(lines) == 4 and "transient failure" in lines[0]
-
-
-def test_a_permanent_failure_is_not_retried() -> None:
-    sleeps: list[float] = []
-    policy = bake.RetryPolicy(attempts=5, sleep=sleeps.append)
-
-    def denied() -> str:
-        raise BuildError("401 Unauthorized")
-
-    with pytest.raises(BuildError, match="401"):
-        bake._retry_registry(policy, lambda _: None, "pushing", denied)
-    assert sleeps == []
-
-
-def test_a_transient_failure_then_success_returns_the_result() -> None:
-    failures = [bake._Transient(classify("ERROR: 502 Bad Gateway"))]
-
-    def once() -> str:
-        if failures:
-            raise failures.pop()
-        return "ok"
-
-    assert bake._retry_registry(bake.RetryPolicy(sleep=lambda _: None), lambda _: None, "x", once) == "ok"
 
 
 def test_secret_looking_set_values_are_redacted_in_the_shown_command() -> None:

@@ -1,0 +1,41 @@
+"""The small vocabularies of a release: build modes, cell statuses, how a release splits into shards.
+
+Standard library only, so the CLI can declare its options without importing the pipeline.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    """Where bake sends what it built."""
+
+    CACHE = "cache"  # build every platform into the build cache only (a CI check)
+    PUSH = "push"
+    LOAD = "load"
+    OUTPUT = "output"
+
+
+class Status(StrEnum):
+    """What happened to one cell; the values are those of ``build --json``."""
+
+    PENDING = "pending"  # not decided yet (never in a finished report)
+    BUILT = "built"
+    PUBLISHED = "published"  # pushed, public tags pointed at it, verified
+    STAGED = "staged"  # pushed to its staging tag only; public tags left alone
+    UP_TO_DATE = "up-to-date"  # --skip-existing: its published image carries its build id
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.BUILT, Status.PUBLISHED, Status.UP_TO_DATE)
+
+
+class Split(StrEnum):
+    """How a release is divided across CI runners; also the kind of one shard."""
+
+    PLATFORM = "platform"
+    FAMILY = "family"
+    CELL = "cell"

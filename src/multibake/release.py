@@ -1,0 +1,310 @@
+"""A release as a short pipeline of named steps, each taking and returning plain frozen data.
+
+``build``: resolve the plan and lock → skip what is published → write the bake file → preflight
+→ bake → stage (a shard) or promote → verify. ``publish`` merges shard results and promotes;
+``verify`` reads the registry back. The CLI builds the options, calls one of these and renders the
+result; docker, the registry API, sleep and the output are injected (``Tools``), so every path runs
+in tests without docker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from multibake import bake, buildid, publish, shards
+from multibake import hcl as render
+from multibake import plan as planner
+from multibake import platforms as arch
+from multibake.builder import BuilderInfo, check_builder, inspect_builder
+from multibake.errors import UsageError
+from multibake.kinds import Mode, Split, Status
+from multibake.plan import Plan
+from multibake.publish import TagCheck
+from multibake.registry import Api, Http, Registry
+from multibake.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Tools:
+    """What a release talks to; tests pass fakes."""
+
+    docker: Callable[[], DockerClient]  # made only when something is about to run docker
+    echo: Echo  # buildx's progress and multibake's running commentary
+    say: Echo  # messages that are always shown (stderr)
+    sleep: Callable[[float], None] = time.sleep
+    api: Api = field(default_factory=Http)  # the registry API
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildOptions:
+    """``multibake build``'s options, as given."""
+
+    config: Path
+    registry: str | None = None
+    selectors: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    push: bool = False
+    load: bool = False
+    output: str | None = None
+    builder: str | None = None
+    sets: tuple[str, ...] = ()  # target.key=value
+    keep_going: bool = False
+    dry_run: bool = False
+    shard: str | None = None
+    lock: Path | None = None
+    result_dir: Path = Path(".multibake/shards")
+    skip_existing: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    """What this run builds: the selected plan, narrowed to a shard or to platforms, and how."""
+
+    release: shards.Resolved
+    plan: Plan
+    ids: Mapping[str, str]  # target → build id, from the whole release
+    mode: Mode
+    sets: Mapping[str, str]
+    shard: shards.Shard | None = None
+    members: frozenset[str] = frozenset()  # a shard's own cells
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Todo:
+    """What is left to build once published cells are set aside."""
+
+    plan: Plan
+    up_to_date: tuple[bake.CellResult, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DryRun:
+    bake_file: str  # its text
+    command: str  # `cd ROOT && docker buildx bake …`
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Built:
+    """How a build ended: its report (None for a dry run) and whether it succeeded."""
+
+    ok: bool
+    report: bake.BuildReport | None = None
+    dry_run: DryRun | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Checked:
+    ok: bool
+    checks: tuple[TagCheck, ...] | None  # None: refused before anything was checked
+
+
+def build(opts: BuildOptions, tools: Tools) -> Built:
+    """The release, step by step."""
+    target = resolve(opts)
+    policy = _policy(target.release, tools)
+    reg = Registry(policy=policy, docker=None, api=tools.api)
+    todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
+    req = write_bake_file(target, todo, opts)
+    if opts.dry_run:
+        return Built(ok=True, dry_run=dry_run(todo, req))
+    docker = tools.docker()
+    info = preflight(docker, todo.plan, opts.builder, tools.say)
+    workdir = req.bake_file.parent
+    report = bake.execute(docker, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+    report = replace(report, cells=todo.up_to_date + report.cells)
+    reg = replace(reg, docker=docker)
+    if target.shard is not None:
+        return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
+    if target.mode is Mode.PUSH:
+        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going)
+    return Built(ok=report.ok, report=report)
+
+
+def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:
+    return RetryPolicy(limits=release.loaded.config.retry, sleep=tools.sleep, echo=tools.echo)
+
+
+def _mode(opts: BuildOptions) -> Mode:
+    modes = [m for m, on in ((Mode.PUSH, opts.push), (Mode.LOAD, opts.load), (Mode.OUTPUT, opts.output)) if on]
+    if len(modes) > 1:
+        raise UsageError("choose one of --push, --load and --output")
+    return modes[0] if modes else Mode.CACHE
+
+
+def _sets(items: tuple[str, ...]) -> dict[str, str]:
+    sets: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise UsageError(f"--set {item!r}: expected target.key=value")
+        sets[key] = value
+    return sets
+
+
+def resolve(opts: BuildOptions) -> Target:
+    """Step 1: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
+    mode, sets = _mode(opts), _sets(opts.sets)
+    release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
+    p = planner.select(release.plan, list(opts.selectors))
+    # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
+    ids = buildid.compute(p, release.loaded.root)
+    target = Target(release=release, plan=p, ids=ids, mode=mode, sets=sets)
+    if opts.shard is not None:
+        target = _shard(target, opts.shard, opts.selectors)
+    if opts.platforms:
+        target = replace(target, plan=_platforms(target, opts.platforms))
+    labels = {t: (buildid.LABEL, i) for t, i in ids.items()}
+    return replace(target, plan=planner.with_labels(target.plan, labels))
+
+
+def _shard(target: Target, spec: str, selectors: tuple[str, ...]) -> Target:
+    if target.mode is not Mode.PUSH:
+        raise UsageError("--shard stages a slice of a release in the registry: add --push")
+    shard = shards.parse_shard(spec, target.plan)
+    if shard.kind is Split.PLATFORM:
+        # every cell built one target per platform, this platform only; publish merges them
+        release = target.release
+        split = planner.select(planner.plan(release.loaded, release.meta, split_all=True), list(selectors))
+        p = planner.restrict(split, [shard.value])
+    else:
+        p = planner.select(target.plan, [shard.value])
+    return replace(target, plan=p, shard=shard, members=frozenset(shards.shard_members(shard, p)))
+
+
+def _platforms(target: Target, spellings: tuple[str, ...]) -> Plan:
+    wanted = []
+    for spelling in spellings:
+        try:
+            wanted.append(arch.normalize(spelling))
+        except ValueError as exc:
+            raise UsageError(f"--platform {spelling}: {exc}") from exc
+    if target.mode is Mode.PUSH:
+        raise UsageError(
+            "--platform with --push would publish multi-arch tags missing platforms; "
+            "build all planned platforms, shard the release (--shard platform=P), or build without --push"
+        )
+    p = planner.restrict(target.plan, wanted)
+    if not p.cells:
+        raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
+    return p
+
+
+def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
+    """Step 2 (--skip-existing): set aside the cells whose published image carries their build id."""
+    found = publish.already_published(reg, target.plan, target.ids)
+    skipped = [c for c in target.plan.cells if c.target in found]
+    for c in skipped:
+        say(f"multibake: {c.target} is up to date ({found[c.target]})")
+    return Todo(
+        plan=planner.without(target.plan, found),
+        up_to_date=tuple(bake.up_to_date(c, found[c.target]) for c in skipped),
+    )
+
+
+def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> bake.Request:
+    """Step 3: the bake file, in a work directory of its own (shards may share a checkout)."""
+    loaded = target.release.loaded
+    workdir = loaded.root / ".multibake" / "build" / (target.shard.id if target.shard else "all")
+    workdir.mkdir(parents=True, exist_ok=True)
+    bake_file = workdir / "docker-bake.hcl"
+    text = render.render_hcl(todo.plan, Path(loaded.file).name, staged=target.mode is Mode.PUSH)
+    bake_file.write_text(text, encoding="utf-8")
+    return bake.Request(
+        bake_file=bake_file,
+        root=loaded.root,
+        mode=target.mode,
+        output=opts.output,
+        sets=target.sets,
+        builder=opts.builder,
+        keep_going=opts.keep_going,
+    )
+
+
+def dry_run(todo: Todo, req: bake.Request) -> DryRun:
+    argv = bake.command_line(todo.plan, req, bake.bake_targets(todo.plan))
+    return DryRun(bake_file=req.bake_file.read_text(encoding="utf-8"), command=f"cd {req.root} && " + " ".join(argv))
+
+
+def preflight(docker: DockerClient, plan: Plan, builder: str | None, say: Echo) -> BuilderInfo:
+    """Step 4: the builder, and a refusal (exit 2, nothing built) when it cannot run the plan."""
+    info = inspect_builder(docker, builder)
+    say(f"buildx {info.buildx_version}, builder {info.name} ({info.driver}), platforms: {', '.join(info.platforms)}")
+    check_builder(info, plan)
+    return info
+
+
+def stage(target: Target, plan: Plan, report: bake.BuildReport, reg: Registry, *, result_dir: Path, say: Echo) -> Built:
+    """Step 5, for a shard: its cells stay staged; a result file says where, for ``publish --from``."""
+    assert target.shard is not None
+    cells, failed = publish.staged_refs(reg, plan, set(target.members), report)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    out_file = result_dir / f"{target.shard.id}.json"
+    shards.write_result(target.shard, shards.plan_digest(target.release.plan), cells, failed, out_file)
+    say(f"multibake: shard {target.shard}: {len(cells)} cells staged, result in {out_file}")
+    report = replace(report, cells=tuple(_restatus(c, {Status.BUILT: Status.STAGED}) for c in report.cells))
+    return Built(ok=not failed, report=report)  # a shard's cells end "staged": publish --from makes them public
+
+
+def _restatus(cell: bake.CellResult, change: Mapping[Status, Status], error: str | None = None) -> bake.CellResult:
+    if cell.status not in change:
+        return cell
+    return replace(cell, status=change[cell.status], error=error if error is not None else cell.error)
+
+
+def promote(plan: Plan, report: bake.BuildReport, reg: Registry, say: Echo, *, partial: bool) -> Built:
+    """Steps 5 and 6: point public tags at the complete staged indexes, then read every one back."""
+    published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
+    checks = publish.verify(planner.select_targets(plan, published.promoted), reg)
+    indexes = {check.ref: check for check in checks if check.kind == "index"}
+    cells = [
+        _published(cell, indexes.get(cell.tags[0]))
+        if cell.target in published.promoted
+        else _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
+        for cell in report.cells
+    ]
+    bad = [check for check in checks if not check.ok]
+    for check in bad:
+        say(f"multibake: verify: {check.ref}: {check.problem}")
+    return Built(ok=report.ok and not bad, report=replace(report, cells=tuple(cells)))
+
+
+def _published(cell: bake.CellResult, first: TagCheck | None) -> bake.CellResult:
+    if first is None:
+        return replace(cell, status=Status.PUBLISHED)
+    return replace(cell, status=Status.PUBLISHED, digest=first.digest, platform_digests=dict(first.platforms))
+
+
+def publish_shards(
+    config: Path, registry: str | None, lock: Path | None, results: tuple[Path, ...], tools: Tools
+) -> Checked:
+    """Merge shard results into indexes and public tags, all or nothing, then verify."""
+    release = shards.resolve(config, registry, lock, check_files=False)
+    sources, problems = shards.merge(list(results), release.plan, shards.plan_digest(release.plan))
+    if problems:
+        for line in problems:
+            tools.say(f"multibake: {line}")
+        tools.say("multibake: the release is incomplete, so no public tag was changed")
+        return Checked(ok=False, checks=None)
+    reg = Registry(policy=_policy(release, tools), docker=tools.docker(), api=tools.api)
+    published = publish.promote(reg, release.plan, sources, partial=False)
+    for target, why in published.held_back.items():
+        tools.say(f"multibake: {target}: {why}")
+    checks = publish.verify(release.plan, reg)
+    return Checked(ok=not published.held_back and all(c.ok for c in checks), checks=tuple(checks))
+
+
+def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:
+    """Read every planned tag back from the registry."""
+    release = shards.resolve(config, registry, None, check_files=False)
+    reg = Registry(policy=_policy(release, tools), api=tools.api)
+    checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
+    return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

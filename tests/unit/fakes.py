@@ -1,0 +1,205 @@
+"""In-memory stand-ins for the registry API and the docker client, for release tests without docker.
+
+``FakeRegistry`` implements ``registry.Api`` (manifests by tag and digest, config blobs) and can be
+told to fail the next calls. ``FakeDocker`` answers the few python-on-whales calls a release makes:
+``buildx.inspect``, ``system.info``, ``buildx.bake`` (streamed progress in BuildKit's plain format,
+pushes to staging tags, scripted failures) and ``buildx.imagetools.create``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from python_on_whales.exceptions import DockerException
+
+from multibake import registry
+from multibake.plan import Plan
+from multibake.registry import RegistryError
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _key(ref: str) -> tuple[str, str]:
+    parsed = registry.parse(ref)
+    return f"{parsed.host}/{parsed.repo}", parsed.reference
+
+
+def _digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _platform(name: str) -> dict[str, str]:
+    os_, arch, *variant = name.split("/")
+    return {"os": os_, "architecture": arch, **({"variant": variant[0]} if variant else {})}
+
+
+@dataclass
+class FakeRegistry:
+    manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    fail_next: list[RegistryError] = field(default_factory=list)  # raised by the next calls, in order
+    writes: list[str] = field(default_factory=list)  # refs written through the API
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
+        self._maybe_fail()
+        return self.manifests.get(_key(ref))
+
+    def get_blob(self, ref: str, digest: str) -> bytes:
+        self._maybe_fail()
+        return self.blobs[digest]
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
+        self._maybe_fail()
+        self.writes.append(ref)
+        self.store(ref, body, media_type)
+
+    def store(self, ref: str, body: bytes, media_type: str) -> str:
+        repo, reference = _key(ref)
+        digest = _digest(body)
+        self.manifests[(repo, reference)] = (body, media_type)
+        self.manifests[(repo, digest)] = (body, media_type)
+        return digest
+
+    def image(self, ref: str, platform: str, labels: Mapping[str, str] | None = None) -> str:
+        """Push a single-platform image to ``ref``; its digest."""
+        config = json.dumps({**_platform(platform), "config": {"Labels": dict(labels or {})}}).encode()
+        self.blobs[_digest(config)] = config
+        doc = {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": _digest(config)}, "layers": []}
+        return self.store(ref, json.dumps(doc).encode(), MANIFEST)
+
+    def index(self, ref: str, entries: Mapping[str, str]) -> str:
+        """Push an index of ``entries`` (platform → digest) to ``ref``; its digest."""
+        manifests = [{"mediaType": MANIFEST, "digest": d, "platform": _platform(p)} for p, d in entries.items()]
+        doc = {"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests}
+        return self.store(ref, json.dumps(doc).encode(), INDEX)
+
+    def publish(self, ref: str, platforms: Sequence[str], labels: Mapping[str, str] | None = None) -> str:
+        """A complete multi-arch image at ``ref``; the index digest."""
+        repo = ref.rsplit(":", 1)[0]
+        return self.index(ref, {p: self.image(f"{repo}:img-{p.replace('/', '-')}", p, labels) for p in platforms})
+
+    def held(self, ref: str) -> dict[str, Any] | None:
+        got = self.manifests.get(_key(ref))
+        return json.loads(got[0]) if got else None
+
+    def platforms(self, ref: str) -> list[str]:
+        doc = self.held(ref) or {}
+        return sorted(registry.platform_name(m["platform"]) for m in doc.get("manifests", []))
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a bake target makes: its image repository, staging tag and platforms."""
+
+    image: str
+    staging: str
+    platforms: tuple[str, ...]
+
+
+def targets_of(*plans: Plan) -> dict[str, Built]:
+    """bake target → what it builds, for every cell (and every per-platform piece) of ``plans``."""
+    out: dict[str, Built] = {}
+    for p in plans:
+        for c in p.cells:
+            out[c.target] = Built(c.image, c.staging, c.platforms)
+            out.update((s.target, Built(c.image, s.staging, (s.platform,))) for s in c.split)
+    return out
+
+
+_TRANSIENT = "ERROR: failed to push: unexpected status from PUT request: 503 Service Unavailable"
+
+
+@dataclass
+class FakeDocker:
+    """A docker client whose bake "builds" by pushing images into a FakeRegistry."""
+
+    registry: FakeRegistry
+    targets: dict[str, Built]
+    broken: set[str] = field(default_factory=set)  # targets whose RUN step fails, every time
+    transient: list[int] = field(default_factory=list)  # per coming run: fail with a 503 after this many targets
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+    runs: list[list[str]] = field(default_factory=list)  # the targets of every bake run
+    buildx: Any = None
+    system: Any = None
+
+    def __post_init__(self) -> None:
+        self.buildx = SimpleNamespace(
+            bake=self._bake, inspect=self._inspect, imagetools=SimpleNamespace(create=self._create)
+        )
+        self.system = SimpleNamespace(info=self._info)
+
+    def _inspect(self, name: str | None) -> Any:
+        return SimpleNamespace(name=name or "fake", driver="remote", nodes=[SimpleNamespace(platforms=self.platforms)])
+
+    def _info(self) -> Any:
+        plugin = SimpleNamespace(name="buildx", version="0.29.1")
+        return SimpleNamespace(client_info=SimpleNamespace(plugins=[plugin]), driver_status=[])
+
+    def _create(self, sources: list[str], tags: list[str]) -> None:
+        entries: dict[str, str] = {}
+        for source in sources:
+            doc = self.registry.held(source) or {}
+            for m in doc.get("manifests", []):
+                entries[registry.platform_name(m["platform"])] = m["digest"]
+            if "config" in doc:
+                config = json.loads(self.registry.blobs[doc["config"]["digest"]])
+                entries[registry.platform_name(config)] = _digest(self.registry.manifests[_key(source)][0])
+        for tag in tags:
+            self.registry.index(tag, entries)
+
+    def _bake(self, *, targets: list[str], set: Mapping[str, str], metadata_file: Path, **_: Any) -> Iterator[str]:
+        self.runs.append(list(targets))
+        fail_after = self.transient.pop(0) if self.transient else None
+        return self._progress(targets, set, metadata_file, fail_after)
+
+    def _progress(
+        self, targets: list[str], sets: Mapping[str, str], metadata_file: Path, fail_after: int | None
+    ) -> Iterator[str]:
+        lines: list[str] = []
+        metadata: dict[str, Any] = {}
+        for n, target in enumerate(targets):
+            if fail_after is not None and n == fail_after:
+                self._fail([*lines, _TRANSIENT])
+            step = 2 * n + 1
+            lines += [f"#{step} [{target} 1/1] RUN make", f"#{step} DONE 0.1s"]
+            if target in self.broken:
+                lines[-1] = f"#{step} ERROR: process did not complete successfully: exit code: 1"
+                yield from lines[-2:]
+                continue
+            pushed = self._push(target) if sets.get(f"{target}.output") == "type=registry" else None
+            if pushed:
+                lines += [f"#{step + 1} [{target}] exporting to image"]
+                lines += [f"#{step + 1} pushing manifest for {pushed} 0.0s done", f"#{step + 1} DONE 0.1s"]
+                metadata[target] = {"containerimage.digest": pushed.rsplit("@", 1)[1]}
+            yield from lines[-5:] if pushed else lines[-2:]
+        if fail_after is not None and fail_after >= len(targets):  # dockerd's second push failed
+            self._fail([*lines, _TRANSIENT])
+        if any(t in self.broken for t in targets):
+            self._fail([*lines, "ERROR: failed to solve: process did not complete successfully: exit code: 1"])
+        metadata_file.write_text(json.dumps(metadata))
+
+    def _push(self, target: str) -> str:
+        built = self.targets[target]
+        entries = {p: self.registry.image(f"{built.image}:{target}-{p.replace('/', '-')}", p) for p in built.platforms}
+        if len(built.platforms) == 1:
+            (digest,) = entries.values()
+            body, media = self.registry.manifests[_key(f"{built.image}@{digest}")]
+            self.registry.store(built.staging, body, media)
+        else:
+            digest = self.registry.index(built.staging, entries)
+        return f"{built.image}@{digest}"
+
+    @staticmethod
+    def _fail(lines: list[str]) -> None:
+        raise DockerException(["docker", "buildx", "bake"], 1, stderr="\n".join(lines).encode())

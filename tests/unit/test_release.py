@@ -1,0 +1,309 @@
+"""The release pipeline end to end with a fake docker client and an in-memory registry (no docker)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from multibake import buildid, cli, publish, release, shards
+from multibake import config as cfg
+from multibake import plan as planner
+from multibake.errors import UsageError
+from multibake.kinds import Status
+from multibake.registry import Registry
+from multibake.retry import RetryPolicy
+from tests.helpers import FIXED_META, make_context, write_config
+from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
+
+REG = "127.0.0.1:5000/t"
+PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+CONFIG = f"""
+registry: {REG}
+platforms: [linux/amd64, linux/arm64, linux/arm/v7]
+retry: {{attempts: 3, initial_delay: 1, max_delay: 2}}
+images:
+  bb:
+    context: bb
+    matrix: {{busybox: ["1.35"]}}
+  app:
+    context: app
+    base: bb
+    matrix: {{version: ["1.0", "2.0"]}}
+    args: {{VERSION: "{{version}}"}}
+"""
+BB, APP1, APP2 = "bb-1_35", "app-1_0", "app-2_0"
+
+
+@dataclass
+class Stack:
+    """A checkout with a small release, a fake docker and a fake registry, and what the run said."""
+
+    config: Path
+    registry: FakeRegistry
+    docker: FakeDocker
+    echoed: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+    docker_made: int = 0
+
+    def tools(self) -> release.Tools:
+        def make() -> object:
+            self.docker_made += 1
+            return self.docker
+
+        return release.Tools(
+            docker=make,  # type: ignore[arg-type]  # a duck-typed fake
+            echo=self.echoed.append,
+            say=self.said.append,
+            sleep=self.sleeps.append,
+            api=self.registry,
+        )
+
+    def build(self, **options: object) -> release.Built:
+        opts = release.BuildOptions(config=self.config, result_dir=self.config.parent / "shards")
+        return release.build(replace(opts, **options), self.tools())  # type: ignore[arg-type]
+
+    def status(self, built: release.Built) -> dict[str, Status]:
+        assert built.report is not None
+        return {c.target: c.status for c in built.report.cells}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    make_context(tmp_path, "bb")
+    make_context(tmp_path, "app")
+    config = write_config(tmp_path, CONFIG)
+    loaded = cfg.load(config)
+    plans = planner.plan(loaded, FIXED_META), planner.plan(loaded, FIXED_META, split_all=True)
+    fake = FakeRegistry()
+    yield Stack(config=config, registry=fake, docker=FakeDocker(registry=fake, targets=targets_of(*plans)))
+
+
+def test_push_publishes_every_cell_then_verifies(stack: Stack) -> None:
+    built = stack.build(push=True)
+    assert built.ok
+    assert stack.status(built) == {BB: Status.PUBLISHED, APP1: Status.PUBLISHED, APP2: Status.PUBLISHED}
+    assert stack.docker.runs == [[BB, APP1, APP2]]
+    assert stack.registry.platforms(f"{REG}/app:1.0") == sorted(PLATFORMS)
+    assert stack.registry.held(f"{REG}/app:1.0-armv7")["config"]  # type: ignore[index]
+    assert built.report is not None and built.report.cells[1].platform_digests.keys() == set(PLATFORMS)
+    assert any(line.startswith("buildx 0.29.1, builder fake") for line in stack.said)
+
+
+def test_a_transient_failure_rebakes_only_the_targets_not_yet_pushed(stack: Stack) -> None:
+    stack.docker.transient = [1]  # BuildKit pushed bb, then the registry answered 503
+    built = stack.build(push=True)
+    assert built.ok and built.report is not None
+    assert stack.docker.runs == [[BB, APP1, APP2], [APP1, APP2]]
+    assert [r.outcome for r in built.report.runs] == ["transient", "ok"]
+    assert len(built.report.retries) == 1 and "503" in built.report.retries[0]
+    assert len(stack.sleeps) == 1 and 0 <= stack.sleeps[0] <= 1
+    assert any("transient failure" in line and "retry 1/2" in line for line in stack.echoed)
+
+
+def test_when_only_the_second_push_failed_nothing_is_baked_again(stack: Stack) -> None:
+    stack.docker.transient = [3]  # every image pushed by BuildKit; dockerd's own push failed
+    built = stack.build(push=True)
+    assert built.ok
+    assert stack.docker.runs == [[BB, APP1, APP2]]
+    assert any("every image was already pushed" in line for line in stack.echoed)
+
+
+def test_retries_run_out_then_every_cell_fails_and_nothing_is_public(stack: Stack) -> None:
+    stack.docker.transient = [0, 0, 0]
+    built = stack.build(push=True)
+    assert not built.ok
+    assert len(stack.docker.runs) == 3 and len(stack.sleeps) == 2
+    assert set(stack.status(built).values()) == {Status.FAILED}
+    assert stack.registry.writes == []
+
+
+def test_without_keep_going_a_failure_skips_the_rest(stack: Stack) -> None:
+    stack.docker.broken = {APP1}
+    built = stack.build(push=True)
+    assert not built.ok and built.report is not None
+    assert stack.status(built) == {BB: Status.SKIPPED, APP1: Status.FAILED, APP2: Status.SKIPPED}
+    failed = built.report.cells[1]
+    assert failed.error and "did not complete successfully" in failed.error
+    assert failed.log_tail == (
+        "#3 [app-1_0 1/1] RUN make",
+        "#3 ERROR: process did not complete successfully: exit code: 1",
+    )
+    assert built.report.cells[0].error == "not built: another cell failed (use --keep-going)"
+    assert stack.registry.writes == [], "a failed build leaves every public tag alone"
+
+
+def test_keep_going_builds_and_publishes_every_other_cell(stack: Stack) -> None:
+    stack.docker.broken = {APP1}
+    built = stack.build(push=True, keep_going=True)
+    assert not built.ok
+    assert stack.status(built) == {BB: Status.PUBLISHED, APP1: Status.FAILED, APP2: Status.PUBLISHED}
+    # bake went on past the failure and pushed bb and app 2.0: only app 1.0 is baked again
+    assert stack.docker.runs == [[BB, APP1, APP2], [APP1]]
+    assert stack.registry.held(f"{REG}/app:1.0") is None
+    assert stack.registry.platforms(f"{REG}/app:2.0") == sorted(PLATFORMS)
+
+
+def test_keep_going_skips_the_children_of_a_failed_base(stack: Stack) -> None:
+    stack.docker.broken = {BB}
+    built = stack.build(push=True, keep_going=True)
+    assert built.report is not None
+    assert stack.status(built) == {BB: Status.FAILED, APP1: Status.SKIPPED, APP2: Status.SKIPPED}
+    assert built.report.cells[1].error == f"its base {BB} failed"
+
+
+def test_skip_existing_builds_only_cells_whose_build_id_is_not_published(stack: Stack) -> None:
+    ids = buildid.compute(planner.plan(cfg.load(stack.config), FIXED_META), stack.config.parent)
+    stack.registry.publish(f"{REG}/bb:1.35", PLATFORMS, {buildid.LABEL: ids[BB]})
+    stack.registry.publish(f"{REG}/app:1.0", PLATFORMS, {buildid.LABEL: "sha256:stale"})
+    built = stack.build(push=True, skip_existing=True)
+    assert built.ok
+    assert stack.status(built) == {BB: Status.UP_TO_DATE, APP1: Status.PUBLISHED, APP2: Status.PUBLISHED}
+    assert stack.docker.runs == [[APP1, APP2]]
+    assert any(line.startswith(f"multibake: {BB} is up to date") for line in stack.said)
+
+
+def test_skip_existing_with_nothing_changed_runs_no_bake(stack: Stack) -> None:
+    ids = buildid.compute(planner.plan(cfg.load(stack.config), FIXED_META), stack.config.parent)
+    for tag, target in ((f"{REG}/bb:1.35", BB), (f"{REG}/app:1.0", APP1), (f"{REG}/app:2.0", APP2)):
+        stack.registry.publish(tag, PLATFORMS, {buildid.LABEL: ids[target]})
+    built = stack.build(push=True, skip_existing=True)
+    assert built.ok and built.report is not None and built.report.runs == ()
+    assert set(stack.status(built).values()) == {Status.UP_TO_DATE}
+    assert stack.docker.runs == []
+
+
+def test_platform_shards_stage_then_publish_merges_them(stack: Stack) -> None:
+    lock = stack.config.parent / "lock.json"
+    resolved = shards.resolve(stack.config, None, None, check_files=True)
+    shards.write_lock(shards.lock_file(resolved.plan, resolved.meta, "platforms.yaml"), lock)
+    for platform in PLATFORMS:
+        built = stack.build(push=True, shard=f"platform={platform}", lock=lock)
+        assert built.ok
+        assert set(stack.status(built).values()) == {Status.STAGED}
+    assert stack.registry.writes == [], "shards write no public tag"
+    results = (stack.config.parent / "shards",)
+    checked = release.publish_shards(stack.config, None, lock, results, stack.tools())
+    assert checked.ok and checked.checks
+    assert stack.registry.platforms(f"{REG}/app:2.0") == sorted(PLATFORMS)
+
+
+def test_publish_refuses_an_incomplete_set_of_shards(stack: Stack) -> None:
+    for platform in PLATFORMS[:2]:
+        assert stack.build(push=True, shard=f"platform={platform}").ok
+    checked = release.publish_shards(stack.config, None, None, (stack.config.parent / "shards",), stack.tools())
+    assert not checked.ok and checked.checks is None
+    assert any("no shard built linux/arm/v7" in line for line in stack.said)
+    assert stack.registry.writes == []
+
+
+def test_a_family_shard_stages_its_cells_and_their_parents_stay_unpublished(stack: Stack) -> None:
+    built = stack.build(push=True, shard="family=app")
+    assert built.ok
+    doc = shards._read(stack.config.parent / "shards" / "family-app.json", shards.ShardResult, "shard result")
+    assert set(doc.cells) == {APP1, APP2} and doc.failed == []
+
+
+def _promote_setup(stack: Stack) -> tuple[Registry, planner.Plan, dict[str, list[str]]]:
+    p = planner.plan(cfg.load(stack.config), FIXED_META)
+    sources = {}
+    for cell in p.cells:
+        platforms = PLATFORMS[:2] if cell.target == APP1 else PLATFORMS  # app 1.0 staged without arm/v7
+        stack.registry.publish(cell.staging, platforms)
+        sources[cell.target] = [cell.staging]
+    return Registry(policy=RetryPolicy(sleep=stack.sleeps.append), api=stack.registry), p, sources
+
+
+def test_promote_refuses_a_release_with_an_incomplete_staged_index(stack: Stack) -> None:
+    reg, p, sources = _promote_setup(stack)
+    published = publish.promote(reg, p, sources, partial=False)
+    assert published.promoted == ()
+    assert "missing linux/arm/v7" in published.held_back[APP1]
+    assert published.held_back[BB] == "the release is incomplete, so no public tag was changed"
+    assert stack.registry.writes == []
+
+
+def test_partial_promote_publishes_the_complete_cells_only(stack: Stack) -> None:
+    reg, p, sources = _promote_setup(stack)
+    published = publish.promote(reg, p, sources, partial=True)
+    assert published.promoted == (BB, APP2) and APP1 in published.held_back
+    assert stack.registry.held(f"{REG}/app:1.0") is None
+
+
+def test_verify_finds_a_per_platform_tag_of_the_wrong_platform(stack: Stack) -> None:
+    assert stack.build(push=True).ok
+    stack.registry.image(f"{REG}/app:2.0-armv7", "linux/arm64")
+    checked = release.verify(stack.config, None, ("app",), stack.tools())
+    assert not checked.ok and checked.checks is not None
+    bad = [c for c in checked.checks if not c.ok]
+    assert [(c.ref, c.problem) for c in bad] == [(f"{REG}/app:2.0-armv7", "its image is linux/arm64")]
+
+
+def test_dry_run_makes_no_docker_client(stack: Stack) -> None:
+    built = stack.build(dry_run=True, push=True)
+    assert built.ok and built.dry_run is not None and built.report is None
+    assert built.dry_run.command.endswith(f"{BB} {APP1} {APP2}")
+    assert "docker buildx bake --file" in built.dry_run.command
+    assert stack.docker_made == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"push": True, "load": True}, "choose one of --push, --load and --output"),
+        ({"sets": ("nodot=1",)}, "expected target.key=value"),
+        ({"shard": "platform=linux/amd64"}, "add --push"),
+        ({"push": True, "platforms": ("arm64",)}, "missing platforms"),
+        ({"platforms": ("linux/s390x",)}, "unknown platform"),
+        ({"platforms": ("armv6",)}, "no selected cell is planned for linux/arm/v6"),
+        ({"push": True, "shard": "zone=1"}, "expected platform=P, family=NAME or cell=TARGET"),
+    ],
+)
+def test_bad_usage_is_refused_before_docker_is_touched(stack: Stack, options: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        stack.build(**options)
+    assert stack.docker_made == 0
+
+
+def test_a_platform_subset_builds_without_push(stack: Stack) -> None:
+    built = stack.build(platforms=("arm64",))
+    assert built.ok and built.report is not None
+    assert {c.platforms for c in built.report.cells} == {("linux/arm64",)}
+    assert stack.status(built)[APP1] is Status.BUILT
+
+
+def test_debug_logs_each_bake_command(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="multibake.docker"):
+        assert stack.build().ok
+    assert any(r.getMessage().startswith("Running command: docker buildx bake --file") for r in caplog.records)
+
+
+def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    stack.docker.broken = {APP1}
+    code = cli.run(["build", "--push", "--keep-going", "--json", "-c", str(stack.config)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["schema"] == "multibake.build/v1" and doc["ok"] is False and doc["mode"] == "push"
+    assert [c["status"] for c in doc["cells"]] == ["published", "failed", "published"]
+    assert list(doc["cells"][0]) == [
+        "target",
+        "family",
+        "status",
+        "platforms",
+        "duration",
+        "digest",
+        "platform_digests",
+        "tags",
+        "error",
+        "log_tail",
+    ]
+    assert [run["outcome"] for run in doc["bake_runs"]] == ["permanent", "permanent"]
+    assert doc["builder"] == {"name": "fake", "driver": "remote", "buildx": "0.29.1", "platforms": sorted(PLATFORMS)}

@@ -1,0 +1,64 @@
+"""The one retry rule, through the registry calls a release makes (an in-memory registry, no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from multibake.config import Retry
+from multibake.errors import BuildError
+from multibake.registry import Registry, RegistryError
+from multibake.retry import RetryPolicy
+from tests.unit.fakes import FakeRegistry
+
+REF = "127.0.0.1:5000/t/app:1"
+
+
+def _registry(fake: FakeRegistry, attempts: int, sleeps: list[float], said: list[str]) -> Registry:
+    limits = Retry(attempts=attempts, initial_delay=1.0, max_delay=3.0)
+    return Registry(policy=RetryPolicy(limits=limits, sleep=sleeps.append, echo=said.append), api=fake)
+
+
+def test_retries_back_off_exponentially_within_bounds_then_give_up() -> None:
+    sleeps: list[float] = []
+    said: list[str] = []
+    fake = FakeRegistry(fail_next=[RegistryError(f"reading {REF}: HTTP 503", transient=True) for _ in range(5)])
+    with pytest.raises(BuildError, match="still failing after 5 attempts") as info:
+        _registry(fake, 5, sleeps, said).manifest(REF)
+    assert fake.fail_next == []
+    assert len(sleeps) == 4 and all(0 < s <= 3.0 for s in sleeps)
+    assert sleeps[0] <= 1.0, "the first wait is at most initial_delay"
+    assert len(said) == 4 and "transient failure" in said[0] and "retry 1/4" in said[0]
+    assert isinstance(info.value.__cause__, Exception), "the last failure is kept as the cause"
+
+
+def test_a_permanent_failure_is_not_retried() -> None:
+    sleeps: list[float] = []
+    fake = FakeRegistry(fail_next=[RegistryError(f"writing {REF}: HTTP 403 denied", transient=False)])
+    with pytest.raises(BuildError, match="403"):
+        _registry(fake, 5, sleeps, []).manifest(REF)
+    assert sleeps == []
+
+
+def test_a_transient_failure_then_success_returns_the_result() -> None:
+    fake = FakeRegistry(fail_next=[RegistryError("HTTP 502", transient=True)])
+    fake.publish(REF, ["linux/amd64"])
+    held = _registry(fake, 3, [], []).manifest(REF)
+    assert held is not None and held.is_index and list(held.entries()) == ["linux/amd64"]
+
+
+def test_writes_keep_the_bytes_unless_annotated() -> None:
+    fake = FakeRegistry()
+    fake.publish(REF, ["linux/amd64", "linux/arm64"])
+    reg = _registry(fake, 1, [], [])
+    held = reg.manifest(REF)
+    assert held is not None
+    reg.write(held, ["127.0.0.1:5000/t/app:same"])
+    reg.write(held, ["127.0.0.1:5000/t/app:noted"], annotations={"org.opencontainers.image.description": "x"})
+    same, noted = reg.manifest("127.0.0.1:5000/t/app:same"), reg.manifest("127.0.0.1:5000/t/app:noted")
+    assert same is not None and same.digest == held.digest
+    assert noted is not None and noted.doc["annotations"] == {"org.opencontainers.image.description": "x"}
+
+
+def test_merging_into_an_index_needs_docker() -> None:
+    with pytest.raises(BuildError, match="needs docker"):
+        _registry(FakeRegistry(), 1, [], []).copy_index(["a"], ["b"])
