@@ -100,5 +100,9 @@ def build(session: nox.Session) -> None:
         return
     session.log(f"{BASE_PROBE} is unreachable: building the self-contained sample into 127.0.0.1:5000 instead")
     _sample(session, "all")
-    for config in ("samples/offline/platforms.yaml", "samples/debian/platforms.yaml"):
+    for config in (
+        "samples/offline/platforms.yaml",
+        "samples/debian/platforms.yaml",
+        "samples/node-app/platforms.yaml",
+    ):
         session.run("multibake", "build", "--push", "-c", config, *session.posargs)
