@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_the_command_page_names_every_command_and_option() -> None:
     from multibake import cli
 
     text = (DOCS / "commands.md").read_text(encoding="utf-8")
-    root = typer.main.get_command(cli.app)
+    root: Any = typer.main.get_command(cli.app)  # a TyperGroup: .commands maps names to commands
     for name, cmd in root.commands.items():
         assert f"## multibake {name}\n" in text
         for param in getattr(cmd, "params", []):
