@@ -1,7 +1,8 @@
 """hcl.py: rendering a plan to docker-bake HCL and JSON, byte-stable and escaped.
 
 Golden files live in tests/unit/golden/: ``<name>.hcl`` and ``<name>.json`` rendered from
-``<name>.yaml`` (``shipped`` is the top-level platforms.yaml) with tests.helpers.FIXED_META.
+``<name>.yaml`` (``shipped`` is tests/unit/example/platforms.yaml, the first shipped file) with
+tests.helpers.FIXED_META.
 After an intended change of the output, regenerate them and review the diff:
 
     MULTIBAKE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_hcl.py
