@@ -88,8 +88,8 @@ def _load(config: Path, registry: str | None, lock: Path | None, check_files: bo
     With a lock file, its creation time and revision are used, and the plan must be the one it locked.
     """
     from multibake import config as cfg
+    from multibake import paths, provenance, shards
     from multibake import plan as planner
-    from multibake import provenance, shards
 
     loaded = cfg.load(config, registry)
     if lock is not None:
@@ -100,7 +100,7 @@ def _load(config: Path, registry: str | None, lock: Path | None, check_files: bo
     if locked is not None and shards.plan_digest(full) != locked:
         raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")
     if check_files:
-        cfg.check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in full.cells])
+        paths.check_files(loaded, full)
     return loaded, meta, full
 
 
@@ -407,7 +407,7 @@ def ci_matrix(
     """Print the shards of a release for the CI's own matrix feature (one job per shard)."""
     from multibake import shards
 
-    _, p = load_plan(config, registry, None, check_files=False)
+    _, p = load_plan(config, registry, None)  # a broken checkout must not fan out: validate's checks
     typer.echo(shards.matrix(shards.fan_out(p, split.value), fmt.value))
 
 

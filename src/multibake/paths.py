@@ -1,0 +1,61 @@
+"""The paths rule: build contexts and Dockerfiles are files of the project, checked before anything runs.
+
+A local context, and the Dockerfile in it, must resolve (symlinks followed) inside the directory that
+holds platforms.yaml: an absolute path, a ``..`` or a symlink leading elsewhere is refused, so a
+config cannot send a build (or its cache) to files outside the checkout it came with. Remote contexts
+(git URLs, ``target:`` and ``docker-image://`` references) are left to buildx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from multibake.errors import config_error
+
+if TYPE_CHECKING:
+    from multibake.config import Loaded
+    from multibake.model import Plan
+
+RULE = "contexts and Dockerfiles must resolve inside the directory holding the config"
+
+
+def is_remote(context: str) -> bool:
+    return "://" in context or context.startswith(("target:", "git@"))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
+    """Refuse a missing or escaping build context or Dockerfile.
+
+    ``items`` are (family, context, dockerfile) as the plan resolved them.
+    """
+    root = loaded.root.resolve()
+    seen: set[tuple[str, str]] = set()
+    for family, context, dockerfile in items:
+        if (context, dockerfile) in seen or is_remote(context):
+            continue
+        seen.add((context, dockerfile))
+        ctx = root / context
+        ctx_loc = loaded.loc(("images", family, "context"))
+        file_loc = loaded.loc(("images", family, "dockerfile"))
+        if not _inside(ctx, root):
+            raise config_error(ctx_loc, f"build context {context!r} is outside {root.name or '/'}/", RULE)
+        if not ctx.is_dir():
+            raise config_error(ctx_loc, f"build context {context!r} is not a directory")
+        if not _inside(ctx / dockerfile, root):
+            raise config_error(file_loc, f"Dockerfile {dockerfile!r} is outside {root.name or '/'}/", RULE)
+        if not (ctx / dockerfile).is_file():
+            raise config_error(file_loc, f"no Dockerfile at {context}/{dockerfile}")
+
+
+def check_files(loaded: Loaded, plan: Plan) -> None:
+    """``validate``'s checks on disk for every cell: contexts and Dockerfiles exist, inside the project."""
+    check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in plan.cells])
