@@ -27,6 +27,7 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
+from multibake.lowgc import paused
 from multibake.platforms import Scheme
 from multibake.yamlpos import KeyPath, Positions, format_path, parse_yaml
 
@@ -340,6 +341,7 @@ def read_text(file: str) -> str:
         raise ConfigError(f"{file}: not UTF-8 text") from None
 
 
+@paused
 def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
     """Read and validate ``path``; ``registry`` (the CLI flag) beats $MULTIBAKE_REGISTRY beats the file."""
     file = os.fspath(path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from multibake.config import Family, KeyPath, Loaded, PerPlatformTags
 from multibake.errors import UsageError, config_error
+from multibake.lowgc import paused
 from multibake.matrix import RawCell, expand, matches, platform_list
 from multibake.model import Cell, FamilyPlan, Meta, Pairs, Plan, PlatformTarget, View
 from multibake.pieces import (
@@ -115,6 +116,7 @@ class _Spec:
         return ("images", self.name)
 
 
+@paused
 def plan(loaded: Loaded, meta: Meta, split_all: bool = False) -> Plan:
     """Expand ``loaded`` into every cell to build. Pure: reads no files, runs nothing.
 
