@@ -39,7 +39,6 @@ ConfigOpt = Annotated[
         envvar="MULTIBAKE_CONFIG",
         help="The matrix file.",
         show_default=True,
-        dir_okay=False,
     ),
 ]
 RegistryOpt = Annotated[

@@ -219,7 +219,8 @@ def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
     problem = repository_problem(ref)
     if problem is None:
         return
-    shown = "" if problem == CREDENTIALS_ADVICE else f" {ref[:300]!r}"  # a credential is never repeated
+    # a credential is never repeated; a long name is shortened
+    shown = "" if problem == CREDENTIALS_ADVICE else f" {ref!r}" if len(ref) <= 100 else f" '{ref[:60]}…'"
     if path == ("registry",) and loaded.registry_source != "file":
         raise UsageError(f"{loaded.registry_source}: invalid registry{shown}: {problem}")  # the override is wrong
     raise config_error(loaded.loc(path), f"invalid repository name{shown}: {problem}")

@@ -76,10 +76,11 @@ class _Builder:
         self.anchors: dict[str, list[Any]] = {}
         self.recording: list[_Recorder] = []
         self.replayed = 0
-        self.alias_mark: Any = None
+        self.alias_at: tuple[Any, KeyPath] = (None, ())  # the alias being expanded, for errors
 
     def error(self, mark: Any, path: KeyPath, message: str) -> ConfigError:
-        return config_error(Location(self.file, mark.line + 1, mark.column + 1, format_path(path)), message)
+        shown = format_path(path[:8]) + "…" if len(path) > 8 else format_path(path)  # one line, even 64 deep
+        return config_error(Location(self.file, mark.line + 1, mark.column + 1, shown), message)
 
     def feed(self, ev: Any, replay: bool = False) -> None:
         if isinstance(ev, yaml.AliasEvent):
@@ -98,8 +99,7 @@ class _Builder:
             self.replayed += 1
             if self.replayed > MAX_ALIAS_VALUES:
                 raise self.error(
-                    self.alias_mark,
-                    self.here(),
+                    *self.alias_at,
                     f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (an alias bomb?)",
                 )
         if isinstance(ev, yaml.CollectionEndEvent):
@@ -114,7 +114,7 @@ class _Builder:
         if not replay:
             for rec in self.recording:
                 rec.events.append(ev)
-            self.alias_mark = ev.start_mark
+            self.alias_at = (ev.start_mark, self.here())
         name = ev.anchor
         if any(rec.anchor == name for rec in self.recording):
             raise self.error(ev.start_mark, self.here(), f"recursive alias *{name[:40]} refers to itself")
