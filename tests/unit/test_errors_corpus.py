@@ -292,3 +292,15 @@ def test_hostile_input_is_refused_within_bounds(name: str, tmp_path: Path) -> No
     assert sorted(tmp_path.rglob("*")) == before, "something was written"
     if name.endswith(".yaml"):
         assert re.match(rf"multibake: error: {re.escape(str(config))}:\d+:\d+: ", result.err[0]), text
+
+
+@pytest.mark.parametrize("command", [["validate"], ["ci", "matrix"], ["hcl", "-o", "-"], ["plan"]])
+@pytest.mark.parametrize("case", ["missing_context_dir.yaml", "context_dotdot.yaml", "dockerfile_absolute.yaml"])
+def test_every_command_checks_contexts_and_dockerfiles(
+    command: list[str], case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken checkout must not fan out: ``ci matrix`` makes the file checks ``validate`` makes."""
+    assert cli.run([*command, "-c", str(CORPUS / case)]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.match(rf"multibake: error: {re.escape(str(CORPUS / case))}:\d+:\d+: images\.app\.", captured.err)
