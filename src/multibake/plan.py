@@ -317,15 +317,19 @@ def _platform_tags(
     if style is PerPlatformTags.NONE:
         return ()
     out: list[tuple[str, tuple[str, ...]]] = []
+    path = (*spec.path, "tags")
     for p in plats:
-        ptags = tuple(platform_tag(t, p, style) for t in tags)
-        for pt in ptags:
+        who = (spec.name, values, f"{p} tag")
+        refs: list[str] = []
+        for t in tags:
+            pt = platform_tag(t, p, style)
             if len(pt) > MAX_TAG:
-                raise config_error(run.loaded.loc((*spec.path, "tags")), f"per-platform tag {pt!r} is too long")
-        refs = tuple(f"{spec.image}:{t}" for t in ptags)
-        for ref in refs:
-            run.claim(ref, (spec.name, values, f"{p} tag"), (*spec.path, "tags"), "image reference")
-        out.append((p, refs))
+                raise config_error(run.loaded.loc(path), f"per-platform tag {pt!r} is too long")
+            ref = f"{spec.image}:{pt}"
+            if run.owners.setdefault(ref, who) is not who:  # the common case costs one dict call
+                run.claim(ref, who, path, "image reference")
+            refs.append(ref)
+        out.append((p, tuple(refs)))
     return tuple(out)
 
 
