@@ -11,7 +11,7 @@ from multibake.plan import Meta, Plan
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The families the plan, render and CLI unit tests are written against (two families, a child include
 # on a platform subset and so a view, `when` tags): platforms.yaml as first shipped, kept as a fixture
-# so that the repository's own platforms.yaml (RELEASE_CONFIG, checked by tests/unit/test_release.py)
+# so that the repository's own platforms.yaml (RELEASE_CONFIG, checked by tests/unit/test_shipped_families.py)
 # can follow real releases without rewriting those tests.
 SHIPPED_CONFIG = REPO_ROOT / "tests" / "unit" / "example" / "platforms.yaml"
 RELEASE_CONFIG = REPO_ROOT / "platforms.yaml"

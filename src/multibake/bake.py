@@ -48,6 +48,7 @@ class Request:
     sets: Mapping[str, str] = field(default_factory=dict)
     builder: str | None = None
     keep_going: bool = False
+    allow: tuple[str, ...] = ()  # bake's --allow entitlements (fs.read=PATH) for paths outside ``root``
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,7 +117,7 @@ class BuildReport:
 class _Job:
     """What every bake run of one build shares."""
 
-    docker: DockerClient
+    run: Runner
     plan: Plan
     req: Request
     policy: RetryPolicy
@@ -138,15 +139,34 @@ def output_sets(plan: Plan, req: Request) -> dict[str, str]:
     return sets
 
 
-def command_line(plan: Plan, req: Request, targets: Sequence[str]) -> list[str]:
-    """The bake command multibake runs, with secret-looking --set values redacted (for display)."""
+def command_line(
+    plan: Plan,
+    req: Request,
+    targets: Sequence[str],
+    *,
+    use_cache: bool = True,
+    metadata: Path | None = None,
+    redact: bool = True,
+) -> list[str]:
+    """The bake command multibake runs; secret-looking --set values redacted unless ``redact`` is False."""
     argv = ["docker", "buildx", "bake", "--file", str(req.bake_file), "--progress", "plain"]
     if req.builder:
         argv += ["--builder", req.builder]
+    if not use_cache:
+        argv.append("--no-cache")
+    argv += [f"--allow={entitlement}" for entitlement in req.allow]
+    if metadata is not None:
+        argv += ["--metadata-file", str(metadata)]
     for key, value in output_sets(plan, req).items():
-        shown = "***" if _SECRETISH.search(key) else value
+        shown = "***" if redact and _SECRETISH.search(key) else value
         argv += ["--set", f"{key}={shown}"]
     return argv + list(targets)
+
+
+def supports_fs_entitlements(buildx_version: str) -> bool:
+    """buildx 0.19 added bake's fs entitlements (and 0.20 enforces them); older ones reject the flag."""
+    m = re.match(r"v?(\d+)\.(\d+)", buildx_version)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (0, 19)
 
 
 def pending(cell: Cell) -> CellResult:
@@ -166,21 +186,30 @@ def bake_targets(plan: Plan) -> list[str]:
 # --- one bake run -------------------------------------------------------------------------------
 
 
+Runner = Callable[[Sequence[str]], Iterable[str]]  # argv of `docker buildx bake …` → its output, streamed
+
+
+def whales_runner(docker: DockerClient) -> Runner:
+    """Run a bake argv with python-on-whales' streaming runner and the client's own docker command.
+
+    The argv is built by multibake rather than by python-on-whales' ``bake()``, which has no ``--allow``.
+    A failed run raises python-on-whales' DockerException, with the command and its output.
+    """
+
+    def run(argv: Sequence[str]) -> Iterable[str]:
+        from python_on_whales.components.buildx.cli_wrapper import stream_buildx_logs
+
+        return stream_buildx_logs([*(str(part) for part in docker.buildx.docker_cmd), *argv[1:]])
+
+    return run
+
+
 def _stream(job: _Job, targets: Sequence[str], use_cache: bool, metadata: Path) -> Iterable[str]:
     """bake's progress lines, as they come."""
-    _LOG.debug("Running command: %s", shlex.join(command_line(job.plan, job.req, targets)))
-    stream = job.docker.buildx.bake(
-        targets=list(targets),
-        builder=job.req.builder,
-        cache=use_cache,
-        files=[job.req.bake_file],
-        progress="plain",
-        set=output_sets(job.plan, job.req),
-        metadata_file=metadata,
-        stream_logs=True,
-    )
-    assert not isinstance(stream, dict)  # stream_logs=True returns the log stream
-    for chunk in stream:
+    shown = command_line(job.plan, job.req, targets, use_cache=use_cache, metadata=metadata)
+    _LOG.debug("Running command: %s", shlex.join(shown))
+    argv = command_line(job.plan, job.req, targets, use_cache=use_cache, metadata=metadata, redact=False)
+    for chunk in job.run(argv):
         yield from chunk.splitlines()
 
 
@@ -347,7 +376,7 @@ def _durations(job: _Job, runs: Iterable[BakeRun]) -> dict[str, float]:
 
 
 def execute(
-    docker: DockerClient,
+    run: Runner,
     plan: Plan,
     req: Request,
     *,
@@ -361,8 +390,10 @@ def execute(
     if not plan.cells:  # everything was up to date: bake without targets would build the default group
         return BuildReport(builder=builder, mode=req.mode, cells=())
     started = time.monotonic()
+    if not supports_fs_entitlements(builder.buildx_version):
+        req = replace(req, allow=())
     owner = {t: c for c in plan.cells for t in c.bake_targets}
-    job = _Job(docker=docker, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner)
+    job = _Job(run=run, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner)
     first = _build(job, bake_targets(plan), {})
     attempts = [first]
     results.update(_decided(job, first, first.pushed))

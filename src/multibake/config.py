@@ -8,12 +8,13 @@ key path, with a "did you mean" for unknown keys.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,18 +22,25 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from multibake import platforms
+from multibake import platforms, refs
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
+from multibake.lowgc import paused
 from multibake.platforms import Scheme
+from multibake.yamlpos import KeyPath, Positions, format_path, parse_yaml
+
+__all__ = ["Config", "Family", "KeyPath", "Loaded", "Positions", "format_path", "load", "parse_yaml", "validate"]
 
 DEFAULT_CONFIG = "platforms.yaml"
 REGISTRY_ENV = "MULTIBAKE_REGISTRY"
 
-# key path (tuple of str keys and int indexes) → (line, column), both 1-based
-Positions = dict[tuple[str | int, ...], tuple[int, int]]
-KeyPath = tuple[str | int, ...]
+MAX_FILE_BYTES = 16 * 1024 * 1024  # far above any real matrix; a bigger file is refused unread
+DEFAULT_MAX_CELLS = 100_000
+_SECRET_ID = re.compile(r"[A-Za-z0-9_.-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BAKE_UNSAFE = re.compile(r'[,="\s\x00-\x1f\x7f]')  # would split or end a bake attribute such as cache-to
 
 
 def _platform(value: str) -> str:
@@ -65,6 +73,48 @@ class Cache(_Model):
     )
     directory: str = Field(default=".multibake/cache", description="local cache: directory, one folder per target")
     mode: Literal["min", "max"] = "max"
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        problem = refs.repository_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"invalid cache repository: {problem}")
+        return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        if _BAKE_UNSAFE.search(value):
+            raise ValueError("a cache directory may not contain commas, '=', quotes, spaces or control characters")
+        return value
+
+
+class Limits(_Model):
+    """Ceilings that keep a typo (one axis too many) from planning for minutes."""
+
+    max_cells: int = Field(
+        default=DEFAULT_MAX_CELLS,
+        ge=1,
+        description="most cells a plan may have (each family's matrix is counted first)",
+    )
+
+
+class Secret(_Model):
+    """A BuildKit secret (RUN --mount=type=secret,id=NAME): from an environment variable or a file, never an arg."""
+
+    env: str | None = Field(default=None, description="environment variable holding the secret")
+    file: str | None = Field(default=None, description="file holding the secret; relative to platforms.yaml")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret needs exactly one of env: VARIABLE or file: PATH")
+        if self.env is not None and not _ENV_NAME.fullmatch(self.env):
+            raise ValueError("env must name an environment variable (letters, digits, _)")
+        if self.file is not None and (not self.file or re.search(r'[,"\x00-\x1f\x7f]', self.file)):
+            raise ValueError("a secret file path may not be empty or contain commas, quotes or control characters")
+        return self
 
 
 class Retry(_Model):
@@ -107,6 +157,17 @@ class Family(_Model):
     annotations: dict[str, str] = Field(default_factory=dict, description="OCI annotations of the multi-arch index")
     labels: dict[str, str] = Field(default_factory=dict)
     tags: list[str | TagRule] = Field(default_factory=list)
+    secrets: dict[str, Secret] = Field(
+        default_factory=dict, description="BuildKit secrets by id: {npm_token: {env: NPM_TOKEN}, cert: {file: ca.pem}}"
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_ids(cls, value: dict[str, Secret]) -> dict[str, Secret]:
+        for key in value:
+            if not _SECRET_ID.fullmatch(key):
+                raise ValueError(f"secret id {key[:60]!r} may use only letters, digits, '.', '_' and '-'")
+        return value
 
 
 class Config(_Model):
@@ -117,8 +178,16 @@ class Config(_Model):
     per_platform_tags: PerPlatformTags = PerPlatformTags.SUFFIX
     cache: Cache = Field(default_factory=Cache)
     retry: Retry = Field(default_factory=Retry)
+    limits: Limits = Field(default_factory=Limits)
     source: str | None = Field(default=None, description="URL for the org.opencontainers.image.source label")
     images: dict[str, Family] = Field(min_length=1)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and refs.has_credentials(value):
+            raise ValueError(f"the URL carries credentials (user:password@); {refs.CREDENTIALS_ADVICE}")
+        return value
 
     @field_validator("registry")
     @classmethod
@@ -149,68 +218,6 @@ class Loaded(BaseModel):
         return Location(self.file, line, col, format_path(path))
 
 
-def format_path(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-# --- YAML with positions ---------------------------------------------------------------------
-
-_NULL_TAG = "tag:yaml.org,2002:null"
-
-
-def _to_data(node: yaml.Node, path: KeyPath, positions: Positions, keys: Positions, file: str) -> Any:
-    # values and keys are located separately: an error about a key (unknown, misspelt) points at the key
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key_mark = key_node.start_mark
-            if not isinstance(key_node, yaml.ScalarNode):
-                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path(path))
-                raise config_error(loc, "mapping keys must be plain strings")
-            key = str(key_node.value)
-            if key == "<<":
-                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path(path))
-                raise config_error(loc, "YAML merge keys (<<) are not supported; write the keys out")
-            if key in out:
-                loc = Location(file, key_mark.line + 1, key_mark.column + 1, format_path((*path, key)))
-                raise config_error(loc, f"duplicate key {key!r}")
-            keys[(*path, key)] = (key_mark.line + 1, key_mark.column + 1)
-            out[key] = _to_data(value_node, (*path, key), positions, keys, file)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_data(item, (*path, i), positions, keys, file) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    if node.tag == _NULL_TAG:
-        return None
-    # The text as written: "3.20" stays "3.20". Typed fields are coerced by pydantic later.
-    return node.value
-
-
-def parse_yaml(text: str, file: str) -> tuple[Any, Positions, Positions]:
-    """The data, the positions of its values and the positions of its keys."""
-    positions: Positions = {}
-    keys: Positions = {}
-    try:
-        # compose resolves anchors/aliases into the same node objects, so aliases just work
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise config_error(Location(file, line, col, ""), f"invalid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise config_error(Location(file, 0, 0, ""), f"invalid YAML: {exc}") from None
-    if node is None:
-        raise config_error(Location(file, 1, 1, ""), "the file is empty")
-    return _to_data(node, (), positions, keys, file), positions, keys
-
-
 # --- validation errors → one clear line -------------------------------------------------------
 
 
@@ -222,6 +229,10 @@ def _model_for(path: KeyPath) -> type[BaseModel] | None:
         return Cache
     if path == ("retry",):
         return Retry
+    if path == ("limits",):
+        return Limits
+    if len(path) == 4 and path[0] == "images" and path[2] == "secrets":
+        return Secret
     if len(path) == 2 and path[0] == "images":
         return Family
     if len(path) == 4 and path[0] == "images" and path[2] == "tags" and isinstance(path[3], int):
@@ -300,21 +311,41 @@ def _nearest(positions: Positions, path: KeyPath) -> tuple[int, int]:
     return positions.get(probe, (0, 0))
 
 
+def read_text(file: str) -> str:
+    """The config's text; anything but a regular file of sane size is refused before it is read.
+
+    A FIFO would block, ``/dev/zero`` never ends and a huge (sparse) file would be read into memory.
+    """
+    try:
+        info = Path(file).stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file (pass -c PATH or create {DEFAULT_CONFIG})") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{file}: is a directory, expected a platforms.yaml file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{file}: not a regular file (a FIFO, device or socket); pass a platforms.yaml file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{file}: {info.st_size:,} bytes, more than a platforms.yaml may have ({MAX_FILE_BYTES:,})")
+    try:
+        with Path(file).open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{file}: more than {MAX_FILE_BYTES:,} bytes, more than a platforms.yaml may have")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
+
+
+@paused
 def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
     """Read and validate ``path``; ``registry`` (the CLI flag) beats $MULTIBAKE_REGISTRY beats the file."""
     file = os.fspath(path)
-    p = Path(file)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file (pass -c PATH or create {DEFAULT_CONFIG})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a directory, expected a platforms.yaml file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
-    data, positions, keys = parse_yaml(text, file)
+    data, positions, keys = parse_yaml(read_text(file), file)
     source = "file"
     env_registry = os.environ.get(REGISTRY_ENV)
     if isinstance(data, dict):
@@ -324,25 +355,10 @@ def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
             data["registry"], source = env_registry, f"${REGISTRY_ENV}"
     config = validate(data, file, positions, keys)
     return Loaded(
-        config=config, file=file, root=p.resolve().parent, positions=positions, keys=keys, registry_source=source
+        config=config,
+        file=file,
+        root=Path(file).resolve().parent,
+        positions=positions,
+        keys=keys,
+        registry_source=source,
     )
-
-
-def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
-    """Refuse a missing build context or Dockerfile before anything runs.
-
-    ``items`` are (family, context, dockerfile) as the plan resolved them; remote contexts
-    (git URLs, ``target:``/``docker-image://`` references) are left to buildx.
-    """
-    seen: set[tuple[str, str]] = set()
-    for family, context, dockerfile in items:
-        if (context, dockerfile) in seen or "://" in context or context.startswith(("target:", "git@")):
-            continue
-        seen.add((context, dockerfile))
-        ctx = loaded.root / context
-        if not ctx.is_dir():
-            raise config_error(
-                loaded.loc(("images", family, "context")), f"build context {context!r} is not a directory"
-            )
-        if not (ctx / dockerfile).is_file():
-            raise config_error(loaded.loc(("images", family, "dockerfile")), f"no Dockerfile at {context}/{dockerfile}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, buildid, publish, shards
+from multibake import bake, buildid, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -42,6 +42,7 @@ class Tools:
     say: Echo  # messages that are always shown (stderr)
     sleep: Callable[[float], None] = time.sleep
     api: Api = field(default_factory=Http)  # the registry API
+    bake_runner: Callable[[DockerClient], bake.Runner] = bake.whales_runner  # how a bake argv is run
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,7 +120,9 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     docker = tools.docker()
     info = preflight(docker, todo.plan, opts.builder, tools.say)
     workdir = req.bake_file.parent
-    report = bake.execute(docker, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+    report = bake.execute(
+        tools.bake_runner(docker), todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir
+    )
     report = replace(report, cells=todo.up_to_date + report.cells)
     reg = replace(reg, docker=docker)
     if target.shard is not None:
@@ -226,6 +229,7 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> bake.Requ
         sets=target.sets,
         builder=opts.builder,
         keep_going=opts.keep_going,
+        allow=paths.entitlements(loaded, todo.plan),
     )
 
 

@@ -21,9 +21,9 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from multibake import config as cfg
+from multibake import paths, provenance
 from multibake import plan as planner
 from multibake import platforms as arch
-from multibake import provenance
 from multibake.errors import UsageError
 from multibake.kinds import Split
 from multibake.plan import Meta, Plan, select
@@ -136,7 +136,7 @@ def resolve(config: Path, registry: str | None, lock: Path | None, check_files: 
     if locked is not None and plan_digest(full) != locked:
         raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")
     if check_files:
-        cfg.check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in full.cells])
+        paths.check_files(loaded, full)
     return Resolved(loaded=loaded, meta=meta, plan=full)
 
 

@@ -379,8 +379,12 @@ class ModelCell:
     parent: ModelCell | None = None
     family: str = ""
 
-    def target(self) -> str:
-        return "-".join([self.family, *(_sanitise(v) for v in self.values.values())])
+    def target(self) -> str:  # a family without a matrix: <family>--image, never its group's name
+        return (
+            "-".join([self.family, *(_sanitise(v) for v in self.values.values())])
+            if self.values
+            else f"{self.family}--image"
+        )
 
 
 @dataclass

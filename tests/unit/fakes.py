@@ -130,6 +130,7 @@ class FakeDocker:
     transient: list[int] = field(default_factory=list)  # per coming run: fail with a 503 after this many targets
     platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64", "linux/arm/v7")
     runs: list[list[str]] = field(default_factory=list)  # the targets of every bake run
+    argvs: list[list[str]] = field(default_factory=list)  # the full argv of every bake run
     buildx: Any = None
     system: Any = None
 
@@ -157,6 +158,24 @@ class FakeDocker:
                 entries[registry.platform_name(config)] = _digest(self.registry.manifests[_key(source)][0])
         for tag in tags:
             self.registry.index(tag, entries)
+
+    def run_bake(self, argv: Sequence[str]) -> Iterator[str]:
+        """Run a ``docker buildx bake`` argv as multibake builds it."""
+        assert list(argv[:3]) == ["docker", "buildx", "bake"], argv
+        self.argvs.append(list(argv))
+        targets, sets, metadata, args = [], {}, None, iter(argv[3:])
+        for arg in args:
+            if arg in ("--file", "--progress", "--builder"):
+                next(args)
+            elif arg == "--metadata-file":
+                metadata = Path(next(args))
+            elif arg == "--set":
+                key, _, value = next(args).partition("=")
+                sets[key] = value
+            elif not arg.startswith("--"):
+                targets.append(arg)
+        assert metadata is not None
+        return self._bake(targets=targets, set=sets, metadata_file=metadata)
 
     def _bake(self, *, targets: list[str], set: Mapping[str, str], metadata_file: Path, **_: Any) -> Iterator[str]:
         self.runs.append(list(targets))

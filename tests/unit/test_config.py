@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from multibake import config
+from multibake import config, paths
 from multibake.config import CacheType, Config, PerPlatformTags, load
 from multibake.errors import EXIT_USAGE, ConfigError
 from multibake.plan import plan
@@ -234,7 +234,7 @@ def test_check_paths_accepts_existing_and_remote_contexts(tmp_path: Path) -> Non
     loaded = load(write_config(tmp_path, MINIMAL))
     make_context(tmp_path, "app")
     make_context(tmp_path, "other", "sub/Dockerfile.x")
-    config.check_paths(
+    paths.check_paths(
         loaded,
         [
             ("app", "app", "Dockerfile"),
@@ -249,7 +249,7 @@ def test_check_paths_accepts_existing_and_remote_contexts(tmp_path: Path) -> Non
 def test_check_paths_missing_context(tmp_path: Path) -> None:
     loaded = load(write_config(tmp_path, MINIMAL))
     with pytest.raises(ConfigError, match="build context 'app' is not a directory") as info:
-        config.check_paths(loaded, [("app", "app", "Dockerfile")])
+        paths.check_paths(loaded, [("app", "app", "Dockerfile")])
     assert ":5:14: images.app.context:" in str(info.value)
 
 
@@ -257,7 +257,7 @@ def test_check_paths_missing_dockerfile(tmp_path: Path) -> None:
     loaded = load(write_config(tmp_path, MINIMAL))
     (tmp_path / "app").mkdir()
     with pytest.raises(ConfigError, match="no Dockerfile at app/Dockerfile"):
-        config.check_paths(loaded, [("app", "app", "Dockerfile")])
+        paths.check_paths(loaded, [("app", "app", "Dockerfile")])
 
 
 def test_check_paths_is_relative_to_the_config_not_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,7 +266,7 @@ def test_check_paths_is_relative_to_the_config_not_the_cwd(tmp_path: Path, monke
     make_context(sub, "app")
     loaded = load(write_config(sub, MINIMAL))
     monkeypatch.chdir(tmp_path)
-    config.check_paths(loaded, [("app", "app", "Dockerfile")])
+    paths.check_paths(loaded, [("app", "app", "Dockerfile")])
 
 
 # --- schema ------------------------------------------------------------------------------------

@@ -8,16 +8,26 @@ Each file in ``bad_configs/`` starts with a header (comment lines before the YAM
     # bug: <why the CLI's answer is wrong>           (optional: xfail both checks, strict)
     # bug-location: <...>                            (optional: xfail only the location check)
     # bug-message: <...>                             (optional: xfail only the message check)
+    # secret: <text>                                 (optional: a credential that must never be printed)
 
 ``line:column`` are 1-based and count the header lines. ``-`` means the error has no key path (YAML
 syntax, empty file, ...). Header lines state the CORRECT behaviour; a ``bug`` line marks where the
 product does not (yet) meet it. Every case runs ``multibake validate -c FILE`` through ``cli.run``.
 ``bad_configs/ctx/`` is a real build context so only the intended problem is found.
+
+Hostile input (alias bombs, deep nesting, huge values, a million cells, FIFOs, devices, sparse files,
+symlinks out of the project) is also run as a real ``multibake hcl`` process, bounded in time and
+memory, and nothing may be written.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +50,7 @@ class Case:
     hint: str | None
     bug_location: str | None
     bug_message: str | None
+    secret: str | None = None
 
 
 def _parse(file: Path) -> Case:
@@ -48,7 +59,7 @@ def _parse(file: Path) -> Case:
         if not raw.startswith("#"):
             break
         key, sep, value = raw.removeprefix("# ").partition(": ")
-        if sep and key in ("expect", "hint", "bug", "bug-location", "bug-message"):
+        if sep and key in ("expect", "hint", "bug", "bug-location", "bug-message", "secret"):
             header[key] = value
     m = _EXPECT.match(f"# expect: {header.get('expect', '')}")
     if m is None:
@@ -63,6 +74,7 @@ def _parse(file: Path) -> Case:
         hint=header.get("hint"),
         bug_location=header.get("bug-location") or bug,
         bug_message=header.get("bug-message") or bug,
+        secret=header.get("secret"),
     )
 
 
@@ -85,7 +97,7 @@ def _validate(case: Case, capsys: pytest.CaptureFixture[str]) -> tuple[int, list
 
 
 def test_corpus_is_big_enough() -> None:
-    assert len(CASES) >= 35
+    assert len(CASES) >= 110
     assert (CORPUS / "ctx" / "Dockerfile").is_file()
 
 
@@ -104,6 +116,8 @@ def test_message(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
     assert case.fragment in text, text
     if case.hint:
         assert any(case.hint in h for h in hints), text
+    if case.secret:
+        assert case.secret not in text, "a credential was echoed"
 
 
 @pytest.mark.parametrize("case", _params("location"))
@@ -157,3 +171,136 @@ def test_every_command_refuses_bad_config_the_same_way(command: list[str], capsy
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "include repeats a cell the matrix already has" in captured.err
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.file.stem) for c in CASES])
+def test_nothing_is_written(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``hcl`` (which writes docker-bake.hcl beside the config) refuses and leaves the directory as it was."""
+    shutil.copytree(CORPUS / "ctx", tmp_path / "ctx")
+    config = tmp_path / case.file.name
+    shutil.copy(case.file, config)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert cli.run(["hcl", "-c", str(config)]) == EXIT_USAGE
+    capsys.readouterr()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+# --- hostile input, as a real process: bounded time and memory ------------------------------------
+
+SECONDS = 10.0
+MAX_RSS_MB = 300.0
+HEADER = "registry: localhost:5000/test\nplatforms: [linux/amd64]\nimages:\n  app:\n    context: ctx\n"
+
+
+@dataclass(frozen=True)
+class Bounded:
+    code: int
+    err: list[str]
+    seconds: float
+    rss_mb: float
+
+
+def run_bounded(config: Path, cwd: Path) -> Bounded:
+    """``multibake hcl -c CONFIG`` in its own process; its peak RSS from wait4, killed after SECONDS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIBAKE_")}
+    argv = [sys.executable, "-m", "multibake", "hcl", "-c", str(config)]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() - start > SECONDS:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            pytest.fail(f"multibake hcl -c {config.name} ran longer than {SECONDS} s")
+        time.sleep(0.02)
+    seconds = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.stderr is not None
+    err = proc.stderr.read().splitlines()
+    proc.stderr.close()
+    return Bounded(proc.returncode, err, seconds, usage.ru_maxrss / 1024)
+
+
+def _hostile_project(tmp_path: Path, name: str) -> Path:
+    """A project directory holding the hostile config ``name``; returns the config's path."""
+    project = tmp_path / "project"
+    shutil.copytree(CORPUS / "ctx", project / "ctx")
+    config = project / "platforms.yaml"
+    if name.endswith(".yaml"):
+        shutil.copy(CORPUS / name, config)
+    elif name == "multi-megabyte value":
+        config.write_text(HEADER + '    labels: {big: "' + "x" * 5_000_000 + '"}\n', encoding="utf-8")
+    elif name == "multi-megabyte key":
+        config.write_text(HEADER + "    labels: {" + "k" * 3_000_000 + ": v}\n", encoding="utf-8")
+    elif name == "huge sparse file":
+        with config.open("wb") as fh:
+            fh.truncate(64 * 1024**3)  # 64 GiB, no block written
+    elif name == "FIFO":
+        os.mkfifo(config)
+    elif name == "directory":
+        config.mkdir()
+    elif name == "/dev/zero":
+        config = Path("/dev/zero")
+    elif name == "context symlink out":
+        outside = tmp_path / "outside"
+        shutil.copytree(CORPUS / "ctx", outside)
+        (project / "linked").symlink_to(outside, target_is_directory=True)
+        config.write_text(HEADER.replace("context: ctx", "context: linked"), encoding="utf-8")
+    elif name == "Dockerfile symlink out":
+        (tmp_path / "Dockerfile.outside").write_text("FROM scratch\n", encoding="utf-8")
+        (project / "ctx" / "Dockerfile.link").symlink_to(tmp_path / "Dockerfile.outside")
+        config.write_text(HEADER + "    dockerfile: Dockerfile.link\n", encoding="utf-8")
+    return config
+
+
+HOSTILE = {
+    "alias_bomb.yaml": "aliases expand to more than",
+    "alias_recursive.yaml": "recursive alias",
+    "nesting_deep.yaml": "nesting deeper than 64 levels",
+    "nesting_deep_flow.yaml": "nesting",
+    "matrix_million_cells.yaml": "would expand to 1,000,000 cells",
+    "unknown_tag_python.yaml": "unknown YAML tag",
+    "multi-megabyte value": "the value has 5,000,000 characters",
+    "multi-megabyte key": "a key has 3,000,000 characters",
+    "huge sparse file": "bytes, more than a platforms.yaml may have",
+    "FIFO": "not a regular file",
+    "directory": "is a directory",
+    "/dev/zero": "not a regular file",
+    "context symlink out": "build context 'linked' is outside",
+    "Dockerfile symlink out": "Dockerfile 'Dockerfile.link' is outside",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_input_is_refused_within_bounds(name: str, tmp_path: Path) -> None:
+    """Exit 2, one or two lines naming the file (and line:col and key where there is one), no traceback,
+    in seconds and at most 300 MB, and nothing written."""
+    config = _hostile_project(tmp_path, name)
+    before = sorted(tmp_path.rglob("*"))
+    result = run_bounded(config, cwd=tmp_path)
+    text = "\n".join(result.err)
+    assert result.code == EXIT_USAGE, text
+    assert "Traceback" not in text
+    assert 1 <= len(result.err) <= 2, text
+    assert result.err[0].startswith(f"multibake: error: {config}"), text
+    assert HOSTILE[name] in text, text
+    assert result.seconds < SECONDS
+    assert result.rss_mb <= MAX_RSS_MB, f"peak RSS {result.rss_mb:.0f} MB"
+    assert sorted(tmp_path.rglob("*")) == before, "something was written"
+    if name.endswith(".yaml"):
+        assert re.match(rf"multibake: error: {re.escape(str(config))}:\d+:\d+: ", result.err[0]), text
+
+
+@pytest.mark.parametrize("command", [["validate"], ["ci", "matrix"], ["hcl", "-o", "-"], ["plan"]])
+@pytest.mark.parametrize("case", ["missing_context_dir.yaml", "context_dotdot.yaml", "dockerfile_absolute.yaml"])
+def test_every_command_checks_contexts_and_dockerfiles(
+    command: list[str], case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken checkout must not fan out: ``ci matrix`` makes the file checks ``validate`` makes."""
+    assert cli.run([*command, "-c", str(CORPUS / case)]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.match(rf"multibake: error: {re.escape(str(CORPUS / case))}:\d+:\d+: images\.app\.", captured.err)

@@ -33,6 +33,7 @@ GOLDEN_INPUTS: dict[str, Path] = {
     "shipped": SHIPPED_CONFIG,
     "escapes": GOLDEN / "escapes.yaml",
     "minimal": GOLDEN / "minimal.yaml",
+    "secrets": GOLDEN / "secrets.yaml",
 }
 
 

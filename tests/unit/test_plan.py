@@ -13,7 +13,7 @@ import pytest
 from multibake import config, hcl, provenance
 from multibake.errors import ConfigError, UsageError
 from multibake.plan import Cell, Meta, Plan, View, image_name, plan, restrict, select, target_name
-from tests.helpers import FIXED_META, SHIPPED_CONFIG, plan_file, plan_text, write_config
+from tests.helpers import FIXED_META, REPO_ROOT, SHIPPED_CONFIG, plan_file, plan_text, write_config
 
 REG = "localhost:5000/multibake"
 OVERLAY = f"{REG}/alpine-s6-overlay"
@@ -930,3 +930,110 @@ def test_family_named_default_does_not_shadow_the_default_group(tmp_path: Path, 
     bake_names = groups + [c.target for c in p.cells] + [v.target for v in p.views]
     assert len(bake_names) == len(set(bake_names)), "bake groups and targets share one namespace"
     assert dict(hcl.groups(p))["default"] == [f.name for f in p.families]
+
+
+# --- a family without a matrix, limits, secrets, the samples --------------------------------------
+
+
+def test_family_without_matrix_has_one_target_apart_from_its_group(tmp_path: Path) -> None:
+    p = plan_text(
+        tmp_path,
+        """
+        registry: localhost:5000/t
+        platforms: [linux/amd64]
+        images:
+          base: {context: base}
+          app: {context: app, base: base}
+        """,
+    )
+    assert [c.target for c in p.cells] == ["base--image", "app--image"]
+    assert [c.tags for c in p.cells] == [("localhost:5000/t/base:latest",), ("localhost:5000/t/app:latest",)]
+    assert p.cells[1].parent == "base--image"
+    assert dict(hcl.groups(p)) == {"default": ["base", "app"], "base": ["base--image"], "app": ["app--image"]}
+
+
+def test_offline_sample_keeps_its_tags_without_the_one_value_axis() -> None:
+    p = plan_file(REPO_ROOT / "samples" / "offline" / "platforms.yaml")
+    base = p.cells[0]
+    assert base.target == "busybox-base--image"
+    assert base.tags == (
+        "127.0.0.1:5000/multibake-sample/busybox-base:1.35",
+        "127.0.0.1:5000/multibake-sample/busybox-base:latest",
+    )
+    assert dict(base.args) == {"BUSYBOX_VERSION": "1.35"}
+    assert {c.parent for c in p.cells[1:]} == {"busybox-base--image"}
+
+
+@pytest.mark.parametrize(("limit", "ok"), [(6, True), (5, False)])
+def test_max_cells_is_configurable(tmp_path: Path, limit: int, ok: bool) -> None:
+    text = f"""
+        registry: localhost:5000/t
+        platforms: [linux/amd64]
+        limits: {{max_cells: {limit}}}
+        images:
+          app:
+            context: app
+            matrix: {{a: ["1", "2", "3"], b: ["x", "y"]}}
+        """
+    if ok:
+        assert len(plan_text(tmp_path, text).cells) == 6
+    else:
+        with pytest.raises(ConfigError, match=r"would expand to 6 cells, more than limits.max_cells \(5\)"):
+            plan_text(tmp_path, text)
+
+
+def test_default_ceiling_is_documented_value(tmp_path: Path) -> None:
+    loaded = config.load(write_config(tmp_path, "registry: r\nplatforms: [amd64]\nimages: {a: {context: a}}\n"))
+    assert loaded.config.limits.max_cells == config.DEFAULT_MAX_CELLS == 100_000
+
+
+def test_secrets_render_as_bake_secrets_never_args(tmp_path: Path) -> None:
+    p = plan_text(
+        tmp_path,
+        """
+        registry: localhost:5000/t
+        platforms: [linux/amd64]
+        images:
+          app:
+            context: app
+            secrets:
+              npm_token: {env: NPM_TOKEN}
+              cert: {file: ./certs/ca.pem}
+        """,
+    )
+    cell = p.cells[0]
+    assert cell.secrets == ("id=npm_token,env=NPM_TOKEN", f"id=cert,src={tmp_path.resolve()}/certs/ca.pem")
+    assert cell.args == ()
+    attrs = hcl.target_attrs(cell)
+    assert attrs["secret"] == list(cell.secrets)
+    assert "NPM_TOKEN" not in str(attrs.get("args"))
+
+
+@pytest.mark.parametrize(
+    ("text", "want"), [("{{literal}}", "{literal}"), ("}} and {{", "} and {"), ("a {{v}} b {v}", "a {v} b 1")]
+)
+def test_doubled_braces_stay_the_escape(tmp_path: Path, text: str, want: str) -> None:
+    p = plan_text(
+        tmp_path,
+        f"""
+        registry: localhost:5000/t
+        platforms: [linux/amd64]
+        images:
+          app: {{context: app, matrix: {{v: ["1"]}}, args: {{X: "{text}"}}}}
+        """,
+    )
+    assert dict(p.cells[0].args)["X"] == want
+
+
+@pytest.mark.parametrize("text", ["{node", "node}", "{{node}", "a}b{v}", "{v}}"])
+def test_unbalanced_braces_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"unbalanced '[{}]' at character \d+"):
+        plan_text(
+            tmp_path,
+            f"""
+            registry: localhost:5000/t
+            platforms: [linux/amd64]
+            images:
+              app: {{context: app, matrix: {{v: ["1"]}}, args: {{NODE_MAJOR: "{text}"}}}}
+            """,
+        )

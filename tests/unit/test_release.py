@@ -62,6 +62,7 @@ class Stack:
             say=self.said.append,
             sleep=self.sleeps.append,
             api=self.registry,
+            bake_runner=lambda docker: docker.run_bake,  # type: ignore[attr-defined]
         )
 
     def build(self, **options: object) -> release.Built:

@@ -4,11 +4,15 @@ group "default" {
   targets = ["tool", "lib"]
 }
 
+group "tool" {
+  targets = ["tool--image"]
+}
+
 group "lib" {
   targets = ["lib-1", "lib-3"]
 }
 
-target "tool" {
+target "tool--image" {
   context    = "."
   dockerfile = "Dockerfile"
   platforms  = ["linux/amd64", "linux/arm64"]
@@ -20,8 +24,8 @@ target "tool" {
     "org.opencontainers.image.version"  = "latest"
   }
   tags       = ["ghcr.io/org/tool:latest"]
-  cache-from = ["type=gha,scope=tool"]
-  cache-to   = ["type=gha,scope=tool,mode=max,ignore-error=true"]
+  cache-from = ["type=gha,scope=tool--image"]
+  cache-to   = ["type=gha,scope=tool--image,mode=max,ignore-error=true"]
 }
 
 target "lib-1" {
