@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -46,3 +48,23 @@ def plan_file(path: Path, registry: str | None = None, meta: Meta = FIXED_META) 
 
 def plan_text(directory: Path, text: str, registry: str | None = None, meta: Meta = FIXED_META) -> Plan:
     return plan_file(write_config(directory, text), registry, meta)
+
+
+def local_context(tmp_path: Path, source: Path) -> str:
+    """``source`` (a build context of the repository) as a context of a config written in ``tmp_path``.
+
+    A config's contexts must lie in its own project (its git work tree, else its directory), so tests
+    that write a config elsewhere bring the context along: hard links where possible, else copies.
+    """
+    dest = tmp_path / source.name
+    if not dest.exists():
+
+        def link(src: str, dst: str) -> object:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+            return dst
+
+        shutil.copytree(source, dest, copy_function=link)
+    return source.name

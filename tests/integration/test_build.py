@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import local_context
 from tests.integration import registry
 from tests.integration.faultproxy import FaultProxy
 
@@ -120,7 +121,7 @@ def _retry_config(tmp_path: Path, registry_host: str) -> Path:
         "retry: {attempts: 6, initial_delay: 1, max_delay: 4}\n"
         "images:\n"
         "  bb:\n"
-        f"    context: {BUSYBOX_BASE}\n"
+        f"    context: {local_context(tmp_path, BUSYBOX_BASE)}\n"
         '    args: {BUSYBOX_VERSION: "1.35"}\n'
         "  app:\n"
         "    context: app\n"
@@ -192,7 +193,7 @@ def test_keep_going_publishes_the_cells_that_build_and_reports_the_one_that_fail
     cfg = tmp_path / "platforms.yaml"
     cfg.write_text(
         f"registry: {reg}\nplatforms: [linux/amd64, linux/arm64]\nimages:\n"
-        f"  bb:\n    context: {BUSYBOX_BASE}\n"
+        f"  bb:\n    context: {local_context(tmp_path, BUSYBOX_BASE)}\n"
         '    args: {BUSYBOX_VERSION: "1.35"}\n'
         '  app:\n    context: app\n    base: bb\n    matrix: {v: ["good", "broken", "fine"]}\n'
         '    args: {V: "{v}"}\n'

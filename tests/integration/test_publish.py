@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import local_context
 from tests.integration import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def write_release(
         f"per_platform_tags: {per_platform_tags}\n"
         "images:\n"
         "  bb:\n"
-        f"    context: {BUSYBOX_BASE}\n"
+        f"    context: {local_context(tmp_path, BUSYBOX_BASE)}\n"
         '    matrix: {busybox: ["1.35"]}\n'
         '    args: {BUSYBOX_VERSION: "{busybox}"}\n'
         "  app:\n"
