@@ -34,7 +34,9 @@ _TRANSIENT = re.compile(
     r"|service unavailable|gateway timeout|connection reset|broken pipe|unexpected eof|\beof\b"
     r"|i/o timeout|tls handshake timeout|context deadline exceeded|client\.timeout|timed out"
     r"|blob upload unknown|blob upload invalid|temporary failure in name resolution|server misbehaving"
-    r"|connection refused",
+    r"|connection refused"
+    # containerd's error classes, which BuildKit >= 0.2x prints instead of the HTTP status (503, 429)
+    r"|\bunavailable:|resource exhausted",
     re.IGNORECASE,
 )
 

@@ -23,6 +23,7 @@ class Status(StrEnum):
     PENDING = "pending"  # not decided yet (never in a finished report)
     BUILT = "built"
     PUBLISHED = "published"  # pushed, public tags pointed at it, verified
+    UNCHANGED = "unchanged"  # pushed, but its public tags already held the same images: none moved
     STAGED = "staged"  # pushed to its staging tag only; public tags left alone
     UP_TO_DATE = "up-to-date"  # --skip-existing: its published image carries its build id
     FAILED = "failed"
@@ -30,7 +31,7 @@ class Status(StrEnum):
 
     @property
     def ok(self) -> bool:
-        return self in (Status.BUILT, Status.PUBLISHED, Status.UP_TO_DATE)
+        return self in (Status.BUILT, Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE)
 
 
 class Split(StrEnum):

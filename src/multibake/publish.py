@@ -12,6 +12,7 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class TagCheck:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Published:
     promoted: tuple[str, ...] = ()  # targets whose public tags now point at the release
+    unchanged: tuple[str, ...] = ()  # promoted targets whose tags already held exactly this release
     held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
 
 
@@ -124,23 +126,46 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
 
     ready = [c for c in plan.cells if c.target in staged]
 
-    def write_index(cell: Cell) -> None:
-        reg.write(staged[cell.target], cell.tags, annotations=dict(cell.annotations))
+    def write_index(cell: Cell) -> int:
+        moved = [t for t in cell.tags if not _holds(reg.manifest(t), staged[cell.target], dict(cell.annotations))]
+        if moved:
+            reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
+        return len(moved)
 
-    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> None:
+    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> int:
         cell, platform, refs = item
         source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
         image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        reg.write(image, refs)
+        moved = [ref for ref in refs if (held := reg.manifest(ref)) is None or held.digest != image.digest]
+        if moved:
+            reg.write(image, moved)
+        return len(moved)
 
     # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
     # link on every write of that image, and an index write that checks its images at that moment
     # is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    _parallel(write_index, ready)
-    _parallel(write_platform, [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs])
-    return Published(promoted=tuple(c.target for c in ready), held_back=held_back)
+    index_moves = dict(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
+    singles = [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs]
+    moves = Counter(index_moves)
+    for (cell, _, _), n in zip(singles, _parallel(write_platform, singles), strict=True):
+        moves[cell.target] += n
+    unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
+    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back)
+
+
+def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
+    """A public tag already holds the staged release: the same platform images and annotations.
+
+    The attestation manifests are left out: they record when the build ran, so a rebuild from cache
+    that changed nothing still makes a new index digest, and moving the tag for it would tell every
+    digest pin, tag watcher and mirror that a new image exists.
+    """
+    if current is None or not current.is_index:
+        return False
+    want = {**staged.doc.get("annotations", {}), **annotations}
+    return current.entries() == staged.entries() and current.doc.get("annotations", {}) == want
 
 
 def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
@@ -149,10 +174,9 @@ def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
     try:
         held = reg.manifest(ref) if ref else None
         if ref is None or (held is not None and not held.is_index):
-            # per-platform images, or a lone image: their index is made here
-            ref = cell.staging
-            reg.copy_index(refs, [ref])
-            held = reg.manifest(ref)
+            # per-platform images, or a lone image: their index is made here, pushed by digest
+            held = reg.merge(refs)
+            ref = f"{cell.image}@{held.digest}"
     except BuildError as exc:
         return str(exc)
     problem = _index_problem(cell, held)

@@ -5,7 +5,7 @@ per-platform tags written, every tag verified); one HTTP session per repository 
 each a few milliseconds instead of a process start. python-dxf speaks the API and its auth flows
 (Basic, Bearer tokens); credentials come from docker's own config, as docker and buildx find them.
 Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
-makes in the one retry rule (retry.py), including merging images into an index with buildx imagetools.
+makes in the one retry rule (retry.py), including merging images into one index.
 """
 
 from __future__ import annotations
@@ -21,22 +21,21 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import requests
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFUnauthorizedError
 
 from multibake.errors import BuildError
-from multibake.failures import Failure, Kind, classify, first_line
+from multibake.failures import Failure, Kind
 from multibake.plan import is_host, untagged
 from multibake.retry import RetryPolicy, Transient
 
-if TYPE_CHECKING:
-    from python_on_whales import DockerClient
-
 T = TypeVar("T")
 
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _DOCKER_HUB = "registry-1.docker.io"
 _HUB_AUTH_KEY = "https://index.docker.io/v1/"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
@@ -246,12 +245,9 @@ class Registry:
     """
 
     policy: RetryPolicy
-    docker: DockerClient | None = None  # only for merging images into an index (buildx imagetools)
     api: Api = field(default_factory=Http)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        from python_on_whales.exceptions import DockerException
-
         def once() -> T:
             try:
                 return call()
@@ -259,11 +255,6 @@ class Registry:
                 if exc.transient:
                     raise Transient(Failure(Kind.TRANSIENT, str(exc), ())) from exc
                 raise BuildError(str(exc)) from exc
-            except DockerException as exc:
-                failure = classify(exc.stderr or exc.stdout or "")
-                if failure.kind is Kind.TRANSIENT:
-                    raise Transient(failure) from exc
-                raise BuildError(f"{what}: {first_line(exc.stderr)}") from exc
 
         try:
             return self.policy.call(what, once)
@@ -303,12 +294,37 @@ class Registry:
         for tag in tags:
             self._call(f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
 
-    def copy_index(self, sources: Sequence[str], tags: Sequence[str]) -> None:
-        """Point ``tags`` at an index of ``sources`` (one index as is, or several merged): nothing rebuilt."""
-        docker = self.docker
-        if docker is None:
-            raise BuildError("merging images into an index needs docker buildx imagetools")
-        self._call(
-            f"tagging {', '.join(tags)}",
-            lambda: docker.buildx.imagetools.create(sources=list(sources), tags=list(tags)),
-        )
+    def merge(self, sources: Sequence[str]) -> RawManifest:
+        """One index of ``sources`` (images, or indexes whose entries are taken), pushed by digest: no tag.
+
+        Written here rather than by ``buildx imagetools create``: that needs a tag to push to (which
+        would stay in the registry), wraps a lone image differently across buildx versions, and costs a
+        process per cell. The same sources give the same bytes, so the same index digest.
+        """
+        repos = {(ref.host, ref.repo) for ref in map(parse, sources)}
+        if len(repos) != 1:
+            raise BuildError(f"cannot merge images of several repositories into one index: {', '.join(sources)}")
+        entries: dict[str, dict[str, Any]] = {}
+        for source in sources:
+            held = self.manifest(source)
+            if held is None:
+                raise BuildError(f"{source} is not in the registry")
+            for entry in held.doc.get("manifests", []) if held.is_index else [self._entry(source, held)]:
+                entries.setdefault(entry["digest"], entry)
+        docker_types = any("docker" in str(e.get("mediaType")) for e in entries.values())
+        media = _DOCKER_LIST if docker_types else _OCI_INDEX
+        doc = {"schemaVersion": 2, "mediaType": media, "manifests": list(entries.values())}
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        (host, repo) = repos.pop()
+        ref = f"{host}/{repo}@{digest}"
+        self._call(f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))
+        return RawManifest(media_type=media, digest=digest, doc=doc, body=body)
+
+    def _entry(self, source: str, held: RawManifest) -> dict[str, Any]:
+        """An index entry for a single-platform image: its digest, size and the platform of its config."""
+        config = self.image_config(source)
+        platform = {"architecture": config["architecture"], "os": config["os"]}
+        if config.get("variant"):
+            platform["variant"] = config["variant"]
+        return {"mediaType": held.media_type, "digest": held.digest, "size": len(held.body), "platform": platform}

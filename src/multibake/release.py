@@ -112,7 +112,7 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     """The release, step by step."""
     target = resolve(opts)
     policy = _policy(target.release, tools)
-    reg = Registry(policy=policy, docker=None, api=tools.api)
+    reg = Registry(policy=policy, api=tools.api)
     todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
     req = write_bake_file(target, todo, opts)
     if opts.dry_run:
@@ -124,7 +124,6 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
         tools.bake_runner(docker), todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir
     )
     report = replace(report, cells=todo.up_to_date + report.cells)
-    reg = replace(reg, docker=docker)
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
     if target.mode is Mode.PUSH:
@@ -270,7 +269,7 @@ def promote(plan: Plan, report: bake.BuildReport, reg: Registry, say: Echo, *, p
     checks = publish.verify(planner.select_targets(plan, published.promoted), reg)
     indexes = {check.ref: check for check in checks if check.kind == "index"}
     cells = [
-        _published(cell, indexes.get(cell.tags[0]))
+        _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
         if cell.target in published.promoted
         else _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
         for cell in report.cells
@@ -281,10 +280,11 @@ def promote(plan: Plan, report: bake.BuildReport, reg: Registry, say: Echo, *, p
     return Built(ok=report.ok and not bad, report=replace(report, cells=tuple(cells)))
 
 
-def _published(cell: bake.CellResult, first: TagCheck | None) -> bake.CellResult:
+def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -> bake.CellResult:
+    status = Status.UNCHANGED if unchanged else Status.PUBLISHED
     if first is None:
-        return replace(cell, status=Status.PUBLISHED)
-    return replace(cell, status=Status.PUBLISHED, digest=first.digest, platform_digests=dict(first.platforms))
+        return replace(cell, status=status)
+    return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms))
 
 
 def publish_shards(
@@ -298,7 +298,7 @@ def publish_shards(
             tools.say(f"multibake: {line}")
         tools.say("multibake: the release is incomplete, so no public tag was changed")
         return Checked(ok=False, checks=None)
-    reg = Registry(policy=_policy(release, tools), docker=tools.docker(), api=tools.api)
+    reg = Registry(policy=_policy(release, tools), api=tools.api)
     published = publish.promote(reg, release.plan, sources, partial=False)
     for target, why in published.held_back.items():
         tools.say(f"multibake: {target}: {why}")

@@ -144,10 +144,12 @@ def build_table(report: BuildReport) -> str:
             continue
         text += f"\n{c.target} {c.status}: {c.error}\n"
         text += "".join(f"  | {ln}\n" for ln in c.log_tail)
-    built = sum(c.status in (Status.BUILT, Status.PUBLISHED) for c in report.cells)
+    built = sum(c.status in (Status.BUILT, Status.PUBLISHED, Status.UNCHANGED) for c in report.cells)
     fresh = sum(c.status is Status.UP_TO_DATE for c in report.cells)
+    same = sum(c.status is Status.UNCHANGED for c in report.cells)
     text += (
         f"\n{built}/{len(report.cells)} cells built ({report.mode.value}) in {report.duration:.1f}s"
+        + (f", {same} unchanged (no tag moved)" if same else "")
         + (f", {fresh} up to date" if fresh else "")
         + "; "
         f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"

@@ -71,3 +71,15 @@ def config_of(host: str, repo: str, manifest_digest: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{host}/v2/{repo}/blobs/{manifest['config']['digest']}", timeout=30) as resp:
         config: dict[str, Any] = json.loads(resp.read())
     return config
+
+
+def tags(host: str, repo: str) -> list[str]:
+    """Every tag of ``repo``, as the registry lists them (empty when the repository does not exist)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/{repo}/tags/list", timeout=30) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+    return sorted(doc.get("tags") or [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,37 @@ def _retry_config(tmp_path: Path, registry_host: str) -> Path:
     return cfg
 
 
+def build_json_healing(proxy: FaultProxy, *args: str) -> tuple[int, dict[str, Any], str]:
+    """``build --json`` while the proxy fails every matching request until multibake starts its own retry.
+
+    How many failures outlast BuildKit's own push retries depends on the stack (4 PUTs on BuildKit in
+    dockerd 26, 8 in dockerd 28), so the registry "heals" when multibake announces its retry instead.
+    """
+    argv = [sys.executable, "-m", "multibake", "build", "--json", "--progress", "plain", *args]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read() if proc.stdout else ""))
+    reader.start()
+    err: list[str] = []
+    for line in proc.stderr or []:
+        err.append(line)
+        if "transient failure" in line:
+            proxy.fail_puts = proxy.injected  # no more failures from now on
+    code = proc.wait(timeout=1800)
+    reader.join()
+    try:
+        return code, json.loads(out[0]), "".join(err)
+    except ValueError:
+        pytest.fail(f"build printed no JSON (exit {code}):\n{out[0][-2000:]}\n{''.join(err)[-4000:]}")
+
+
 def test_transient_5xx_is_retried_and_the_retry_rebuilds_nothing(stack: None, tmp_path: Path) -> None:
-    # BuildKit retries a manifest PUT three times by itself (1 s, 2 s, 4 s): four 503s in a row
-    # outlast it and fail the bake run; multibake's own retry must then carry the release through.
-    with FaultProxy(fail_puts=4, status=503, match="/app/manifests/") as proxy:
+    # The app's manifest PUTs fail until BuildKit's own retries are spent and the bake run fails;
+    # multibake's own retry must then carry the release through, pushing again without rebuilding.
+    with FaultProxy(fail_puts=-1, status=503, match="/app/manifests/") as proxy:
         cfg = _retry_config(tmp_path, f"127.0.0.1:{proxy.port}")
-        code, report, err = build_json("-c", str(cfg), "--push")
-        assert proxy.injected == 4
+        code, report, err = build_json_healing(proxy, "-c", str(cfg), "--push")
+        assert proxy.injected >= 4
     assert code == 0, err[-4000:]
     runs = report["bake_runs"]
     assert len(runs) >= 2 and runs[0]["outcome"] == "transient", runs
@@ -158,6 +183,8 @@ def test_a_failed_second_push_by_dockerd_redoes_nothing(stack: None, tmp_path: P
     with FaultProxy(fail_puts=-1, status=503, match="/manifests/", agent="docker/") as proxy:
         cfg = _retry_config(tmp_path, f"127.0.0.1:{proxy.port}")
         code, report, err = build_json("-c", str(cfg), "--push")
+        if proxy.injected == 0 and code == 0 and len(report["bake_runs"]) == 1:
+            pytest.skip("this stack (dockerd >= 28) pushes each image once: there is no second push to fail")
         assert proxy.injected >= 1, "dockerd's second push must have been refused"
     assert code == 0, err[-4000:]
     assert "every image was already pushed, nothing to redo" in err
@@ -208,7 +235,12 @@ def test_keep_going_publishes_the_cells_that_build_and_reports_the_one_that_fail
     code, report, _ = build_json("-c", str(cfg), "--push", "--keep-going")
     assert code == 1
     status = {c["target"]: c["status"] for c in report["cells"]}
-    assert status == {"bb": "published", "app-good": "published", "app-broken": "failed", "app-fine": "published"}
+    assert status == {
+        "bb--image": "published",
+        "app-good": "published",
+        "app-broken": "failed",
+        "app-fine": "published",
+    }
     assert registry.get(f"{reg}/app:broken") is None
     held = registry.get(f"{reg}/app:fine")
     assert held is not None and sorted(held.platforms()) == ["linux/amd64", "linux/arm64"]

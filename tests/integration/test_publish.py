@@ -267,3 +267,50 @@ def test_skip_existing_rebuilds_only_what_changed(stack: None, tmp_path: Path) -
     status = {c["family"]: c["status"] for c in report["cells"]}
     assert status == {"bb": "up-to-date", "app": "published"}
     assert multibake("verify", "-c", str(cfg)).returncode == 0
+
+
+def _two_leaves(tmp_path: Path, ns: str, two_run: str) -> Path:
+    """bb, and two leaf families FROM it with a Dockerfile each (per-platform tags on)."""
+    for leaf, run in (("one", "uname -m > /one"), ("two", two_run)):
+        (tmp_path / leaf).mkdir(exist_ok=True)
+        (tmp_path / leaf / "Dockerfile").write_text(f"FROM base\nRUN {run}\n")
+    cfg = tmp_path / "platforms.yaml"
+    cfg.write_text(
+        f"registry: {ns}\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\nper_platform_tags: suffix\n"
+        f"images:\n  bb:\n    context: {local_context(tmp_path, BUSYBOX_BASE)}\n"
+        '    args: {BUSYBOX_VERSION: "1.35"}\n'
+        '  one:\n    context: one\n    base: bb\n    matrix: {v: ["1"]}\n'
+        '  two:\n    context: two\n    base: bb\n    matrix: {v: ["1"]}\n'
+    )
+    return cfg
+
+
+def test_a_release_with_nothing_changed_moves_no_tag_and_a_change_moves_only_its_cell(
+    stack: None, tmp_path: Path
+) -> None:
+    ns = f"127.0.0.1:5000/noop-{uuid.uuid4().hex[:8]}"
+    # the release's time, as a checkout's commit time would give it (tmp_path is no git checkout)
+    sde = {"SOURCE_DATE_EPOCH": "1700000000"}
+    cfg = _two_leaves(tmp_path, ns, "uname -m > /two")
+    code, _, err = push(cfg, env=sde)
+    assert code == 0, err[-3000:]
+    plan = plan_of(cfg)
+    repos = sorted({registry.split(c["tags"][0])[1] for c in plan["cells"]})
+    first = public_digests(plan)
+    listed = {repo: registry.tags("127.0.0.1:5000", repo) for repo in repos}
+
+    code, report, err = push(cfg, env=sde)  # nothing changed
+    assert code == 0, err[-3000:]
+    assert {c["status"] for c in report["cells"]} == {"unchanged"}, report["cells"]
+    assert public_digests(plan) == first, "a release with nothing changed moved a tag"
+    assert {repo: registry.tags("127.0.0.1:5000", repo) for repo in repos} == listed
+
+    _two_leaves(tmp_path, ns, "uname -m > /two && echo changed > /changed")  # one leaf changes
+    code, report, err = push(cfg, env=sde)
+    assert code == 0, err[-3000:]
+    status = {c["family"]: c["status"] for c in report["cells"]}
+    assert status == {"bb": "unchanged", "one": "unchanged", "two": "published"}, status
+    after = public_digests(plan)
+    two = next(c for c in plan["cells"] if c["family"] == "two")
+    moved = {ref for ref in first if after[ref] != first[ref]}
+    assert moved == {*two["tags"], *(r for refs in two["platform_tags"].values() for r in refs)}

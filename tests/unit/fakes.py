@@ -1,9 +1,9 @@
 """In-memory stand-ins for the registry API and the docker client, for release tests without docker.
 
 ``FakeRegistry`` implements ``registry.Api`` (manifests by tag and digest, config blobs) and can be
-told to fail the next calls. ``FakeDocker`` answers the few python-on-whales calls a release makes:
-``buildx.inspect``, ``system.info``, ``buildx.bake`` (streamed progress in BuildKit's plain format,
-pushes to staging tags, scripted failures) and ``buildx.imagetools.create``.
+told to fail the next calls. ``FakeDocker`` answers the few docker calls a release makes:
+``buildx.inspect``, ``system.info`` and a bake argv run through ``run_bake`` (streamed progress in
+BuildKit's plain format, pushes to staging tags, scripted failures).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ class FakeRegistry:
 
     def platforms(self, ref: str) -> list[str]:
         doc = self.held(ref) or {}
-        return sorted(registry.platform_name(m["platform"]) for m in doc.get("manifests", []))
+        names = (registry.platform_name(m["platform"]) for m in doc.get("manifests", []))
+        return sorted(n for n in names if n != "unknown/unknown")  # attestation manifests left out
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,12 @@ class FakeDocker:
     platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64", "linux/arm/v7")
     runs: list[list[str]] = field(default_factory=list)  # the targets of every bake run
     argvs: list[list[str]] = field(default_factory=list)  # the full argv of every bake run
+    pushes: int = 0
     buildx: Any = None
     system: Any = None
 
     def __post_init__(self) -> None:
-        self.buildx = SimpleNamespace(
-            bake=self._bake, inspect=self._inspect, imagetools=SimpleNamespace(create=self._create)
-        )
+        self.buildx = SimpleNamespace(inspect=self._inspect)
         self.system = SimpleNamespace(info=self._info)
 
     def _inspect(self, name: str | None) -> Any:
@@ -146,18 +146,6 @@ class FakeDocker:
     def _info(self) -> Any:
         plugin = SimpleNamespace(name="buildx", version="0.29.1")
         return SimpleNamespace(client_info=SimpleNamespace(plugins=[plugin]), driver_status=[])
-
-    def _create(self, sources: list[str], tags: list[str]) -> None:
-        entries: dict[str, str] = {}
-        for source in sources:
-            doc = self.registry.held(source) or {}
-            for m in doc.get("manifests", []):
-                entries[registry.platform_name(m["platform"])] = m["digest"]
-            if "config" in doc:
-                config = json.loads(self.registry.blobs[doc["config"]["digest"]])
-                entries[registry.platform_name(config)] = _digest(self.registry.manifests[_key(source)][0])
-        for tag in tags:
-            self.registry.index(tag, entries)
 
     def run_bake(self, argv: Sequence[str]) -> Iterator[str]:
         """Run a ``docker buildx bake`` argv as multibake builds it."""
@@ -211,12 +199,16 @@ class FakeDocker:
     def _push(self, target: str) -> str:
         built = self.targets[target]
         entries = {p: self.registry.image(f"{built.image}:{target}-{p.replace('/', '-')}", p) for p in built.platforms}
+        # like BuildKit's provenance, an attestation manifest that records when the build ran
+        self.pushes += 1
+        stamp = {"buildTime": str(self.pushes)}
+        attestation = self.registry.image(f"{built.image}:att-{self.pushes}", "unknown/unknown", stamp)
         if len(built.platforms) == 1:
             (digest,) = entries.values()
             body, media = self.registry.manifests[_key(f"{built.image}@{digest}")]
             self.registry.store(built.staging, body, media)
         else:
-            digest = self.registry.index(built.staging, entries)
+            digest = self.registry.index(built.staging, {**entries, "unknown/unknown": attestation})
         return f"{built.image}@{digest}"
 
     @staticmethod

@@ -8,6 +8,9 @@ from multibake import bake
 from multibake.failures import Kind, Steps, classify
 
 TRANSIENT = [
+    # BuildKit in dockerd 28 names containerd's error class, not the status
+    "ERROR: target app: failed to solve: failed to push r/app:staging: unavailable: service unavailable",
+    "ERROR: failed to push r/app:staging: resource exhausted: too many requests",
     "ERROR: failed to push r/app:1: unexpected status from PUT request to http://r/v2/app/manifests/1: "
     "503 Service Unavailable",
     "ERROR: unexpected status from HEAD request to http://127.0.0.1:5000/v2/b/manifests/latest: 500 Internal "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -95,6 +96,30 @@ def test_push_publishes_every_cell_then_verifies(stack: Stack) -> None:
     assert stack.registry.held(f"{REG}/app:1.0-armv7")["config"]  # type: ignore[index]
     assert built.report is not None and built.report.cells[1].platform_digests.keys() == set(PLATFORMS)
     assert any(line.startswith("buildx 0.29.1, builder fake") for line in stack.said)
+
+
+def _public_tags(fake: FakeRegistry) -> dict[tuple[str, str], str]:
+    """(repository, tag) → the digest it points at, for every public tag (staging tags left out)."""
+    return {
+        key: hashlib.sha256(body).hexdigest()
+        for key, (body, _) in fake.manifests.items()
+        if not key[1].startswith(("sha256:", "multibake-staging-", "att-", "img-"))
+        and "--" not in key[1]
+        and not key[1].startswith(tuple(t + "-" for t in (BB, APP1, APP2)))
+    }
+
+
+def test_a_release_with_nothing_changed_moves_no_tag(stack: Stack) -> None:
+    assert stack.build(push=True).ok
+    before = _public_tags(stack.registry)
+    assert f"{REG}/app:1.0" in {f"{repo}:{tag}" for repo, tag in before}
+    written = len(stack.registry.writes)
+
+    again = stack.build(push=True)  # the same images again; only their attestations are new
+    assert again.ok
+    assert set(stack.status(again).values()) == {Status.UNCHANGED}
+    assert _public_tags(stack.registry) == before
+    assert stack.registry.writes[written:] == [], "no public tag may be written"
 
 
 def test_a_transient_failure_rebakes_only_the_targets_not_yet_pushed(stack: Stack) -> None:

@@ -59,6 +59,22 @@ def test_writes_keep_the_bytes_unless_annotated() -> None:
     assert noted is not None and noted.doc["annotations"] == {"org.opencontainers.image.description": "x"}
 
 
-def test_merging_into_an_index_needs_docker() -> None:
-    with pytest.raises(BuildError, match="needs docker"):
-        _registry(FakeRegistry(), 1, [], []).copy_index(["a"], ["b"])
+def test_images_merge_into_one_index_pushed_by_digest_and_the_same_sources_give_the_same_digest() -> None:
+    fake = FakeRegistry()
+    repo = "127.0.0.1:5000/t/app"
+    amd = fake.image(f"{repo}:piece-amd64", "linux/amd64")
+    arm = fake.index(f"{repo}:piece-arm", {"linux/arm/v7": fake.image(f"{repo}:x", "linux/arm/v7")})
+    reg = _registry(fake, 1, [], [])
+    tags_before = {key for key in fake.manifests if not key[1].startswith("sha256:")}
+    merged = reg.merge([f"{repo}@{amd}", f"{repo}:piece-arm"])
+    assert merged.is_index and set(merged.entries()) == {"linux/amd64", "linux/arm/v7"}
+    assert merged.entries()["linux/amd64"] == amd
+    assert fake.held(f"{repo}@{merged.digest}") == merged.doc, "pushed by its digest"
+    assert {key for key in fake.manifests if not key[1].startswith("sha256:")} == tags_before, "no tag written"
+    assert reg.merge([f"{repo}@{amd}", f"{repo}:piece-arm"]).digest == merged.digest
+    assert arm != merged.digest
+
+
+def test_merging_images_of_two_repositories_is_refused() -> None:
+    with pytest.raises(BuildError, match="several repositories"):
+        _registry(FakeRegistry(), 1, [], []).merge(["127.0.0.1:5000/a@sha256:1", "127.0.0.1:5000/b@sha256:2"])
