@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from multibake.builder import BuilderInfo
 from multibake.failures import Failure, Kind, Steps, classify
 from multibake.kinds import Mode, Status
-from multibake.plan import Cell, Plan
+from multibake.plan import Cell, Plan, untagged
 from multibake.retry import RetryPolicy, Transient
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class Request:
     builder: str | None = None
     keep_going: bool = False
     allow: tuple[str, ...] = ()  # bake's --allow entitlements (fs.read=PATH) for paths outside ``root``
+    by_digest: bool = False  # push untagged, by digest (builders other than the docker driver)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,7 +103,15 @@ class BuildReport:
     runs: tuple[BakeRun, ...] = ()
     retries: tuple[str, ...] = ()  # reasons of retried attempts
     pushed: Mapping[str, str] = field(default_factory=dict)  # bake target → its staged image, pinned by digest
+    nodes: Mapping[str, str] = field(default_factory=dict)  # bake target → the builder node that built it
     duration: float = 0.0
+
+    @property
+    def route(self) -> str:
+        """How images reached the registry before their public tags were written."""
+        if self.mode is not Mode.PUSH:
+            return self.mode.value
+        return "push-by-digest" if by_digest(self.builder) else "staging-tags"
 
     @property
     def executed_runs(self) -> list[str]:
@@ -126,11 +135,21 @@ class _Job:
     owner: Mapping[str, Cell]  # bake target → the cell it builds (a cell built per platform has several)
 
 
+# An image pushed untagged: nothing but its digest (read from the metadata file) names it until
+# publish points the public tags at it, so no staging tag is ever left in the registry.
+_BY_DIGEST = "type=image,push=true,push-by-digest=true,name-canonical=true"
+
+
+def by_digest(builder: BuilderInfo) -> bool:
+    """The docker driver refuses push-by-digest; BuildKit's own drivers take it."""
+    return builder.driver in ("docker-container", "remote", "kubernetes")
+
+
 def output_sets(plan: Plan, req: Request) -> dict[str, str]:
     """Per-target outputs: only planned cells push or load; parent views stay cache-only."""
     out = {
         Mode.CACHE: "type=cacheonly",
-        Mode.PUSH: "type=registry",
+        Mode.PUSH: _BY_DIGEST if req.by_digest else "type=registry",
         Mode.LOAD: "type=docker",
         Mode.OUTPUT: req.output or "type=cacheonly",
     }[req.mode]
@@ -232,15 +251,16 @@ def _bake_once(job: _Job, targets: Sequence[str], use_cache: bool) -> BakeRun:
                 job.echo(line)
         except DockerException as exc:
             failure = classify(exc.stderr or "", steps.known_targets)
+    read = _read_metadata(metadata) if failure is None else {}
     return BakeRun(
         targets=tuple(targets),
         outcome=failure.kind.value if failure else "ok",
         reason=failure.reason if failure else None,
         failure=failure,
         executed_runs=tuple(steps.executed_runs()),
-        pushed=steps.pushed,
+        pushed={**steps.pushed, **_pushed(read)} if job.req.mode is Mode.PUSH else steps.pushed,
         spans=spans,
-        metadata=_read_metadata(metadata) if failure is None else {},
+        metadata=read,
         tails={t: tuple(steps.tail(t)) for t in (failure.targets or targets)} if failure else {},
     )
 
@@ -251,6 +271,26 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data
+
+
+def _pushed(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """target → the image it pushed, pinned by the digest in bake's metadata file."""
+    out = {}
+    for target, entry in metadata.items():
+        if isinstance(entry, dict) and entry.get("containerimage.digest") and entry.get("image.name"):
+            name = str(entry["image.name"]).split(",")[0]
+            out[target] = f"{untagged(name)}@{entry['containerimage.digest']}"
+    return out
+
+
+def nodes(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """target → the builder node that built it, from bake's ``buildx.build.ref`` (builder/node/ref)."""
+    out = {}
+    for target, entry in metadata.items():
+        ref = entry.get("buildx.build.ref") if isinstance(entry, dict) else None
+        if isinstance(ref, str) and ref.count("/") >= 2:
+            out[target] = ref.split("/")[1]
+    return out
 
 
 def _unresolved(job: _Job, run: BakeRun) -> Failure | None:
@@ -392,6 +432,7 @@ def execute(
     started = time.monotonic()
     if not supports_fs_entitlements(builder.buildx_version):
         req = replace(req, allow=())
+    req = replace(req, by_digest=req.mode is Mode.PUSH and by_digest(builder))
     owner = {t: c for c in plan.cells for t in c.bake_targets}
     job = _Job(run=run, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner)
     first = _build(job, bake_targets(plan), {})
@@ -411,5 +452,6 @@ def execute(
         runs=runs,
         retries=tuple(reason for a in attempts for reason in a.retries),
         pushed={t: ref for a in attempts for t, ref in a.pushed.items()},
+        nodes={t: node for run in runs for t, node in nodes(run.metadata).items()},
         duration=round(time.monotonic() - started, 2),
     )

@@ -85,6 +85,8 @@ def build_json(report: BuildReport) -> dict[str, Any]:
         "schema": BUILD_SCHEMA,
         "ok": report.ok,
         "mode": report.mode.value,
+        "route": report.route,
+        "nodes": dict(report.nodes),
         "builder": {
             "name": b.name,
             "driver": b.driver,
@@ -153,6 +155,7 @@ def build_table(report: BuildReport) -> str:
         + (f", {fresh} up to date" if fresh else "")
         + "; "
         f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"
+        + (f"; route: {report.route}" if report.mode.value == "push" else "")
         + (f", {len(report.retries)} retried" if report.retries else "")
         + "\n"
     )

@@ -133,6 +133,7 @@ class FakeDocker:
     runs: list[list[str]] = field(default_factory=list)  # the targets of every bake run
     argvs: list[list[str]] = field(default_factory=list)  # the full argv of every bake run
     pushes: int = 0
+    driver: str = "remote"  # "docker": staging tags; BuildKit's own drivers: push by digest
     buildx: Any = None
     system: Any = None
 
@@ -141,11 +142,14 @@ class FakeDocker:
         self.system = SimpleNamespace(info=self._info)
 
     def _inspect(self, name: str | None) -> Any:
-        return SimpleNamespace(name=name or "fake", driver="remote", nodes=[SimpleNamespace(platforms=self.platforms)])
+        return SimpleNamespace(
+            name=name or "fake", driver=self.driver, nodes=[SimpleNamespace(platforms=self.platforms)]
+        )
 
     def _info(self) -> Any:
         plugin = SimpleNamespace(name="buildx", version="0.29.1")
-        return SimpleNamespace(client_info=SimpleNamespace(plugins=[plugin]), driver_status=[])
+        snapshotter = [["driver-type", "io.containerd.snapshotter.v1"]]  # the containerd image store
+        return SimpleNamespace(client_info=SimpleNamespace(plugins=[plugin]), driver_status=snapshotter)
 
     def run_bake(self, argv: Sequence[str]) -> Iterator[str]:
         """Run a ``docker buildx bake`` argv as multibake builds it."""
@@ -184,11 +188,17 @@ class FakeDocker:
                 lines[-1] = f"#{step} ERROR: process did not complete successfully: exit code: 1"
                 yield from lines[-2:]
                 continue
-            pushed = self._push(target) if sets.get(f"{target}.output") == "type=registry" else None
+            output = sets.get(f"{target}.output", "")
+            by_digest = "push-by-digest=true" in output
+            pushed = self._push(target, tagged=not by_digest) if output == "type=registry" or by_digest else None
             if pushed:
                 lines += [f"#{step + 1} [{target}] exporting to image"]
                 lines += [f"#{step + 1} pushing manifest for {pushed} 0.0s done", f"#{step + 1} DONE 0.1s"]
-                metadata[target] = {"containerimage.digest": pushed.rsplit("@", 1)[1]}
+                metadata[target] = {
+                    "containerimage.digest": pushed.rsplit("@", 1)[1],
+                    "image.name": self.targets[target].staging,
+                    "buildx.build.ref": f"fake/{self.node_of(target)}/ref{step}",
+                }
             yield from lines[-5:] if pushed else lines[-2:]
         if fail_after is not None and fail_after >= len(targets):  # dockerd's second push failed
             self._fail([*lines, _TRANSIENT])
@@ -196,7 +206,11 @@ class FakeDocker:
             self._fail([*lines, "ERROR: failed to solve: process did not complete successfully: exit code: 1"])
         metadata_file.write_text(json.dumps(metadata))
 
-    def _push(self, target: str) -> str:
+    def node_of(self, target: str) -> str:
+        """The node that builds ``target``: ``arm`` for a target of arm platforms only, else ``amd64``."""
+        return "arm" if all("arm" in p for p in self.targets[target].platforms) else "amd64"
+
+    def _push(self, target: str, tagged: bool = True) -> str:
         built = self.targets[target]
         entries = {p: self.registry.image(f"{built.image}:{target}-{p.replace('/', '-')}", p) for p in built.platforms}
         # like BuildKit's provenance, an attestation manifest that records when the build ran
@@ -209,6 +223,8 @@ class FakeDocker:
             self.registry.store(built.staging, body, media)
         else:
             digest = self.registry.index(built.staging, {**entries, "unknown/unknown": attestation})
+        if not tagged:  # pushed by digest: the staging tag was never written
+            del self.registry.manifests[_key(built.staging)]
         return f"{built.image}@{digest}"
 
     @staticmethod

@@ -122,6 +122,30 @@ def test_a_release_with_nothing_changed_moves_no_tag(stack: Stack) -> None:
     assert stack.registry.writes[written:] == [], "no public tag may be written"
 
 
+def _staging_tags(fake: FakeRegistry) -> set[str]:
+    return {tag for _, tag in fake.manifests if tag.startswith("multibake-staging-")}
+
+
+def test_buildkit_drivers_push_by_digest_and_leave_no_staging_tag(stack: Stack) -> None:
+    built = stack.build(push=True)
+    assert built.ok and built.report is not None
+    assert built.report.route == "push-by-digest"
+    assert all(
+        "push-by-digest=true,name-canonical=true" in a for argv in stack.docker.argvs for a in argv if ".output=" in a
+    )
+    assert _staging_tags(stack.registry) == set()
+    assert built.report.nodes == {BB: "amd64", APP1: "amd64", APP2: "amd64"}
+
+
+def test_the_docker_driver_stages_on_private_tags(stack: Stack) -> None:
+    stack.docker.driver = "docker"
+    built = stack.build(push=True)
+    assert built.ok and built.report is not None
+    assert built.report.route == "staging-tags"
+    assert _staging_tags(stack.registry) == {f"multibake-staging-{t}" for t in (BB, APP1, APP2)}
+    assert stack.status(built) == {BB: Status.PUBLISHED, APP1: Status.PUBLISHED, APP2: Status.PUBLISHED}
+
+
 def test_a_transient_failure_rebakes_only_the_targets_not_yet_pushed(stack: Stack) -> None:
     stack.docker.transient = [1]  # BuildKit pushed bb, then the registry answered 503
     built = stack.build(push=True)
