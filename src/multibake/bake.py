@@ -145,6 +145,12 @@ def by_digest(builder: BuilderInfo) -> bool:
     return builder.driver in ("docker-container", "remote", "kubernetes")
 
 
+def _repositories(plan: Plan) -> dict[str, str]:
+    """bake target → the repository its image is pushed to."""
+    staging = {c.target: c.staging for c in plan.cells} | {p.target: p.staging for c in plan.cells for p in c.split}
+    return {target: untagged(ref) for target, ref in staging.items()}
+
+
 def output_sets(plan: Plan, req: Request) -> dict[str, str]:
     """Per-target outputs: only planned cells push or load; parent views stay cache-only."""
     out = {
@@ -154,6 +160,10 @@ def output_sets(plan: Plan, req: Request) -> dict[str, str]:
         Mode.OUTPUT: req.output or "type=cacheonly",
     }[req.mode]
     sets = {f"{t}.output": out for c in plan.cells for t in c.bake_targets}
+    if req.mode is Mode.PUSH and req.by_digest:
+        # BuildKit refuses to push a tagged name by digest: each target names its bare repository
+        repos = _repositories(plan)
+        sets.update({f"{t}.tags": repos[t] for c in plan.cells for t in c.bake_targets})
     sets.update(req.sets)
     return sets
 
@@ -258,7 +268,9 @@ def _bake_once(job: _Job, targets: Sequence[str], use_cache: bool) -> BakeRun:
         reason=failure.reason if failure else None,
         failure=failure,
         executed_runs=tuple(steps.executed_runs()),
-        pushed={**steps.pushed, **_pushed(read)} if job.req.mode is Mode.PUSH else steps.pushed,
+        pushed={**steps.pushed, **_pushed(read, _repositories(job.plan))}
+        if job.req.mode is Mode.PUSH
+        else steps.pushed,
         spans=spans,
         metadata=read,
         tails={t: tuple(steps.tail(t)) for t in (failure.targets or targets)} if failure else {},
@@ -273,13 +285,18 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return data
 
 
-def _pushed(metadata: Mapping[str, Any]) -> dict[str, str]:
-    """target → the image it pushed, pinned by the digest in bake's metadata file."""
+def _pushed(metadata: Mapping[str, Any], repos: Mapping[str, str]) -> dict[str, str]:
+    """target → the image it pushed, pinned by the digest in bake's metadata file.
+
+    ``repos`` (target → repository) names the image where the metadata does not: buildx leaves
+    ``image.name`` out for an index it assembled from the nodes of a multi-node builder.
+    """
     out = {}
     for target, entry in metadata.items():
-        if isinstance(entry, dict) and entry.get("containerimage.digest") and entry.get("image.name"):
-            name = str(entry["image.name"]).split(",")[0]
-            out[target] = f"{untagged(name)}@{entry['containerimage.digest']}"
+        digest = entry.get("containerimage.digest") if isinstance(entry, dict) else None
+        name = str(entry.get("image.name") or repos.get(target, "")).split(",")[0] if digest else ""
+        if digest and name:
+            out[target] = f"{untagged(name)}@{digest}"
     return out
 
 
