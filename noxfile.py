@@ -55,6 +55,19 @@ def tests(session: nox.Session) -> None:
     )
 
 
+def _dockerfiles() -> list[str]:
+    """Every Dockerfile under images/ and samples/: Dockerfile, Dockerfile.<name> and <name>.Dockerfile."""
+    found = {
+        p
+        for top in ("images", "samples")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file()
+        and (p.name == "Dockerfile" or p.name.endswith(".Dockerfile") or p.name.startswith("Dockerfile."))
+        and not p.name.endswith(".dockerignore")
+    }
+    return sorted(p.relative_to(ROOT).as_posix() for p in found)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check), mypy --strict, hadolint on every Dockerfile of images/ and samples/."""
