@@ -76,16 +76,19 @@ def check_files(loaded: Loaded, plan: Plan) -> None:
 
 
 def entitlements(loaded: Loaded, plan: Plan) -> tuple[str, ...]:
-    """The ``--allow`` entitlements bake needs for this plan's local paths outside ``loaded.root``."""
+    """The ``--allow`` entitlements bake needs for this plan's paths outside ``loaded.root``.
+
+    Contexts, local cache folders and secret files: bake asks for each of them when it lies elsewhere.
+    """
     root = loaded.root.resolve()
     reads: set[Path] = set()
     writes: set[Path] = set()
     for cell in plan.cells:
         if not is_remote(cell.context):
             reads.add((root / cell.context).resolve())
-        for entry in (*cell.cache_from, *cell.cache_to):
+        for entry in (*cell.cache_from, *cell.cache_to, *cell.secrets):
             fields = dict(part.partition("=")[::2] for part in entry.split(","))
-            if fields.get("type") == "local":
+            if fields.get("type") == "local" or ("id" in fields and "src" in fields):  # a local cache, a secret file
                 (reads if "src" in fields else writes).add((root / (fields.get("src") or fields["dest"])).resolve())
     return tuple(
         sorted(
