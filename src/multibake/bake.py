@@ -57,6 +57,7 @@ class CellResult:
     duration: float = 0.0
     digest: str | None = None
     platform_digests: Mapping[str, str] = field(default_factory=dict)
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # platform → (compressed bytes, layers)
     error: str | None = None
     log_tail: tuple[str, ...] = ()
 

@@ -284,7 +284,8 @@ def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -
     status = Status.UNCHANGED if unchanged else Status.PUBLISHED
     if first is None:
         return replace(cell, status=status)
-    return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms))
+    sizes = {platform: (total, layers) for platform, total, layers in first.sizes}
+    return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms), sizes=sizes)
 
 
 def publish_shards(
