@@ -11,9 +11,7 @@ an ``Attempt``, and the cells' results are derived from those.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,33 +21,30 @@ from typing import TYPE_CHECKING, Any
 
 from multibake.builder import BuilderInfo
 from multibake.failures import Failure, Kind, Steps, classify
+from multibake.invocation import (
+    Request,
+    Runner,
+    by_digest,
+    command_line,
+    nodes,
+    pushed_images,
+    read_metadata,
+    repositories,
+    supports_fs_entitlements,
+)
 from multibake.kinds import Mode, Status
-from multibake.plan import Cell, Plan, untagged
+from multibake.plan import Cell, Plan
 from multibake.retry import RetryPolicy, Transient
 
 if TYPE_CHECKING:
-    from python_on_whales import DockerClient
+    pass
 
 Echo = Callable[[str], None]
 Span = tuple[float, float]  # monotonic time of a target's first and last progress line
 
-_SECRETISH = re.compile(r"token|passw|secret|key|auth|cred", re.IGNORECASE)
 # python-on-whales streams bake without logging its command; --debug shows it through this logger
 _LOG = logging.getLogger("multibake.docker")
 _LOG_TAIL = 30  # progress lines kept per failed cell
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Request:
-    bake_file: Path  # absolute
-    root: Path  # bake runs here: the plan's context paths are relative to it
-    mode: Mode = Mode.CACHE
-    output: str | None = None
-    sets: Mapping[str, str] = field(default_factory=dict)
-    builder: str | None = None
-    keep_going: bool = False
-    allow: tuple[str, ...] = ()  # bake's --allow entitlements (fs.read=PATH) for paths outside ``root``
-    by_digest: bool = False  # push untagged, by digest (builders other than the docker driver)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,6 +57,7 @@ class CellResult:
     duration: float = 0.0
     digest: str | None = None
     platform_digests: Mapping[str, str] = field(default_factory=dict)
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # platform → (compressed bytes, layers)
     error: str | None = None
     log_tail: tuple[str, ...] = ()
 
@@ -135,69 +131,6 @@ class _Job:
     owner: Mapping[str, Cell]  # bake target → the cell it builds (a cell built per platform has several)
 
 
-# An image pushed untagged: nothing but its digest (read from the metadata file) names it until
-# publish points the public tags at it, so no staging tag is ever left in the registry.
-_BY_DIGEST = "type=image,push=true,push-by-digest=true,name-canonical=true"
-
-
-def by_digest(builder: BuilderInfo) -> bool:
-    """The docker driver refuses push-by-digest; BuildKit's own drivers take it."""
-    return builder.driver in ("docker-container", "remote", "kubernetes")
-
-
-def _repositories(plan: Plan) -> dict[str, str]:
-    """bake target → the repository its image is pushed to."""
-    staging = {c.target: c.staging for c in plan.cells} | {p.target: p.staging for c in plan.cells for p in c.split}
-    return {target: untagged(ref) for target, ref in staging.items()}
-
-
-def output_sets(plan: Plan, req: Request) -> dict[str, str]:
-    """Per-target outputs: only planned cells push or load; parent views stay cache-only."""
-    out = {
-        Mode.CACHE: "type=cacheonly",
-        Mode.PUSH: _BY_DIGEST if req.by_digest else "type=registry",
-        Mode.LOAD: "type=docker",
-        Mode.OUTPUT: req.output or "type=cacheonly",
-    }[req.mode]
-    sets = {f"{t}.output": out for c in plan.cells for t in c.bake_targets}
-    if req.mode is Mode.PUSH and req.by_digest:
-        # BuildKit refuses to push a tagged name by digest: each target names its bare repository
-        repos = _repositories(plan)
-        sets.update({f"{t}.tags": repos[t] for c in plan.cells for t in c.bake_targets})
-    sets.update(req.sets)
-    return sets
-
-
-def command_line(
-    plan: Plan,
-    req: Request,
-    targets: Sequence[str],
-    *,
-    use_cache: bool = True,
-    metadata: Path | None = None,
-    redact: bool = True,
-) -> list[str]:
-    """The bake command multibake runs; secret-looking --set values redacted unless ``redact`` is False."""
-    argv = ["docker", "buildx", "bake", "--file", str(req.bake_file), "--progress", "plain"]
-    if req.builder:
-        argv += ["--builder", req.builder]
-    if not use_cache:
-        argv.append("--no-cache")
-    argv += [f"--allow={entitlement}" for entitlement in req.allow]
-    if metadata is not None:
-        argv += ["--metadata-file", str(metadata)]
-    for key, value in output_sets(plan, req).items():
-        shown = "***" if redact and _SECRETISH.search(key) else value
-        argv += ["--set", f"{key}={shown}"]
-    return argv + list(targets)
-
-
-def supports_fs_entitlements(buildx_version: str) -> bool:
-    """buildx 0.19 added bake's fs entitlements (and 0.20 enforces them); older ones reject the flag."""
-    m = re.match(r"v?(\d+)\.(\d+)", buildx_version)
-    return m is not None and (int(m.group(1)), int(m.group(2))) >= (0, 19)
-
-
 def pending(cell: Cell) -> CellResult:
     return CellResult(target=cell.target, family=cell.family, platforms=cell.platforms, tags=cell.tags)
 
@@ -213,24 +146,6 @@ def bake_targets(plan: Plan) -> list[str]:
 
 
 # --- one bake run -------------------------------------------------------------------------------
-
-
-Runner = Callable[[Sequence[str]], Iterable[str]]  # argv of `docker buildx bake …` → its output, streamed
-
-
-def whales_runner(docker: DockerClient) -> Runner:
-    """Run a bake argv with python-on-whales' streaming runner and the client's own docker command.
-
-    The argv is built by multibake rather than by python-on-whales' ``bake()``, which has no ``--allow``.
-    A failed run raises python-on-whales' DockerException, with the command and its output.
-    """
-
-    def run(argv: Sequence[str]) -> Iterable[str]:
-        from python_on_whales.components.buildx.cli_wrapper import stream_buildx_logs
-
-        return stream_buildx_logs([*(str(part) for part in docker.buildx.docker_cmd), *argv[1:]])
-
-    return run
 
 
 def _stream(job: _Job, targets: Sequence[str], use_cache: bool, metadata: Path) -> Iterable[str]:
@@ -261,53 +176,20 @@ def _bake_once(job: _Job, targets: Sequence[str], use_cache: bool) -> BakeRun:
                 job.echo(line)
         except DockerException as exc:
             failure = classify(exc.stderr or "", steps.known_targets)
-    read = _read_metadata(metadata) if failure is None else {}
+    read = read_metadata(metadata) if failure is None else {}
     return BakeRun(
         targets=tuple(targets),
         outcome=failure.kind.value if failure else "ok",
         reason=failure.reason if failure else None,
         failure=failure,
         executed_runs=tuple(steps.executed_runs()),
-        pushed={**steps.pushed, **_pushed(read, _repositories(job.plan))}
+        pushed={**steps.pushed, **pushed_images(read, repositories(job.plan))}
         if job.req.mode is Mode.PUSH
         else steps.pushed,
         spans=spans,
         metadata=read,
         tails={t: tuple(steps.tail(t)) for t in (failure.targets or targets)} if failure else {},
     )
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def _pushed(metadata: Mapping[str, Any], repos: Mapping[str, str]) -> dict[str, str]:
-    """target → the image it pushed, pinned by the digest in bake's metadata file.
-
-    ``repos`` (target → repository) names the image where the metadata does not: buildx leaves
-    ``image.name`` out for an index it assembled from the nodes of a multi-node builder.
-    """
-    out = {}
-    for target, entry in metadata.items():
-        digest = entry.get("containerimage.digest") if isinstance(entry, dict) else None
-        name = str(entry.get("image.name") or repos.get(target, "")).split(",")[0] if digest else ""
-        if digest and name:
-            out[target] = f"{untagged(name)}@{digest}"
-    return out
-
-
-def nodes(metadata: Mapping[str, Any]) -> dict[str, str]:
-    """target → the builder node that built it, from bake's ``buildx.build.ref`` (builder/node/ref)."""
-    out = {}
-    for target, entry in metadata.items():
-        ref = entry.get("buildx.build.ref") if isinstance(entry, dict) else None
-        if isinstance(ref, str) and ref.count("/") >= 2:
-            out[target] = ref.split("/")[1]
-    return out
 
 
 def _unresolved(job: _Job, run: BakeRun) -> Failure | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from multibake import buildid
@@ -61,6 +61,7 @@ class TagCheck:
     platforms: tuple[tuple[str, str], ...] = ()  # platform → digest, attestations aside
     attestations: int = 0
     problem: str | None = None
+    sizes: tuple[tuple[str, int, int], ...] = ()  # (platform, compressed bytes, layers), the cell's first index
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -200,10 +201,35 @@ def verify(plan: Plan, reg: Registry) -> list[TagCheck]:
         lambda item: _check_platform_tag(reg, item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1])),
         singles,
     )
+    index_checks = _with_sizes(reg, plan, index_checks)
     by_target: dict[str, list[TagCheck]] = {}
     for check in [*index_checks, *single_checks]:
         by_target.setdefault(check.target, []).append(check)
     return [check for cell in plan.cells for check in by_target.get(cell.target, [])]
+
+
+def _with_sizes(reg: Registry, plan: Plan, checks: list[TagCheck]) -> list[TagCheck]:
+    """The first index check of each cell, with each platform image's compressed size and layer count.
+
+    What release engineers ask after a base bump ("what grew?"): the sum of the layer sizes the registry
+    serves, as ``docker pull`` downloads them, and the number of layers.
+    """
+    first: dict[str, int] = {}
+    for i, check in enumerate(checks):
+        if check.platforms and check.target not in first:
+            first[check.target] = i
+    image = {c.target: c.image for c in plan.cells}
+    wanted = [(i, p, d) for i in first.values() for p, d in checks[i].platforms]
+
+    def size(item: tuple[int, str, str]) -> tuple[int, int]:
+        held = reg.manifest(f"{image[checks[item[0]].target]}@{item[2]}")
+        layers = held.doc.get("layers", []) if held is not None else []
+        return sum(int(layer.get("size", 0)) for layer in layers), len(layers)
+
+    out = list(checks)
+    for (i, platform, _), (total, count) in zip(wanted, _parallel(size, wanted), strict=True):
+        out[i] = replace(out[i], sizes=(*out[i].sizes, (platform, total, count)))
+    return out
 
 
 def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, buildid, paths, publish, shards
+from multibake import bake, buildid, invocation, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -42,7 +42,7 @@ class Tools:
     say: Echo  # messages that are always shown (stderr)
     sleep: Callable[[float], None] = time.sleep
     api: Api = field(default_factory=Http)  # the registry API
-    bake_runner: Callable[[DockerClient], bake.Runner] = bake.whales_runner  # how a bake argv is run
+    bake_runner: Callable[[DockerClient], invocation.Runner] = invocation.whales_runner  # how a bake argv is run
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,7 +212,7 @@ def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
     )
 
 
-def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> bake.Request:
+def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocation.Request:
     """Step 3: the bake file, in a work directory of its own (shards may share a checkout)."""
     loaded = target.release.loaded
     workdir = loaded.root / ".multibake" / "build" / (target.shard.id if target.shard else "all")
@@ -220,7 +220,7 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> bake.Requ
     bake_file = workdir / "docker-bake.hcl"
     text = render.render_hcl(todo.plan, Path(loaded.file).name, staged=target.mode is Mode.PUSH)
     bake_file.write_text(text, encoding="utf-8")
-    return bake.Request(
+    return invocation.Request(
         bake_file=bake_file,
         root=loaded.root,
         mode=target.mode,
@@ -232,8 +232,8 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> bake.Requ
     )
 
 
-def dry_run(todo: Todo, req: bake.Request) -> DryRun:
-    argv = bake.command_line(todo.plan, req, bake.bake_targets(todo.plan))
+def dry_run(todo: Todo, req: invocation.Request) -> DryRun:
+    argv = invocation.command_line(todo.plan, req, bake.bake_targets(todo.plan))
     return DryRun(bake_file=req.bake_file.read_text(encoding="utf-8"), command=f"cd {req.root} && " + " ".join(argv))
 
 
@@ -284,7 +284,8 @@ def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -
     status = Status.UNCHANGED if unchanged else Status.PUBLISHED
     if first is None:
         return replace(cell, status=status)
-    return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms))
+    sizes = {platform: (total, layers) for platform, total, layers in first.sizes}
+    return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms), sizes=sizes)
 
 
 def publish_shards(

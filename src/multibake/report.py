@@ -114,6 +114,7 @@ def build_json(report: BuildReport) -> dict[str, Any]:
                 "duration": c.duration,
                 "digest": c.digest,
                 "platform_digests": dict(c.platform_digests),
+                "sizes": {p: {"bytes": b, "layers": n} for p, (b, n) in c.sizes.items()},
                 "tags": list(c.tags),
                 "error": c.error,
                 "log_tail": list(c.log_tail),
@@ -141,6 +142,7 @@ def build_table(report: BuildReport) -> str:
             ]
         )
     text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
+    text += sizes_table([(c.target, p, b, n) for c in report.cells for p, (b, n) in c.sizes.items()])
     for c in report.cells:
         if c.status.ok or not c.error:
             continue
@@ -162,6 +164,14 @@ def build_table(report: BuildReport) -> str:
     return text
 
 
+def sizes_table(rows: list[tuple[str, str, int, int]]) -> str:
+    """Compressed size and layer count per cell and platform, as the registry serves them."""
+    if not rows:
+        return ""
+    cells = [[target, name(p, Scheme.SHORT), f"{b / 1e6:.1f} MB", str(n)] for target, p, b, n in rows]
+    return "\n" + table(["TARGET", "PLATFORM", "COMPRESSED", "LAYERS"], cells)
+
+
 VERIFY_SCHEMA = "multibake.verify/v1"
 
 
@@ -179,6 +189,7 @@ def verify_json(checks: list[TagCheck]) -> dict[str, Any]:
                 "digest": c.digest,
                 "platforms": dict(c.platforms),
                 "attestations": c.attestations,
+                "sizes": {p: {"bytes": b, "layers": n} for p, b, n in c.sizes},
                 "problem": c.problem,
             }
             for c in checks
@@ -200,5 +211,6 @@ def verify_table(checks: list[TagCheck]) -> str:
         for c in checks
     ]
     text = table(["TAG", "KIND", "STATUS", "DIGEST", "PLATFORMS", "ATTESTATIONS", "PROBLEM"], rows)
+    text += sizes_table([(c.target, p, b, n) for c in checks for p, b, n in c.sizes])
     bad = sum(not c.ok for c in checks)
     return text + f"\n{len(checks) - bad}/{len(checks)} tags match the plan\n"

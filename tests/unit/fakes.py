@@ -75,7 +75,8 @@ class FakeRegistry:
         """Push a single-platform image to ``ref``; its digest."""
         config = json.dumps({**_platform(platform), "config": {"Labels": dict(labels or {})}}).encode()
         self.blobs[_digest(config)] = config
-        doc = {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": _digest(config)}, "layers": []}
+        layers = [{"digest": _digest(config + b"layer"), "size": 1000}, {"digest": _digest(config), "size": 234}]
+        doc = {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": _digest(config)}, "layers": layers}
         return self.store(ref, json.dumps(doc).encode(), MANIFEST)
 
     def index(self, ref: str, entries: Mapping[str, str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multibake import bake
+from multibake import invocation
 from multibake.failures import Kind, Steps, classify
 
 TRANSIENT = [
@@ -115,10 +115,10 @@ def test_secret_looking_set_values_are_redacted_in_the_shown_command() -> None:
     from tests.helpers import SHIPPED_CONFIG, plan_file
 
     p = plan_file(SHIPPED_CONFIG)
-    req = bake.Request(
+    req = invocation.Request(
         bake_file=Path("/x/docker-bake.hcl"), root=Path("/x"), sets={"*.args.NPM_TOKEN": "s3cr3t", "*.args.A": "1"}
     )
-    argv = " ".join(bake.command_line(p, req, ["t"]))
+    argv = " ".join(invocation.command_line(p, req, ["t"]))
     assert "s3cr3t" not in argv and "*.args.NPM_TOKEN=***" in argv and "*.args.A=1" in argv
 
 

@@ -98,6 +98,16 @@ def test_push_publishes_every_cell_then_verifies(stack: Stack) -> None:
     assert any(line.startswith("buildx 0.29.1, builder fake") for line in stack.said)
 
 
+def test_the_summary_and_json_show_compressed_size_and_layers_per_platform(stack: Stack) -> None:
+    built = stack.build(push=True)
+    assert built.report is not None
+    app = next(c for c in built.report.cells if c.target == APP1)
+    assert app.sizes == dict.fromkeys(PLATFORMS, (1234, 2))
+    checks = release.verify(stack.config, None, (), stack.tools())
+    index = next(c for c in checks.checks or () if c.target == APP1 and c.kind == "index")
+    assert sorted(index.sizes) == sorted((p, 1234, 2) for p in PLATFORMS)
+
+
 def _public_tags(fake: FakeRegistry) -> dict[tuple[str, str], str]:
     """(repository, tag) → the digest it points at, for every public tag (staging tags left out)."""
     return {
