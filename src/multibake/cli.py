@@ -259,6 +259,8 @@ def _render_build(built: Built, as_json: bool) -> int:
 
     if built.dry_run is not None:
         typer.echo(built.dry_run.bake_file)
+        for line in built.dry_run.builder_commands:  # what a build would run first, on a builder that does not exist
+            typer.echo(f"# {line}")
         typer.echo(f"# {built.dry_run.command}")
     elif built.report is not None and as_json:
         typer.echo(json.dumps(report.build_json(built.report), indent=2))

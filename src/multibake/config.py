@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from multibake import platforms, refs
+from multibake import nodes, platforms, refs
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
 from multibake.lowgc import paused
 from multibake.platforms import Scheme
@@ -181,6 +181,9 @@ class Config(_Model):
     limits: Limits = Field(default_factory=Limits)
     source: str | None = Field(default=None, description="URL for the org.opencontainers.image.source label")
     images: dict[str, Family] = Field(min_length=1)
+    builder: nodes.BuilderSpec | None = Field(
+        default=None, description="a buildx builder and its nodes, created or updated before each build"
+    )
 
     @field_validator("source")
     @classmethod
@@ -231,6 +234,10 @@ def _model_for(path: KeyPath) -> type[BaseModel] | None:
         return Retry
     if path == ("limits",):
         return Limits
+    if path == ("builder",):
+        return nodes.BuilderSpec
+    if len(path) == 3 and path[:2] == ("builder", "nodes"):
+        return nodes.NodeSpec
     if len(path) == 4 and path[0] == "images" and path[2] == "secrets":
         return Secret
     if len(path) == 2 and path[0] == "images":
@@ -270,9 +277,15 @@ def validate(data: Any, file: str, positions: Positions, keys: Positions | None 
             Location(file, line, col, ""), "the top level must be a mapping (registry:, platforms:, images:)"
         )
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, file, positions, keys or {}) from None
+    if config.builder is not None:
+        nodes.check(
+            config.builder,
+            lambda path, msg: config_error(Location(file, *_nearest(positions, path), format_path(path)), msg),
+        )
+    return config
 
 
 def _config_error(exc: ValidationError, file: str, positions: Positions, keys: Positions) -> ConfigError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, buildid, invocation, paths, publish, shards
+from multibake import bake, buildid, invocation, nodes, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -43,6 +43,7 @@ class Tools:
     sleep: Callable[[float], None] = time.sleep
     api: Api = field(default_factory=Http)  # the registry API
     bake_runner: Callable[[DockerClient], invocation.Runner] = invocation.whales_runner  # how a bake argv is run
+    buildx: Callable[[DockerClient], nodes.Buildx] = nodes.WhalesBuildx  # a configured builder's create/inspect
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +92,7 @@ class Todo:
 class DryRun:
     bake_file: str  # its text
     command: str  # `cd ROOT && docker buildx bake …`
+    builder_commands: tuple[str, ...] = ()  # `docker buildx create …` of a configured builder, from nothing
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,10 +116,17 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     policy = _policy(target.release, tools)
     reg = Registry(policy=policy, api=tools.api)
     todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
+    # builder: in platforms.yaml, unless --builder names another (whose nodes are then left alone)
+    configured = None if opts.builder else target.release.loaded.config.builder
+    if configured is not None:
+        nodes.check_coverage(configured, todo.plan)
+        opts = replace(opts, builder=configured.name)
     req = write_bake_file(target, todo, opts)
     if opts.dry_run:
-        return Built(ok=True, dry_run=dry_run(todo, req))
+        return Built(ok=True, dry_run=dry_run(todo, req, configured))
     docker = tools.docker()
+    if configured is not None:
+        nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
     info = preflight(docker, todo.plan, opts.builder, tools.say)
     workdir = req.bake_file.parent
     report = bake.execute(
@@ -232,9 +241,13 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocatio
     )
 
 
-def dry_run(todo: Todo, req: invocation.Request) -> DryRun:
+def dry_run(todo: Todo, req: invocation.Request, builder: nodes.BuilderSpec | None = None) -> DryRun:
     argv = invocation.command_line(todo.plan, req, bake.bake_targets(todo.plan))
-    return DryRun(bake_file=req.bake_file.read_text(encoding="utf-8"), command=f"cd {req.root} && " + " ".join(argv))
+    return DryRun(
+        bake_file=req.bake_file.read_text(encoding="utf-8"),
+        command=f"cd {req.root} && " + " ".join(argv),
+        builder_commands=nodes.dry_run_lines(builder) if builder else (),
+    )
 
 
 def preflight(docker: DockerClient, plan: Plan, builder: str | None, say: Echo) -> BuilderInfo:
