@@ -34,7 +34,7 @@ def _builder(name: str) -> str:
 
 
 def _staging_tags(plan: dict[str, object]) -> list[str]:
-    repos = {registry.split(c["tags"][0])[:2] for c in plan["cells"]}  # type: ignore[attr-defined,index]
+    repos = {registry.split(c["tags"][0])[:2] for c in plan["cells"]}  # type: ignore[attr-defined]
     return [t for host, repo in repos for t in registry.tags(host, repo) if t.startswith("multibake-staging-")]
 
 
