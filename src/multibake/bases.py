@@ -125,7 +125,7 @@ def plan_bases(
                 texts[where] = df.parse((root / cell.context / cell.dockerfile).read_text(encoding="utf-8"))
             out[cell.target] = cell_bases(cell, texts[where], family_of, sets or {})
         except (OSError, UnicodeDecodeError, df.DockerfileError) as exc:
-            if strict:
+            if strict and not isinstance(exc, df.Unsupported):
                 raise UsageError(f"cell {cell.target}: {where}: {exc}") from exc
             out[cell.target] = CellBases(
                 target=cell.target, dockerfile=where, shown=tuple((p, "?") for p in cell.platforms)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from multibake.refs import repository_problem, untagged
 
-_VAR = re.compile(r"\\\$|\$(?:\{(\w+)(?:(:?[-+])([^}]*))?\}|(\w+))")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_BRACED = re.compile(r"([A-Za-z_]\w*)(?:(:?[-+])(.*))?", re.DOTALL)
 _HEREDOC = re.compile(r"<<(-?)([\"']?)(\w+)\2")
 _ESCAPE_DIRECTIVE = re.compile(r"#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
 _BUILD_PLATFORM = re.compile(r"\$\{?BUILD(PLATFORM|OS|ARCH|VARIANT)\b")
@@ -28,6 +29,10 @@ _BUILD_PLATFORM = re.compile(r"\$\{?BUILD(PLATFORM|OS|ARCH|VARIANT)\b")
 
 class DockerfileError(ValueError):
     """A Dockerfile whose base images cannot be worked out (BuildKit would refuse it too)."""
+
+
+class Unsupported(DockerfileError):
+    """Syntax BuildKit may accept but multibake does not read (``${VAR%suffix}``, …): not a refusal."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -159,21 +164,46 @@ def _sources(rest: str) -> list[str]:
 
 
 def expand(word: str, env: Mapping[str, str | None]) -> str:
-    """``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:+alt}``, ``${VAR+alt}``."""
+    """``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:+alt}``, ``${VAR+alt}`` (nested)."""
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        if word.startswith("\\$", i):
+            out.append("$")
+            i += 2
+        elif word.startswith("${", i) and (end := _closing(word, i + 2)) > 0:
+            out.append(_braced(word[i + 2 : end], env))
+            i = end + 1
+        elif word[i] == "$" and (m := _NAME.match(word, i + 1)):
+            out.append(env.get(m.group()) or "")
+            i = m.end()
+        else:
+            out.append(word[i])
+            i += 1
+    return "".join(out)
 
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "\\$":
-            return "$"
-        value = env.get(m.group(1) or m.group(4))
-        op, alt = m.group(2), m.group(3)
-        if op is None:
-            return value or ""
-        given = bool(value) if op.startswith(":") else value is not None
-        if op.endswith("-"):
-            return value if given and value is not None else expand(alt, env)
-        return expand(alt, env) if given else ""
 
-    return _VAR.sub(sub, word)
+def _closing(word: str, start: int) -> int:
+    """The index of the ``}`` closing a ``${`` whose body starts at ``start``, or -1."""
+    depth = 1
+    for i in range(start, len(word)):
+        depth += {"{": 1, "}": -1}.get(word[i], 0)
+        if depth == 0:
+            return i
+    return -1
+
+
+def _braced(body: str, env: Mapping[str, str | None]) -> str:
+    m = _BRACED.fullmatch(body)
+    if m is None:
+        raise Unsupported(f"substitution ${{{body}}} is not one multibake reads")
+    value, op, alt = env.get(m.group(1)), m.group(2), m.group(3)
+    if op is None:
+        return value or ""
+    given = bool(value) if op.startswith(":") else value is not None
+    if op.endswith("-"):
+        return value if given and value is not None else expand(alt, env)
+    return expand(alt, env) if given else ""
 
 
 def global_env(df: Dockerfile, args: Mapping[str, str], platform: str) -> dict[str, str | None]:

@@ -89,7 +89,17 @@ def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "plan", "-c", str(SHIPPED_CONFIG))
     assert code == EXIT_OK
     lines = out.splitlines()
-    assert lines[0].split() == ["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM", "TAGS", "PARENT", "BASE"]
+    assert lines[0].split() == [
+        "FAMILY",
+        "TARGET",
+        "PLATFORMS",
+        "ARGS",
+        "TAGS",
+        "PER-PLATFORM",
+        "TAGS",
+        "PARENT",
+        "BASE",
+    ]
     rows = lines[1:11]
     assert [r.split()[1] for r in rows] == [c.target for c in plan_file(SHIPPED_CONFIG).cells]
     node18 = rows[9].split()
