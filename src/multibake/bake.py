@@ -101,6 +101,7 @@ class BuildReport:
     pushed: Mapping[str, str] = field(default_factory=dict)  # bake target → its staged image, pinned by digest
     nodes: Mapping[str, str] = field(default_factory=dict)  # bake target → the builder node that built it
     duration: float = 0.0
+    bases: Mapping[str, str] = field(default_factory=dict)  # cell target → the base image it builds on
 
     @property
     def route(self) -> str:

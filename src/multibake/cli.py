@@ -113,14 +113,15 @@ def plan_cmd(
     registry: RegistryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (shape in the README).")] = False,
 ) -> None:
-    """Show the expanded matrix: one row per cell."""
-    from multibake import report
+    """Show the expanded matrix: one row per cell, with the base image each platform builds on."""
+    from multibake import bases, report
 
-    _, p = load_plan(config, registry, selectors)
+    loaded, p = load_plan(config, registry, selectors)
+    found = bases.plan_bases(p, loaded.root, strict=False)  # no registry read: plan stays offline
     if as_json:
-        typer.echo(json.dumps(report.plan_json(p), indent=2))
+        typer.echo(json.dumps(report.plan_json(p, found), indent=2))
     else:
-        typer.echo(report.plan_table(p), nl=False)
+        typer.echo(report.plan_table(p, found), nl=False)
 
 
 @app.command()
@@ -230,6 +231,10 @@ def build(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Skip cells whose published image has the same build id.")
     ] = False,
+    no_preflight: Annotated[
+        bool,
+        typer.Option("--no-preflight", help="Do not check in the registry that base images publish every platform."),
+    ] = False,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
     from multibake import release
@@ -250,6 +255,7 @@ def build(
         lock=lock,
         result_dir=result_dir,
         skip_existing=skip_existing,
+        preflight=not no_preflight,
     )
     return _render_build(release.build(opts, _tools(progress)), as_json)
 

@@ -124,9 +124,9 @@ def _auth_host(key: str) -> str:
     return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
 
 
-def _client(ref: Ref) -> DXF:
-    clients: dict[tuple[str, str], DXF] = _local.__dict__.setdefault("clients", {})
-    key = (ref.host, ref.repo)
+def _client(ref: Ref, timeout: float = TIMEOUT) -> DXF:
+    clients: dict[tuple[str, str, float], DXF] = _local.__dict__.setdefault("clients", {})
+    key = (ref.host, ref.repo, timeout)
     if key not in clients:
 
         def auth(dxf: DXFBase, response: requests.Response) -> None:
@@ -139,7 +139,7 @@ def _client(ref: Ref) -> DXF:
             auth=auth,
             insecure=plain_http(ref.host),
             tlsverify=ca_bundle(ref.api_host),
-            timeout=TIMEOUT,
+            timeout=timeout,
         )
     return clients[key]
 
@@ -164,11 +164,14 @@ def _failure(what: str, exc: Exception) -> RegistryError:
 class Http:
     """The registry API over HTTP(S), one session per repository and thread."""
 
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout  # seconds per request (connect, and each read)
+
     def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
         """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
         parsed = parse(ref)
         try:
-            _, response = _client(parsed).get_manifest_and_response(parsed.reference)
+            _, response = _client(parsed, self.timeout).get_manifest_and_response(parsed.reference)
         except _ERRORS as exc:
             if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
                 return None
@@ -180,7 +183,7 @@ class Http:
         """A blob (an image config) of ``ref``'s repository, checked against its digest."""
         parsed = parse(ref)
         try:
-            return b"".join(cast(Iterable[bytes], _client(parsed).pull_blob(digest)))
+            return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout).pull_blob(digest)))
         except _ERRORS as exc:
             raise _failure(f"reading blob {digest} of {ref}", exc) from exc
 
@@ -188,7 +191,7 @@ class Http:
         """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
         parsed = parse(ref)
         try:
-            _client(parsed)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
+            _client(parsed, self.timeout)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
                 "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
             )
         except _ERRORS as exc:
@@ -273,7 +276,10 @@ class Registry:
 
     def image_config(self, ref: str) -> dict[str, Any]:
         """The config (platform, labels, ...) of a single-platform image."""
-        held = self.manifest(ref)
+        return self.config_of(ref, self.manifest(ref))
+
+    def config_of(self, ref: str, held: RawManifest | None) -> dict[str, Any]:
+        """The config of ``held``, the single-platform image ``ref`` was read as."""
         if held is None or held.is_index or "config" not in held.doc:
             raise BuildError(f"{ref}: not a single-platform image in the registry")
         digest = str(held.doc["config"]["digest"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, buildid, invocation, nodes, paths, publish, shards
+from multibake import bake, bases, buildid, invocation, nodes, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -65,6 +65,7 @@ class BuildOptions:
     lock: Path | None = None
     result_dir: Path = Path(".multibake/shards")
     skip_existing: bool = False
+    preflight: bool = True  # check every base image's platforms in the registry before building
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -124,6 +125,7 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     req = write_bake_file(target, todo, opts)
     if opts.dry_run:
         return Built(ok=True, dry_run=dry_run(todo, req, configured))
+    shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
     if configured is not None:
         nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
@@ -132,7 +134,7 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     report = bake.execute(
         tools.bake_runner(docker), todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir
     )
-    report = replace(report, cells=todo.up_to_date + report.cells)
+    report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
     if target.mode is Mode.PUSH:
@@ -248,6 +250,20 @@ def dry_run(todo: Todo, req: invocation.Request, builder: nodes.BuilderSpec | No
         command=f"cd {req.root} && " + " ".join(argv),
         builder_commands=nodes.dry_run_lines(builder) if builder else (),
     )
+
+
+def check_bases(target: Target, todo: Todo, tools: Tools, *, check: bool) -> dict[str, str]:
+    """Step 4a: each cell's base images; refused (exit 2, nothing built) when one lacks a planned platform.
+
+    Returns target → the base each platform builds on, for the summary. ``check=False``
+    (``--no-preflight``) reads no registry.
+    """
+    loaded = target.release.loaded
+    found = bases.plan_bases(todo.plan, loaded.root, target.sets, strict=check)
+    if check:
+        reg = bases.preflight_registry(tools.api, loaded.config.retry, tools.sleep, tools.echo)
+        bases.preflight(todo.plan, found, reg, tools.say)
+    return {t: bases.shown(cb) for t, cb in found.items()}
 
 
 def preflight(docker: DockerClient, plan: Plan, builder: str | None, say: Echo) -> BuilderInfo:

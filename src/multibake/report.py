@@ -9,14 +9,18 @@ from multibake.plan import Plan
 from multibake.platforms import Scheme, name
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from multibake.bake import BuildReport
+    from multibake.bases import CellBases
     from multibake.publish import TagCheck
 
 PLAN_SCHEMA = "multibake.plan/v1"
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
-    """The stable ``plan --json`` document (documented in the README)."""
+def plan_json(plan: Plan, bases: Mapping[str, CellBases] | None = None) -> dict[str, Any]:
+    """The stable ``plan --json`` document (documented in the README); ``base``: platform → base image."""
+    bases = bases or {}
     return {
         "schema": PLAN_SCHEMA,
         "registry": plan.registry,
@@ -37,6 +41,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "tags": list(c.tags),
                 "platform_tags": {p: list(refs) for p, refs in c.platform_tags},
                 "parent": c.parent,
+                "base": dict(bases[c.target].shown) if c.target in bases else {},
                 "cache_from": list(c.cache_from),
                 "cache_to": list(c.cache_to),
             }
@@ -56,7 +61,10 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_table(plan: Plan) -> str:
+def plan_table(plan: Plan, bases: Mapping[str, CellBases] | None = None) -> str:
+    from multibake.bases import shown
+
+    bases = bases or {}
     rows = []
     for c in plan.cells:
         rows.append(
@@ -68,9 +76,10 @@ def plan_table(plan: Plan) -> str:
                 ",".join(_short(t) for t in c.tags),
                 ",".join(_short(r) for _, refs in c.platform_tags for r in refs) or "-",
                 c.parent or "-",
+                shown(bases[c.target]) if c.target in bases else "-",
             ]
         )
-    head = table(["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT"], rows)
+    head = table(["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT", "BASE"], rows)
     images = sorted({c.image for c in plan.cells})
     return head + f"\n{len(plan.cells)} cells in {len(plan.families)} families; images: {', '.join(images)}\n"
 
@@ -139,9 +148,10 @@ def build_table(report: BuildReport) -> str:
                 (c.digest or "-").removeprefix("sha256:")[:12],
                 pdig or "-",
                 ",".join(_short(t) for t in c.tags),
+                report.bases.get(c.target, "-"),
             ]
         )
-    text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS"], rows)
+    text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS", "BASE"], rows)
     text += sizes_table([(c.target, p, b, n) for c in report.cells for p, (b, n) in c.sizes.items()])
     for c in report.cells:
         if c.status.ok or not c.error:

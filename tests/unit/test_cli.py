@@ -25,6 +25,7 @@ CELL_KEYS = {
     "tags",
     "platform_tags",
     "parent",
+    "base",
     "cache_from",
     "cache_to",
 }
@@ -88,12 +89,23 @@ def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "plan", "-c", str(SHIPPED_CONFIG))
     assert code == EXIT_OK
     lines = out.splitlines()
-    assert lines[0].split() == ["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM", "TAGS", "PARENT"]
+    assert lines[0].split() == [
+        "FAMILY",
+        "TARGET",
+        "PLATFORMS",
+        "ARGS",
+        "TAGS",
+        "PER-PLATFORM",
+        "TAGS",
+        "PARENT",
+        "BASE",
+    ]
     rows = lines[1:11]
     assert [r.split()[1] for r in rows] == [c.target for c in plan_file(SHIPPED_CONFIG).cells]
     node18 = rows[9].split()
     assert node18[:3] == ["alpine-s6-nodejs", "alpine-s6-nodejs-3_19-3_1_6_2-18", "amd64,arm64"]
-    assert node18[-1] == "alpine-s6-overlay-3_19-3_1_6_2"
+    assert node18[-2:] == ["alpine-s6-overlay-3_19-3_1_6_2", "<alpine-s6-overlay>"]
+    assert rows[0].split()[-1] == "alpine:3.19"  # the first FROM of the final stage, ARG substituted
     assert "3.20-3.2.0.2,3.20" in rows[2]
     assert "3.20-3.2.0.2-armv7" in rows[2]
     assert lines[-1] == (
@@ -123,6 +135,8 @@ def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert first["stage"] is None
     assert doc["cells"][9]["parent"] == "alpine-s6-overlay-3_19-3_1_6_2"
     assert doc["cells"][9]["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert first["base"] == dict.fromkeys(first["platforms"], "alpine:3.19")
+    assert doc["cells"][9]["base"] == {"linux/amd64": "<alpine-s6-overlay>", "linux/arm64": "<alpine-s6-overlay>"}
 
 
 def test_plan_json_equals_report_of_the_plan(
@@ -134,10 +148,11 @@ def test_plan_json_equals_report_of_the_plan(
     doc = json.loads(out)
     assert {c["labels"]["org.opencontainers.image.created"] for c in doc["cells"]} == {"2023-11-14T22:13:20Z"}
     # the CLI's plan is the library's plan with the checkout's provenance
-    from multibake import config, plan, provenance
+    from multibake import bases, config, plan, provenance
 
     loaded = config.load(SHIPPED_CONFIG)
-    assert doc == report.plan_json(plan.plan(loaded, provenance.resolve(loaded.root)))
+    p = plan.plan(loaded, provenance.resolve(loaded.root))
+    assert doc == report.plan_json(p, bases.plan_bases(p, loaded.root))
 
 
 def test_plan_selectors_and_registry(capsys: pytest.CaptureFixture[str]) -> None:
