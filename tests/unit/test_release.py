@@ -361,6 +361,7 @@ def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
         "duration",
         "digest",
         "platform_digests",
+        "sizes",
         "tags",
         "error",
         "log_tail",
