@@ -86,9 +86,15 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     session.run("python", "benchmarks/startup.py")
-    _stack(session)
+    _stack(session, "buildkit")
     _sample(session, "fast")
+    session.log("stack: current (docker 28.5, buildx 0.29.1, docker driver)")
     session.run("python", "benchmarks/build.py")
+    # the same release on standalone BuildKit (remote driver, push by digest): one round, cold only
+    session.log("stack: buildkit (builder multibake-remote)")
+    session.run(
+        "python", "benchmarks/build.py", "--rounds", "1", "--no-warm", env={"BUILDX_BUILDER": "multibake-remote"}
+    )
 
 
 def _base_images_reachable() -> bool:

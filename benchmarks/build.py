@@ -417,6 +417,7 @@ def main() -> int:
         nocache = nocache_config(snap)
         load = os.getloadavg()
         print(f"build benchmark: fast tier ({SAMPLE.relative_to(ROOT)}), {os.cpu_count()} CPUs, run id {run_id}")
+        print(f"builder: {os.environ.get('BUILDX_BUILDER') or 'the current one (docker buildx ls)'}")
         print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; logs in {logs}", flush=True)
         n_builds = 0
         for rnd in range(args.rounds):
