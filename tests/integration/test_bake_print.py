@@ -91,7 +91,7 @@ def _cache_entry(entry: Any) -> dict[str, str]:
 def _normalise(key: str, value: Any, cwd: Path) -> Any:
     if value in (None, [], {}, ""):
         return None
-    if key in ("cache-from", "cache-to"):
+    if key in ("cache-from", "cache-to", "secret"):
         return [_cache_entry(v) for v in value]
     if key == "platforms":
         # bake sorts the platforms of targets linked through `target:` contexts in place (its
