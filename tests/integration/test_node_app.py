@@ -177,8 +177,12 @@ def test_distroless_like_holds_node_its_libraries_the_app_and_passwd_only(
     assert "usr/bin/node" in names
     assert {"etc/passwd", "etc/group", "app/server.js", "app/node_modules/ms/index.js"} <= names
     files = [m.name.removeprefix("./") for m in members if m.isfile()]
-    outside = [n for n in files if not n.startswith(("app/", "etc/passwd", "etc/group", "usr/bin/node", "usr/lib"))]
+    # usr/share/nodejs: the builtins Debian's node loads from files instead of carrying them
+    kept = ("app/", "etc/passwd", "etc/group", "usr/bin/node", "usr/lib", "usr/share/nodejs/")
+    outside = [n for n in files if not n.startswith(kept)]
     assert not outside, outside
+    builtins = [n for n in files if n.startswith("usr/share/nodejs/")]
+    assert all(n.endswith(".js") for n in builtins), builtins
     libs = [n for n in files if n.startswith("usr/lib")]
     assert libs and all(".so" in n.rsplit("/", 1)[-1] for n in libs), libs
     assert [n for n in files if n.startswith("usr/bin/")] == ["usr/bin/node"]
