@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,51 @@ def test_each_platform_is_built_on_the_node_that_declares_it_and_runs_as_its_arc
             assert ran.returncode == 0, ran.stderr
             assert ran.stdout.strip() == UNAME[platform], (ref, ran.stdout)
     assert json.loads(multibake("verify", "--json", "-c", str(cfg)).stdout)["ok"] is True
+
+
+def _declare(cfg: Path, name: str, arm_endpoint: str) -> None:
+    """Add a ``builder:`` of two nodes on the buildkit stack's daemons to the release ``cfg``."""
+    cfg.write_text(
+        cfg.read_text()
+        + f"builder:\n  name: {name}\n  timeout: 30\n  nodes:\n"
+        + "    - {name: x86, driver: remote, endpoint: 'unix:///run/multibake/buildkitd-amd64.sock',"
+        + " platforms: [linux/amd64]}\n"
+        + f"    - {{name: pi, driver: remote, endpoint: '{arm_endpoint}', platforms: [linux/arm64, linux/arm/v7]}}\n"
+    )
+
+
+def test_a_declared_builder_is_created_once_and_builds_each_platform_on_its_node(stack: None, tmp_path: Path) -> None:
+    _builder("multibake-multinode")  # the daemons of the buildkit stack are there
+    name = f"mb-declared-{uuid.uuid4().hex[:6]}"
+    cfg = write_release(tmp_path)
+    _declare(cfg, name, "unix:///run/multibake/buildkitd-arm.sock")
+    try:
+        code, report, err = push(cfg)
+        assert code == 0, err[-3000:]
+        assert report["builder"]["name"] == name and report["route"] == "push-by-digest"
+        app = next(c for c in plan_of(cfg)["cells"] if c["family"] == "app")
+        assert report["nodes"][f"{app['target']}--amd64"] == "x86"
+        assert report["nodes"][f"{app['target']}--armv7"] == "pi"
+        listed = subprocess.run(["docker", "buildx", "inspect", name], capture_output=True, text=True, check=True)
+        assert "x86" in listed.stdout and "pi" in listed.stdout
+        code, _, err = push(cfg)  # the builder matches its declaration: used as it is
+        assert code == 0, err[-3000:]
+    finally:
+        subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
+
+
+def test_a_declared_node_that_does_not_answer_is_refused_before_anything_builds(stack: None, tmp_path: Path) -> None:
+    _builder("multibake-multinode")
+    name = f"mb-silent-{uuid.uuid4().hex[:6]}"
+    cfg = write_release(tmp_path)
+    _declare(cfg, name, f"unix://{tmp_path}/nobody.sock")
+    try:
+        proc = multibake("build", "--push", "-c", str(cfg))
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        error = [line for line in proc.stderr.splitlines() if line.startswith("multibake: error:")]
+        assert len(error) == 1 and "node pi" in error[0] and "nobody.sock" in error[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+        plan = plan_of(cfg)
+        assert all(registry.get(c["tags"][0]) is None for c in plan["cells"]), "nothing was pushed"
+    finally:
+        subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
