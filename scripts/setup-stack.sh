@@ -300,7 +300,11 @@ BUILDKIT_DAEMONS=("all:linux/amd64,linux/arm64,linux/arm/v7" "amd64:linux/amd64"
 
 build_buildkit() {
   [ -x "$BUILDKIT_PREFIX/bin/buildkitd" ] && [ -x "$BUILDKIT_PREFIX/bin/buildctl" ] && return 0
+  [ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
   have go || apt_install golang-go
+  # buildkit's go.mod asks for a newer Go than some distributions ship: the go command then fetches
+  # that toolchain from the Go module proxy (Debian's go.env sets GOTOOLCHAIN=local, so say auto).
+  export GOTOOLCHAIN=auto
   local dir
   say "building buildkitd and buildctl $BUILDKIT_VERSION from the Go module (once; cached in $BUILDKIT_PREFIX)"
   # `go install …@version` refuses buildkit (its go.mod has exclude directives): build inside the module.
