@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from multibake import dockerfile as df
 from multibake import platforms as arch
@@ -29,8 +30,10 @@ from multibake.model import Cell, Plan
 from multibake.paths import is_remote
 from multibake.platforms import Scheme
 from multibake.refs import untagged
-from multibake.registry import Api, Http, Registry, parse, platform_name
-from multibake.retry import RetryPolicy, Transient
+
+if TYPE_CHECKING:  # the registry client (requests, tenacity) is imported only when preflight runs:
+    # `multibake plan` shows the bases without reading any registry, and starts faster for it
+    from multibake.registry import Api, Registry
 
 Echo = Callable[[str], None]
 TIMEOUT = 10.0  # seconds per request: an unreachable host costs at most ATTEMPTS of these
@@ -156,6 +159,8 @@ def covers(published: frozenset[str], platform: str) -> bool:
 
 def canonical_ref(ref: str) -> str:
     """``alpine:3.21`` → ``docker.io/library/alpine:3.21`` (docker's rules): one read per image."""
+    from multibake.registry import parse
+
     name, at, digest = ref.partition("@")
     parsed = parse(f"{untagged(name)}@{digest}" if at else name)
     sep = "@" if parsed.reference.startswith("sha256:") else ":"
@@ -164,6 +169,9 @@ def canonical_ref(ref: str) -> str:
 
 def preflight_registry(api: Api, retry: Retry, sleep: Callable[[float], None], echo: Echo) -> Registry:
     """A registry client with short timeouts and few attempts: preflight must not hang on a dead host."""
+    from multibake.registry import Http, Registry
+    from multibake.retry import RetryPolicy
+
     limits = Retry(attempts=min(ATTEMPTS, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
     return Registry(
         policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
@@ -181,6 +189,8 @@ class _Reads:
 
 def published_platforms(reg: Registry, ref: str) -> frozenset[str] | None:
     """The platforms ``ref`` publishes (an index's entries, or a single image's config), None if absent."""
+    from multibake.registry import platform_name
+
     held = reg.manifest(ref)
     if held is None:
         return None
@@ -193,6 +203,9 @@ def read_all(reg: Registry, refs: list[str], threads: int = THREADS) -> _Reads:
     """Read each reference once, ``threads`` at a time. A host that failed transiently (unreachable,
     timing out, 5xx after retries) is not asked again in this run: one timeout per host, not per image.
     """
+    from multibake.registry import parse
+    from multibake.retry import Transient
+
     reads = _Reads(held={}, failed={})
     down: set[str] = set()
     lock = threading.Lock()
