@@ -20,6 +20,7 @@ from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
 from multibake.builder import BuilderInfo, check_builder, inspect_builder
+from multibake.config import Retry
 from multibake.errors import UsageError
 from multibake.kinds import Mode, Split, Status
 from multibake.plan import Plan
@@ -115,6 +116,8 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     """The release, step by step."""
     target = resolve(opts)
     policy = _policy(target.release, tools)
+    if target.mode is Mode.PUSH and not opts.dry_run:
+        tools.say(budget(target.release.loaded.config.retry))
     reg = Registry(policy=policy, api=tools.api)
     todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
     # builder: in platforms.yaml, unless --builder names another (whose nodes are then left alone)
@@ -140,6 +143,15 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     if target.mode is Mode.PUSH:
         return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going)
     return Built(ok=report.ok, report=report)
+
+
+def budget(limits: Retry) -> str:
+    """The retry budget, said before a release starts: how long a bad registry day can cost at most."""
+    waits = (limits.attempts - 1) * limits.max_delay
+    return (
+        f"multibake: transient registry failures: up to {limits.attempts} attempts per step, waits up to "
+        f"{limits.max_delay:g} s each ({waits:g} s in all, retry: in platforms.yaml)"
+    )
 
 
 def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:

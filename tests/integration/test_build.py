@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,24 @@ def test_bad_build_input_exits_2_before_building(stack: None, args: list[str], f
     assert "Traceback" not in proc.stderr
     assert "#1 " not in proc.stderr, "bake must not have started"
     assert registry.get(f"{reg}/app:1.0-slim") is None
+
+
+def test_a_registry_that_always_fails_ends_the_release_within_its_retry_budget(stack: None, tmp_path: Path) -> None:
+    with FaultProxy(fail_puts=-1, status=503, match="/manifests/") as proxy:
+        cfg = _retry_config(tmp_path, f"127.0.0.1:{proxy.port}")
+        cfg.write_text(
+            cfg.read_text().replace(
+                "attempts: 6, initial_delay: 1, max_delay: 4", "attempts: 2, initial_delay: 1, max_delay: 2"
+            )
+        )
+        started = time.monotonic()
+        code, report, err = build_json("-c", str(cfg), "--push")
+        elapsed = time.monotonic() - started
+    assert code == 1, err[-3000:]
+    assert "up to 2 attempts per step, waits up to 2 s each (2 s in all" in err
+    # two bake runs, each outlasting BuildKit's own retries (about 10 s), and one wait: bounded
+    assert len(report["bake_runs"]) == 2 and elapsed < 120, (elapsed, report["bake_runs"])
+    failed = [c for c in report["cells"] if c["status"] == "failed"]
+    assert failed and all(f"127.0.0.1:{proxy.port}" in (c["error"] or "") for c in failed), failed
+    for cell in report["cells"]:
+        assert registry.get(cell["tags"][0].replace(f"127.0.0.1:{proxy.port}", "127.0.0.1:5000")) is None

@@ -98,6 +98,11 @@ def test_push_publishes_every_cell_then_verifies(stack: Stack) -> None:
     assert any(line.startswith("buildx 0.29.1, builder fake") for line in stack.said)
 
 
+def test_a_push_says_its_retry_budget_before_it_starts(stack: Stack) -> None:
+    assert stack.build(push=True).ok
+    assert any("up to 4 attempts per step, waits up to 60 s each (180 s in all" in line for line in stack.said)
+
+
 def test_the_summary_and_json_show_compressed_size_and_layers_per_platform(stack: Stack) -> None:
     built = stack.build(push=True)
     assert built.report is not None
