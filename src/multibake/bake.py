@@ -33,7 +33,7 @@ from multibake.invocation import (
     supports_fs_entitlements,
 )
 from multibake.kinds import Mode, Status
-from multibake.plan import Cell, Plan
+from multibake.plan import Cell, Plan, is_host
 from multibake.retry import RetryPolicy, Transient
 
 if TYPE_CHECKING:
@@ -264,11 +264,24 @@ def _decided(job: _Job, attempt: Attempt, pushed: Mapping[str, str]) -> dict[str
         target: replace(
             pending(job.plan.cell(target)),
             status=Status.FAILED,
-            error=failure.reason,
+            error=_explained(job, failure, job.plan.cell(target)),
             log_tail=tuple(lines[-_LOG_TAIL:]),
         )
         for target, lines in tails.items()
     }
+
+
+def _explained(job: _Job, failure: Failure, cell: Cell) -> str:
+    """A failure as the user reads it: one that outlasted every retry names the registry it hit.
+
+    BuildKit's own last line does not always say where it was pushing ("error writing manifest blob").
+    """
+    if failure.kind is not Kind.TRANSIENT:
+        return failure.reason
+    first = cell.image.split("/", 1)[0]
+    registry = first if is_host(first) else "docker.io"
+    attempts = job.policy.limits.attempts
+    return f"registry {registry}: still failing after {attempts} attempts: {failure.reason}"
 
 
 def _one_by_one(

@@ -187,6 +187,12 @@ def test_retries_run_out_then_every_cell_fails_and_nothing_is_public(stack: Stac
     assert len(stack.docker.runs) == 3 and len(stack.sleeps) == 2
     assert set(stack.status(built).values()) == {Status.FAILED}
     assert stack.registry.writes == []
+    assert built.report is not None
+    for cell in built.report.cells:  # one message naming the registry and the last error
+        assert cell.error is not None and cell.error.startswith(
+            "registry 127.0.0.1:5000: still failing after 3 attempts"
+        )
+        assert "503" in cell.error
 
 
 def test_without_keep_going_a_failure_skips_the_rest(stack: Stack) -> None:
