@@ -33,7 +33,7 @@ from multibake.invocation import (
     supports_fs_entitlements,
 )
 from multibake.kinds import Mode, Status
-from multibake.plan import Cell, Plan, is_host
+from multibake.plan import Cell, Plan
 from multibake.retry import RetryPolicy, Transient
 
 if TYPE_CHECKING:
@@ -278,10 +278,10 @@ def _explained(job: _Job, failure: Failure, cell: Cell) -> str:
     """
     if failure.kind is not Kind.TRANSIENT:
         return failure.reason
-    first = cell.image.split("/", 1)[0]
-    registry = first if is_host(first) else "docker.io"
+    from multibake.registry import parse  # docker's rule for which part of a name is the registry
+
     attempts = job.policy.limits.attempts
-    return f"registry {registry}: still failing after {attempts} attempts: {failure.reason}"
+    return f"registry {parse(cell.image).host}: still failing after {attempts} attempts: {failure.reason}"
 
 
 def _one_by_one(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,11 @@ _BINFMT = {"linux/arm64": "qemu-aarch64", "linux/arm/v7": "qemu-arm", "linux/arm
 # python-on-whales logs each docker command it runs on its own logger; bake.py logs the bake runs
 # (which python-on-whales streams without logging) on multibake's.
 _COMMAND_LOGGERS = ("python_on_whales", "multibake")
+
+
+def client_argv(docker: DockerClient, argv: Sequence[str]) -> list[str]:
+    """A ``docker …`` argv that multibake built, run with the client's own docker command and config."""
+    return [*(str(part) for part in docker.buildx.docker_cmd), *argv[1:]]
 
 
 def docker_client(debug: bool = False) -> DockerClient:

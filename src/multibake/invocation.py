@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from multibake.builder import BuilderInfo
+from multibake.builder import BuilderInfo, client_argv
 from multibake.kinds import Mode
 from multibake.plan import Plan, untagged
 
@@ -112,7 +112,7 @@ def whales_runner(docker: DockerClient) -> Runner:
     def run(argv: Sequence[str]) -> Iterable[str]:
         from python_on_whales.components.buildx.cli_wrapper import stream_buildx_logs
 
-        return stream_buildx_logs([*(str(part) for part in docker.buildx.docker_cmd), *argv[1:]])
+        return stream_buildx_logs(client_argv(docker, argv))
 
     return run
 

@@ -399,4 +399,6 @@ class WhalesBuildx:
         # python-on-whales' create() has no --node or --leave: the argv is multibake's, run its way
         from python_on_whales.utils import run
 
-        run([*(str(part) for part in self.docker.buildx.docker_cmd), *argv[1:]])
+        from multibake.builder import client_argv
+
+        run(client_argv(self.docker, argv))

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration import registry
-from tests.integration.test_publish import multibake, plan_of, push, write_release
+from tests.integration.test_build import UNAME
+from tests.integration.test_publish import SHORT, multibake, plan_of, push, write_release
+from tests.integration.test_real_tier import docker
 
 NODE_OF = {"linux/amd64": "amd64", "linux/arm64": "arm", "linux/arm/v7": "arm"}
-SHORT = {"linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm/v7": "armv7"}
-UNAME = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "armv7l"}
 
 
 def _builder(name: str) -> str:
@@ -68,13 +68,7 @@ def test_each_platform_is_built_on_the_node_that_declares_it_and_runs_as_its_arc
             piece = f"{cell['target']}--{SHORT[platform]}"  # the bake target of one platform
             assert report["nodes"].get(piece) == NODE_OF[platform], (piece, report["nodes"])
             (ref,) = cell["platform_tags"][platform]
-            ran = subprocess.run(
-                ["docker", "run", "--rm", "--platform", platform, ref, "cat", "/arch"],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
+            ran = docker("run", "--rm", "--platform", platform, ref, "cat", "/arch", timeout=300)
             assert ran.returncode == 0, ran.stderr
             assert ran.stdout.strip() == UNAME[platform], (ref, ran.stdout)
     assert json.loads(multibake("verify", "--json", "-c", str(cfg)).stdout)["ok"] is True
