@@ -123,6 +123,12 @@ class Retry(_Model):
     attempts: int = Field(default=4, ge=1, le=20)
     initial_delay: float = Field(default=2.0, ge=0, le=600)
     max_delay: float = Field(default=60.0, ge=0, le=3600)
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="seconds one registry request of multibake's may stall before it counts as a transient failure",
+    )
 
 
 class TagRule(_Model):

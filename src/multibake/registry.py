@@ -43,9 +43,10 @@ _local = threading.local()
 
 
 class RegistryError(Exception):
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.transient = transient
+        self.retry_after = retry_after  # seconds the registry asked us to wait (429/503 Retry-After)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +156,19 @@ def _failure(what: str, exc: Exception) -> RegistryError:
         status = exc.response.status_code
         detail = exc.response.text.strip().splitlines()[0][:200] if exc.response.text.strip() else ""
         transient = status >= 500 or status == 429
-        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient)
+        wait = _retry_after(exc.response.headers.get("Retry-After"))
+        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
         return RegistryError(f"{what}: {type(exc).__name__}: connection reset or timed out", transient=True)
     return RegistryError(f"{what}: {exc}", transient=False)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds; an HTTP date or garbage counts as none)."""
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 class Http:
@@ -256,7 +266,7 @@ class Registry:
                 return call()
             except RegistryError as exc:
                 if exc.transient:
-                    raise Transient(Failure(Kind.TRANSIENT, str(exc), ())) from exc
+                    raise Transient(Failure(Kind.TRANSIENT, str(exc), ()), retry_after=exc.retry_after) from exc
                 raise BuildError(str(exc)) from exc
 
         try:

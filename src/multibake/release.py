@@ -118,7 +118,7 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
         tools.say(budget(target.release.loaded.config.retry))
-    reg = Registry(policy=policy, api=tools.api)
+    reg = _registry(target.release, tools)
     todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
     # builder: in platforms.yaml, unless --builder names another (whose nodes are then left alone)
     configured = None if opts.builder else target.release.loaded.config.builder
@@ -150,12 +150,20 @@ def budget(limits: Retry) -> str:
     waits = (limits.attempts - 1) * limits.max_delay
     return (
         f"multibake: transient registry failures: up to {limits.attempts} attempts per step, waits up to "
-        f"{limits.max_delay:g} s each ({waits:g} s in all, retry: in platforms.yaml)"
+        f"{limits.max_delay:g} s each ({waits:g} s in all), a stalled request gives up after {limits.timeout:g} s "
+        "(retry: in platforms.yaml)"
     )
 
 
 def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:
     return RetryPolicy(limits=release.loaded.config.retry, sleep=tools.sleep, echo=tools.echo)
+
+
+def _registry(release: shards.Resolved, tools: Tools) -> Registry:
+    """The release's registry client: its retries, and its per-request timeout (retry.timeout)."""
+    limits = release.loaded.config.retry
+    api = Http(timeout=limits.timeout) if isinstance(tools.api, Http) else tools.api
+    return Registry(policy=_policy(release, tools), api=api)
 
 
 def _mode(opts: BuildOptions) -> Mode:
@@ -340,7 +348,7 @@ def publish_shards(
             tools.say(f"multibake: {line}")
         tools.say("multibake: the release is incomplete, so no public tag was changed")
         return Checked(ok=False, checks=None)
-    reg = Registry(policy=_policy(release, tools), api=tools.api)
+    reg = _registry(release, tools)
     published = publish.promote(reg, release.plan, sources, partial=False)
     for target, why in published.held_back.items():
         tools.say(f"multibake: {target}: {why}")
@@ -351,6 +359,6 @@ def publish_shards(
 def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:
     """Read every planned tag back from the registry."""
     release = shards.resolve(config, registry, None, check_files=False)
-    reg = Registry(policy=_policy(release, tools), api=tools.api)
+    reg = _registry(release, tools)
     checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

@@ -28,9 +28,10 @@ def _silent(line: str) -> None:
 class Transient(Exception):
     """A failure that goes away by itself (5xx, 429, resets, timeouts): worth another attempt."""
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Failure, *, retry_after: float = 0.0) -> None:
         super().__init__(failure.reason)
         self.failure = failure
+        self.retry_after = retry_after  # the least wait the other side asked for (Retry-After)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,14 +59,20 @@ class RetryPolicy:
 
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.limits.attempts),
-            # "full jitter": a random wait up to min(max_delay, initial_delay * 2^n), so parallel
-            # releases hitting one registry do not retry in lockstep
-            wait=tenacity.wait_random_exponential(multiplier=self.limits.initial_delay, max=self.limits.max_delay),
+            wait=self._wait,
             retry=tenacity.retry_if_exception_type(Transient),
             before_sleep=before_sleep,
             sleep=self.sleep,
             reraise=True,
         )
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        # "full jitter": a random wait up to min(max_delay, initial_delay * 2^n), so parallel releases
+        # hitting one registry do not retry in lockstep; at least what a Retry-After asked, within max_delay
+        jitter = tenacity.wait_random_exponential(multiplier=self.limits.initial_delay, max=self.limits.max_delay)
+        exc = state.outcome.exception() if state.outcome else None
+        asked = exc.retry_after if isinstance(exc, Transient) else 0.0
+        return max(jitter(state), min(asked, self.limits.max_delay))
 
     def call(self, what: str, once: Callable[[], T]) -> T:
         """``once()``, retried while it raises Transient; raises the last Transient when attempts run out."""

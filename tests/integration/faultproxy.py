@@ -7,6 +7,11 @@ does by itself), or for every request when ``fail_puts`` is negative (a registry
 With ``agent``, only clients whose User-Agent contains it are refused (dockerd's pushes say
 ``docker/``, BuildKit's ``buildkit/``, multibake's ``python-requests/``).
 
+With ``chaos`` (a ``Chaos``), every request instead fails at a seeded rate with a mix of faults:
+500/502/503, 429 with ``Retry-After``, a connection reset (before a write reaches the registry, or
+in the middle of a read's body), or a stall past the client's timeout that ends in a reset. Every
+injected fault is logged (``log``) with its request.
+
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
 """
@@ -14,12 +19,42 @@ It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insec
 from __future__ import annotations
 
 import http.client
+import json
+import random
+import socket
+import struct
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+
+
+FAULTS = ("500", "502", "503", "429", "reset", "stall")
+_READS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Fail ``rate`` of all requests, each with a fault drawn from ``faults`` (seeded: reruns repeat)."""
+
+    rate: float = 0.2
+    seed: int = 8
+    faults: tuple[str, ...] = FAULTS
+    stall_seconds: float = 7.0  # longer than the client's timeout set by the test
+    retry_after: int = 1
+
+
+@dataclass(frozen=True)
+class Injected:
+    at: float
+    fault: str
+    method: str
+    path: str
+    agent: str
 
 
 class FaultProxy:
@@ -33,8 +68,13 @@ class FaultProxy:
         match: str = "/manifests/",
         agent: str = "",
         port: int = 5001,
+        chaos: Chaos | None = None,
     ) -> None:
         self.upstream = upstream
+        self.chaos = chaos
+        self._random = random.Random(chaos.seed if chaos else 0)
+        self.log: list[Injected] = []
+        self.requests = 0
         self.match = match
         self.agent = agent
         self.fail_puts = fail_puts
@@ -70,6 +110,9 @@ class FaultProxy:
                     body = self.rfile.read(length)
                 elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = self._read_chunked()
+                fault = self.owner._draw(self.command, self.path, self.headers.get("User-Agent", ""))
+                if fault is not None and self._fault(fault):
+                    return
                 refused = self.owner.agent in self.headers.get("User-Agent", "")
                 if self.command == "PUT" and self.owner.match in self.path and refused and self.owner._inject():
                     self.send_response(self.owner.status)
@@ -82,6 +125,35 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                self._forward(body, reset_midway=fault == "reset")
+
+            def _fault(self, fault: str) -> bool:
+                """Answer with ``fault``; False when it must be applied while forwarding (a read's reset)."""
+                if fault == "reset" and self.command in _READS:
+                    return False
+                if fault == "stall":
+                    time.sleep(self.owner.chaos.stall_seconds if self.owner.chaos else 0)
+                if fault in ("reset", "stall"):
+                    self._reset()
+                    return True
+                status = int(fault)
+                payload = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": f"injected {status}"}]}).encode()
+                self.send_response(status)
+                if status == 429 and self.owner.chaos:
+                    self.send_header("Retry-After", str(self.owner.chaos.retry_after))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return True
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() sends RST, as a dropped connection or a crashed proxy does
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+
+            def _forward(self, body: bytes, *, reset_midway: bool) -> None:
                 conn = http.client.HTTPConnection(self.owner.upstream, timeout=120)
                 headers: dict[str, str] = {}
                 for k, v in self.headers.items():  # repeated headers (Accept) joined, as HTTP allows
@@ -101,7 +173,11 @@ class FaultProxy:
                 upstream_length = resp.getheader("Content-Length") if self.command == "HEAD" else None
                 self.send_header("Content-Length", upstream_length or str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if reset_midway:  # half the body, then a dropped connection
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self._reset()
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
 
@@ -121,6 +197,27 @@ class FaultProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _draw(self, method: str, path: str, agent: str) -> str | None:
+        """The fault this request gets in chaos mode, or None; logged."""
+        with self._lock:
+            self.requests += 1
+            chaos = self.chaos
+            if chaos is None or self._random.random() >= chaos.rate:
+                return None
+            fault = self._random.choice(chaos.faults)
+            self.log.append(Injected(time.monotonic(), fault, method, path, agent.split(" ", maxsplit=1)[0]))
+            return fault
+
+    def counts(self) -> dict[str, int]:
+        """Injected faults by kind."""
+        out: dict[str, int] = {}
+        for entry in self.log:
+            out[entry.fault] = out.get(entry.fault, 0) + 1
+        return out
+
+    def write_log(self, path: Path) -> None:
+        path.write_text("".join(f"{e.at:.3f} {e.fault} {e.method} {e.path} {e.agent}\n" for e in self.log))
 
     def _inject(self) -> bool:
         with self._lock:

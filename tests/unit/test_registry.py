@@ -108,6 +108,17 @@ def test_failures_are_classified_once(exc: Exception, transient: bool) -> None:
     assert str(failure).startswith("writing 127.0.0.1:5000/x:1: ")
 
 
+@pytest.mark.parametrize(
+    ("header", "wait"), [("7", 7.0), ("0.5", 0.5), ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0), (None, 0.0)]
+)
+def test_a_429_keeps_the_wait_its_retry_after_asks(header: str | None, wait: float) -> None:
+    exc = _http_error(429)
+    if header is not None:
+        exc.response.headers["Retry-After"] = header
+    failure = registry._failure("reading 127.0.0.1:5000/x:1", exc)
+    assert failure.transient and failure.retry_after == wait
+
+
 def test_a_failure_message_never_carries_credentials() -> None:
     failure = registry._failure("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
     assert "401" in str(failure) and "Authorization" not in str(failure)

@@ -78,3 +78,16 @@ def test_images_merge_into_one_index_pushed_by_digest_and_the_same_sources_give_
 def test_merging_images_of_two_repositories_is_refused() -> None:
     with pytest.raises(BuildError, match="several repositories"):
         _registry(FakeRegistry(), 1, [], []).merge(["127.0.0.1:5000/a@sha256:1", "127.0.0.1:5000/b@sha256:2"])
+
+
+def test_a_retry_after_is_waited_for_within_max_delay() -> None:
+    sleeps: list[float] = []
+    fake = FakeRegistry(
+        fail_next=[
+            RegistryError(f"reading {REF}: HTTP 429", transient=True, retry_after=2.5),
+            RegistryError(f"reading {REF}: HTTP 429", transient=True, retry_after=600),
+        ]
+    )
+    _registry(fake, 3, sleeps, []).manifest(REF)
+    assert sleeps[0] >= 2.5, "at least what the registry asked for"
+    assert sleeps[1] == 3.0, "never past max_delay, whatever the registry asks"
