@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import requests
+import urllib3
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFUnauthorizedError
 
@@ -145,7 +146,15 @@ def _client(ref: Ref, timeout: float = TIMEOUT) -> DXF:
     return clients[key]
 
 
-_ERRORS = (requests.RequestException, DXFError)
+_ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
+# a connection dropped while a body was read surfaces as any of these, depending on where it broke
+_DROPPED = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    ConnectionError,
+)
 
 
 def _failure(what: str, exc: Exception) -> RegistryError:
@@ -158,7 +167,7 @@ def _failure(what: str, exc: Exception) -> RegistryError:
         transient = status >= 500 or status == 429
         wait = _retry_after(exc.response.headers.get("Retry-After"))
         return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+    if isinstance(exc, _DROPPED):
         return RegistryError(f"{what}: {type(exc).__name__}: connection reset or timed out", transient=True)
     return RegistryError(f"{what}: {exc}", transient=False)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,19 @@ def stack() -> str:
             pytest.skip(message)
     version = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=True).stdout
     return version.strip()
+
+
+_MEASURED: list[str] = []
+
+
+@pytest.fixture
+def measured() -> Callable[[str], None]:
+    """Keeps a line of numbers a test measured; they are printed at the end of the run."""
+    return _MEASURED.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MEASURED:
+        terminalreporter.section("measured")
+        for line in _MEASURED:
+            terminalreporter.write_line(line)

@@ -12,6 +12,10 @@ With ``chaos`` (a ``Chaos``), every request instead fails at a seeded rate with 
 in the middle of a read's body), or a stall past the client's timeout that ends in a reset. Every
 injected fault is logged (``log``) with its request.
 
+With ``hold`` (method, path, user agent → bool) and ``hold_at`` = n, the n-th matching request is held:
+``held`` is set, and the request waits until ``unhold`` is set, then its connection is reset. Tests use
+it to stop a release at a known point (the first public tag write, say) and kill it there.
+
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
 """
@@ -25,6 +29,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,7 +74,14 @@ class FaultProxy:
         agent: str = "",
         port: int = 5001,
         chaos: Chaos | None = None,
+        hold: Callable[[str, str, str], bool] | None = None,
+        hold_at: int = 1,
     ) -> None:
+        self.hold = hold
+        self.hold_at = hold_at
+        self.matched = 0
+        self.held = threading.Event()
+        self.unhold = threading.Event()
         self.upstream = upstream
         self.chaos = chaos
         self._random = random.Random(chaos.seed if chaos else 0)
@@ -101,7 +113,10 @@ class FaultProxy:
                         b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTPS request to an HTTP server\n"
                     )
                     return
-                super().handle()
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up: it may, under faults
+                    return
 
             def _handle(self) -> None:
                 body = b""
@@ -110,6 +125,11 @@ class FaultProxy:
                     body = self.rfile.read(length)
                 elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = self._read_chunked()
+                if self.owner._holds(self.command, self.path, self.headers.get("User-Agent", "")):
+                    self.owner.held.set()
+                    self.owner.unhold.wait()
+                    self._reset()
+                    return
                 fault = self.owner._draw(self.command, self.path, self.headers.get("User-Agent", ""))
                 if fault is not None and self._fault(fault):
                     return
@@ -144,7 +164,8 @@ class FaultProxy:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":  # a HEAD answer has no body
+                    self.wfile.write(payload)
                 return True
 
             def _reset(self) -> None:
@@ -198,6 +219,13 @@ class FaultProxy:
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def _holds(self, method: str, path: str, agent: str) -> bool:
+        if self.hold is None or not self.hold(method, path, agent):
+            return False
+        with self._lock:
+            self.matched += 1
+            return self.matched == self.hold_at
+
     def _draw(self, method: str, path: str, agent: str) -> str | None:
         """The fault this request gets in chaos mode, or None; logged."""
         with self._lock:
@@ -235,5 +263,6 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.unhold.set()
         self.server.shutdown()
         self.server.server_close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import urllib3
 from dxf.exceptions import DXFUnauthorizedError
 
 from multibake import registry
@@ -97,6 +98,9 @@ def _http_error(status: int, text: str = "") -> requests.HTTPError:
         (_http_error(429), True),
         (requests.ConnectionError("reset by peer"), True),
         (requests.ReadTimeout("read timed out"), True),
+        (requests.exceptions.ChunkedEncodingError("Connection broken: ConnectionResetError(104)"), True),
+        (urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(10 bytes read)"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
         (_http_error(403, "denied"), False),
         (_http_error(400, "manifest invalid"), False),
         (DXFUnauthorizedError(), False),
