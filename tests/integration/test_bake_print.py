@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 
 from multibake import cli, config, hcl, provenance
 from multibake import plan as planner
-from multibake.plan import Plan
+from multibake import platforms as arch
+from multibake.plan import Cell, Plan
+from multibake.platforms import Scheme
 from tests.helpers import REPO_ROOT, SHIPPED_CONFIG, make_context, plan_file, write_config
 
 pytestmark = pytest.mark.integration
@@ -129,13 +131,18 @@ def view_expectation(p: Plan, view: planner.View) -> dict[str, Any]:
 
 
 def check_plan_against_bake(p: Plan, bake_file: Path, cwd: Path, staged: bool = False) -> None:
-    names = [c.target for c in p.cells] + [v.target for v in p.views]
+    names = [t for c in p.cells for t in c.bake_targets] + [v.target for v in p.views]
     doc = bake_print(bake_file, cwd, names)
     printed = doc["target"]
     assert set(printed) == set(names), f"bake printed {sorted(set(printed) ^ set(names))} unexpectedly/missing"
     for cell in p.cells:
-        assert_target(cell.target, printed[cell.target], hcl.target_attrs(cell, staged), cwd)
-        assert "output" not in printed[cell.target]
+        # a cell with per-platform args is one target per platform, each with its own args and tags
+        wanted = [(t.target, hcl.split_attrs(cell, t, staged)) for t in cell.split] or [
+            (cell.target, hcl.target_attrs(cell, staged))
+        ]
+        for name, attrs in wanted:
+            assert_target(name, printed[name], attrs, cwd)
+            assert "output" not in printed[name]
     for view in p.views:
         got = printed[view.target]
         assert_target(view.target, got, view_expectation(p, view), cwd)
@@ -422,6 +429,13 @@ class ModelFamily:
     floating: tuple[str, dict[str, list[str]]] | None = None  # (axis, when)
     context: str = ""
     dockerfile: str = "Dockerfile"
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (env|file, name)
+    annotations: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    platform_args: dict[str, str] = field(default_factory=dict)  # arg → naming scheme
+
+    def split(self) -> bool:
+        """Built one target per platform: it has per-platform args, or an ancestor has."""
+        return bool(self.platform_args) or (self.base is not None and self.base.split())
 
 
 @dataclass
@@ -596,8 +610,15 @@ def _family(draw: st.DrawFn, index: int, name: str, base: ModelFamily | None, de
     label_keys = ["org.example.one", "org.example.${x}", 'org.example."q"', "org.example.%{y}", "ünï.✓"]
     for k in draw(st.lists(st.sampled_from(label_keys), max_size=2, unique=True)):
         fam.labels[k] = _templated(draw, axes_for_text)
+    _extras(draw, fam, axes_for_text)
     if fam.args:
         doc["args"] = {k: _template(v) for k, v in fam.args.items()}
+    if fam.secrets:
+        doc["secrets"] = {k: {kind: name} for k, (kind, name) in fam.secrets.items()}
+    if fam.annotations:
+        doc["annotations"] = {k: _template(v) for k, v in fam.annotations.items()}
+    if fam.platform_args:
+        doc["platform_args"] = dict(fam.platform_args)
     if fam.labels:
         doc["labels"] = {k: _template(v) for k, v in fam.labels.items()}
     safe_axes = [a for a, safe in fam.axes if safe]
@@ -624,6 +645,21 @@ def _family(draw: st.DrawFn, index: int, name: str, base: ModelFamily | None, de
     return fam
 
 
+def _extras(draw: st.DrawFn, fam: ModelFamily, axes: list[str]) -> None:
+    """Build secrets (from the environment or a file), index annotations and per-platform args."""
+    for key in draw(st.lists(st.sampled_from(["npm_token", "ca", "pip-conf"]), max_size=2, unique=True)):
+        env = "HYP_" + key.upper().replace("-", "_")
+        fam.secrets[key] = draw(st.sampled_from([("env", env), ("file", f"secrets/{key}.txt")]))
+    notes = ["org.opencontainers.image.description", "org.example.note"]
+    for key in draw(st.lists(st.sampled_from(notes), max_size=2, unique=True)):
+        fam.annotations[key] = _templated(draw, axes)
+    if draw(st.sampled_from([False, False, True])):
+        arg = draw(st.sampled_from(["S6_ARCH", "DEB_ARCH", "NODE_ARCH"]))
+        fam.platform_args[arg] = draw(
+            st.sampled_from([s.value for s in Scheme if s.value not in ("short", "bashbrew")])
+        )
+
+
 def _fill(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values[m[1]], template)
 
@@ -639,6 +675,10 @@ class Expected:
     context: str
     dockerfile: str
     parent: str | None
+    secrets: dict[str, tuple[str, str]]
+    annotations: dict[str, str]
+    platform_args: dict[str, str]  # arg → value, per platform below
+    split: bool
 
 
 def expected_cells(model: Model) -> Iterator[Expected]:
@@ -669,6 +709,10 @@ def expected_cells(model: Model) -> Iterator[Expected]:
                 context=_fill(fam.context, v),
                 dockerfile=_fill(fam.dockerfile, v),
                 parent=cell.parent.target() if cell.parent else None,
+                secrets=fam.secrets,
+                annotations={k: _expand(parts, v) for k, parts in fam.annotations.items()},
+                platform_args=fam.platform_args,
+                split=fam.split(),
             )
 
 
@@ -706,6 +750,10 @@ def test_random_configs_resolve_to_plan(stack: str, fixed_time: None, tmp_path: 
         want = list(expected_cells(model))
         for e in want:
             make_context(root, e.context, e.dockerfile)
+            for kind, name in e.secrets.values():
+                if kind == "file":
+                    (root / name).parent.mkdir(exist_ok=True)
+                    (root / name).write_text("not a real secret\n")
         for fmt in FORMATS:
             render_with_cli(cfg, fmt, root / f"docker-bake.{fmt}")
         p = cli_plan(cfg)
@@ -715,6 +763,8 @@ def test_random_configs_resolve_to_plan(stack: str, fixed_time: None, tmp_path: 
         event(f"views: {len(p.views)}" + (", chained" if any(v.base_context for v in p.views) else ""))
         event("includes" if any("include" in f.doc for f in model.families) else "no includes")
         event("excludes" if any("exclude" in f.doc for f in model.families) else "no excludes")
+        event("per-platform targets" if any(c.split for c in p.cells) else "no per-platform targets")
+        event("secrets" if any(f.secrets for f in model.families) else "no secrets")
         event("family without matrix" if any(not f.axes for f in model.families) else "every family has a matrix")
         # 1. the plan is what the generator meant
         got = {c.target: c for c in p.cells}
@@ -731,6 +781,7 @@ def test_random_configs_resolve_to_plan(stack: str, fixed_time: None, tmp_path: 
             assert labels["org.opencontainers.image.title"] == c.family
             assert labels["org.opencontainers.image.version"] == e.tags[0].rsplit(":", 1)[1]
             assert (c.context, c.dockerfile, c.parent) == (e.context, e.dockerfile, e.parent), e.target
+            assert_extras(c, e, root)
         # 2. bake resolves both renderings to the plan
         for fmt in FORMATS:
             check_plan_against_bake(p, root / f"docker-bake.{fmt}", root)
@@ -741,6 +792,21 @@ def test_random_configs_resolve_to_plan(stack: str, fixed_time: None, tmp_path: 
         selected = planner.select(p, [last])
         assert [c.target for c in selected.cells][-1] == last
         check_plan_against_bake(selected, root / "selected.hcl", root)
+
+
+def assert_extras(c: Cell, e: Expected, root: Path) -> None:
+    """Secrets, annotations and per-platform args of a cell are what the generator meant."""
+    sources = {"env": "env", "file": "src"}
+    assert sorted(c.secrets) == sorted(
+        f"id={k},{sources[kind]}={root / name if kind == 'file' else name}" for k, (kind, name) in e.secrets.items()
+    ), e.target
+    assert dict(c.annotations) == e.annotations, e.target
+    assert bool(c.split) == e.split, e.target
+    for piece in c.split:
+        assert piece.target == f"{e.target}--{SHORT[piece.platform]}"
+        want = e.args | {k: arch.name(piece.platform, Scheme(v)) for k, v in e.platform_args.items()}
+        assert dict(piece.args) == want, piece.target
+    assert [t.platform for t in c.split] in ([], list(e.platforms)), e.target
 
 
 def test_cli_rendering_equals_library_rendering(fixed_time: None, tmp_path: Path) -> None:

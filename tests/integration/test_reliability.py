@@ -166,9 +166,9 @@ def test_r3_a_release_killed_at_any_point_leaves_whole_tags_and_a_rerun_converge
     stack: None, tmp_path: Path, kill: KillAt
 ) -> None:
     reg = namespace(PROXY, "r3-kill")
-    with FaultProxy(hold=kill.hold, hold_at=kill.hold_at) as proxy:
+    with FaultProxy(hold_at=kill.hold_at) as proxy:
         cfg, plan, before = _published_once(tmp_path, reg)
-        proxy.matched = 0  # count from the killed release's requests only
+        proxy.hold = kill.hold  # armed for the release that is killed only
         with Monitor(plan) as monitor:
             release = Release(cfg, reg)
             kill.wait(release, proxy)
