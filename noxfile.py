@@ -41,7 +41,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "tests/unit", "-q", *session.posargs)
     _stack(session, "buildkit")  # docker 28 + buildx 0.29, plus buildkitd daemons as remote builders
     _sample(session, os.environ.get("MULTIBAKE_SAMPLE_TIERS", "all"))
-    session.run("pytest", "tests/integration", "-q", "-p", "no:cacheprovider", *session.posargs)
+    # the fault, kill and auth tests run in `nox -s reliability`, which CI runs as well
+    session.run(
+        "pytest",
+        "tests/integration",
+        "--ignore",
+        "tests/integration/test_reliability.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
     # publish, per-platform tags, verify, atomicity, shards and skip-existing again on BuildKit's own driver
     session.run(
         "pytest",
@@ -53,6 +63,26 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"BUILDX_BUILDER": "multibake-remote"},
     )
+
+
+RELIABILITY = (
+    "tests/unit/test_errors_corpus.py",  # R2: hostile input, bounded in time and memory
+    "tests/integration/test_reliability.py",  # R1 flaky registry, R3 killed and interrupted releases
+    "tests/integration/test_build.py::test_a_registry_that_always_fails_ends_the_release_within_its_retry_budget",
+    "tests/integration/test_build.py::test_401_is_not_retried_and_no_public_tag_appears",
+    "tests/integration/test_secrets.py",  # R4: secrets in no layer, log, file or message
+    "tests/integration/test_bake_print.py::test_random_configs_resolve_to_plan",  # R5: property-based oracle
+)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """The promises under faults: flaky registry, kills, hostile input, secrets, real auth, property-based rendering."""
+    session.install("-e", ".[test]")
+    _stack(session, "buildkit")
+    _sample(session, "fast")
+    auth = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests" / "integration").glob("test_auth*.py"))]
+    session.run("pytest", *RELIABILITY, *auth, "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 def _dockerfiles() -> list[str]:

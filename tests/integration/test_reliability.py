@@ -178,8 +178,11 @@ def test_r3_a_release_killed_at_any_point_leaves_whole_tags_and_a_rerun_converge
             time.sleep(1)
         assert monitor.problems == [], (kill.point, monitor.problems[:10])
         after = public_state(plan)
-        if kill.hold is not _moves:
-            assert after == before, f"killed {kill.point}: no public tag may have moved"
+        moved = [ref for ref in after if after[ref] != before[ref]]
+        if kill.hold is _moves and kill.hold_at > 1:
+            assert 0 < len(moved) < len(after), "killed in the middle: some tags moved, not all"
+        else:
+            assert moved == [], f"killed {kill.point}: no public tag may have moved"
         _converges(cfg, reg, plan)
 
 
