@@ -263,13 +263,20 @@ def platform_name(p: Mapping[str, Any]) -> str:
 class Registry:
     """Every registry read and write of a release, each retried on transient failures.
 
-    A failure that is not transient, or still failing after the last attempt, is a BuildError.
+    A failure that is not transient, or still failing after the last attempt, is a BuildError. A host
+    that outlasted every attempt once is not tried again by this client: a registry that is down ends
+    a release (or a verify of hundreds of tags) within one retry budget, not one per tag.
     """
 
     policy: RetryPolicy
     api: Api = field(default_factory=Http)
+    _down: dict[str, str] = field(default_factory=dict)  # host → why it is given up on
 
-    def _call(self, what: str, call: Callable[[], T]) -> T:
+    def _call(self, ref: str, what: str, call: Callable[[], T]) -> T:
+        host = parse(ref).host
+        if host in self._down:
+            raise BuildError(f"{what}: not tried, registry {host} {self._down[host]}")
+
         def once() -> T:
             try:
                 return call()
@@ -281,11 +288,12 @@ class Registry:
         try:
             return self.policy.call(what, once)
         except Transient as exc:
+            self._down.setdefault(host, f"was still failing after {self.policy.limits.attempts} attempts")
             raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {exc}") from exc
 
     def manifest(self, ref: str) -> RawManifest | None:
         """What ``ref`` points at in the registry, or None when there is no such tag."""
-        got = self._call(f"reading {ref}", lambda: self.api.get_manifest(ref))
+        got = self._call(ref, f"reading {ref}", lambda: self.api.get_manifest(ref))
         if got is None:
             return None
         body, served = got
@@ -302,7 +310,7 @@ class Registry:
         if held is None or held.is_index or "config" not in held.doc:
             raise BuildError(f"{ref}: not a single-platform image in the registry")
         digest = str(held.doc["config"]["digest"])
-        body = self._call(f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
+        body = self._call(ref, f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
         config: dict[str, Any] = json.loads(body)
         return config
 
@@ -317,7 +325,7 @@ class Registry:
             doc = {**held.doc, "annotations": {**held.doc.get("annotations", {}), **annotations}}
             body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
         for tag in tags:
-            self._call(f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
+            self._call(tag, f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
 
     def merge(self, sources: Sequence[str]) -> RawManifest:
         """One index of ``sources`` (images, or indexes whose entries are taken), pushed by digest: no tag.
@@ -343,7 +351,7 @@ class Registry:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         (host, repo) = repos.pop()
         ref = f"{host}/{repo}@{digest}"
-        self._call(f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))
+        self._call(ref, f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))
         return RawManifest(media_type=media, digest=digest, doc=doc, body=body)
 
     def _entry(self, source: str, held: RawManifest) -> dict[str, Any]:

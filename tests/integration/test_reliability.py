@@ -218,3 +218,18 @@ def test_r3_ctrl_c_exits_130_and_leaves_the_public_tags_as_they_were(stack: None
         assert time.monotonic() - started < 60, "an interrupt ends the release promptly"
         assert public_state(plan) == before
         assert "Traceback" not in release.stderr()
+
+
+def test_a_registry_that_stalls_every_request_is_a_timeout_not_a_wait(stack: None, tmp_path: Path) -> None:
+    cfg = fast_project(tmp_path, "attempts: 2, initial_delay: 0.5, max_delay: 1, timeout: 2")
+    with FaultProxy(chaos=Chaos(rate=1.0, faults=("stall",), stall_seconds=30)) as proxy:
+        started = time.monotonic()
+        checked = run("verify", "-c", str(cfg), "--registry", namespace(PROXY, "stall"))
+        elapsed = time.monotonic() - started
+    assert checked.returncode == 1, checked.stderr[-2000:]
+    # two attempts of 2 s and a wait of at most 1 s, plus start-up: far below the proxy's 30 s stall
+    assert elapsed < 20, elapsed
+    assert proxy.counts()["stall"] >= 2
+    # each tag's row says why; after the first tag outlasted its attempts the others are not tried
+    assert f"registry {PROXY} was still failing after 2 attempts" in checked.stdout, checked.stdout[-2000:]
+    assert "Traceback" not in checked.stderr

@@ -91,3 +91,15 @@ def test_a_retry_after_is_waited_for_within_max_delay() -> None:
     _registry(fake, 3, sleeps, []).manifest(REF)
     assert sleeps[0] >= 2.5, "at least what the registry asked for"
     assert sleeps[1] == 3.0, "never past max_delay, whatever the registry asks"
+
+
+def test_a_registry_given_up_on_is_not_tried_again_by_the_same_release() -> None:
+    sleeps: list[float] = []
+    fake = FakeRegistry(fail_next=[RegistryError(f"reading {REF}: HTTP 503", transient=True) for _ in range(3)])
+    reg = _registry(fake, 3, sleeps, [])
+    with pytest.raises(BuildError, match="still failing after 3 attempts"):
+        reg.manifest(REF)
+    with pytest.raises(BuildError, match="not tried, registry 127.0.0.1:5000 was still failing after 3 attempts"):
+        reg.manifest("127.0.0.1:5000/t/other:2")
+    assert len(sleeps) == 2, "one retry budget for the host, not one per reference"
+    assert reg.manifest("127.0.0.2:5000/t/app:1") is None, "other registries are still asked"
