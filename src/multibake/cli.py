@@ -355,6 +355,33 @@ def _render_checks(checked: Checked, as_json: bool) -> int:
     return 0 if checked.ok else 1
 
 
+@app.command()
+def update(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    write: Annotated[
+        bool, typer.Option("--write", help="Apply the change to the file (comments, order, quotes kept).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the proposal as JSON (shape in the README).")] = False,
+) -> int:
+    """Propose newer matrix values from registry tags (update: rules); exit 1 when there is a change to make."""
+    import time
+
+    from multibake import report
+    from multibake import update as updater
+    from multibake.registry import Http
+
+    outcome = updater.run(
+        config, write=write, api=Http(), sleep=time.sleep, echo=lambda line: typer.echo(line, err=True)
+    )
+    for warning in outcome.stale:
+        typer.echo(f"multibake: warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.update_json(outcome), indent=2))
+    else:
+        typer.echo(report.update_text(outcome), nl=False)
+    return outcome.exit_code
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; every error is turned into a message here, once."""
     try:
