@@ -22,6 +22,7 @@ from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, Usage
 from multibake.kinds import Split
 
 if TYPE_CHECKING:
+    from multibake.registry import Api
     from multibake.release import Built, Checked, Tools
 
 app = typer.Typer(
@@ -355,6 +356,13 @@ def _render_checks(checked: Checked, as_json: bool) -> int:
     return 0 if checked.ok else 1
 
 
+def _registry_api() -> Api:
+    """The registry API commands read through (tests put an in-memory registry here)."""
+    from multibake.registry import Http
+
+    return Http()
+
+
 @app.command()
 def update(
     config: ConfigOpt = DEFAULT_CONFIG,
@@ -368,10 +376,9 @@ def update(
 
     from multibake import report
     from multibake import update as updater
-    from multibake.registry import Http
 
     outcome = updater.run(
-        config, write=write, api=Http(), sleep=time.sleep, echo=lambda line: typer.echo(line, err=True)
+        config, write=write, api=_registry_api(), sleep=time.sleep, echo=lambda line: typer.echo(line, err=True)
     )
     for warning in outcome.stale:
         typer.echo(f"multibake: warning: {warning}", err=True)

@@ -137,12 +137,12 @@ class PerPlatformTags(StrEnum):
 
 
 class UpdateRule(_Model):
-    """Where ``multibake update`` finds the values of a matrix axis: the tags of a repository."""
+    """Where `multibake update` finds the values of a matrix axis: the tags of a repository."""
 
     source: NonEmpty = Field(description="repository whose tags are the axis's versions: docker.io/library/alpine")
     match: NonEmpty = Field(
         description="regular expression searched in each tag (anchor it: '^3\\.\\d+$'); "
-        "with a capturing group, the first group is the value"
+        "a group named version is the value: '^v(?P<version>[0-9.]+)$'"
     )
     keep: int | None = Field(
         default=None, ge=1, description="how many of the newest matching versions the axis keeps (default: as now)"
@@ -152,6 +152,8 @@ class UpdateRule(_Model):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
+        if refs.has_credentials(value):
+            raise ValueError(f"the source carries credentials (user:password@); {refs.CREDENTIALS_ADVICE}")
         problem = refs.source_problem(value)
         if problem:
             raise ValueError(f"source is not a repository: {problem}")
@@ -334,19 +336,20 @@ def validate(data: Any, file: str, positions: Positions, keys: Positions | None 
 def _check_update_axes(config: Config, file: str, keys: Positions, positions: Positions) -> None:
     """Every ``update:`` rule names a matrix axis (a typo would silently update nothing)."""
 
-    def unknown(path: KeyPath, axis: str, where: str, axes: set[str]) -> ConfigError:
+    def unknown(path: KeyPath, axis: str, message: str, axes: set[str]) -> ConfigError:
         line, col = keys.get(path) or _nearest(positions, path)
         hint = did_you_mean(axis, axes) or (f"matrix axes: {', '.join(sorted(axes))}" if axes else None)
-        return config_error(Location(file, line, col, format_path(path)), f"{where} has no matrix axis {axis!r}", hint)
+        return config_error(Location(file, line, col, format_path(path)), message, hint)
 
     every = {axis for fam in config.images.values() for axis in fam.matrix}
     for axis in config.update:
         if axis not in every:
-            raise unknown(("update", axis), axis, "no family", every)
+            raise unknown(("update", axis), axis, f"no family's matrix has an axis {axis!r}", every)
     for name, fam in config.images.items():
         for axis in fam.update:
             if axis not in fam.matrix:
-                raise unknown(("images", name, "update", axis), axis, f"family {name!r}", set(fam.matrix))
+                message = f"family {name!r} has no matrix axis {axis!r}"
+                raise unknown(("images", name, "update", axis), axis, message, set(fam.matrix))
 
 
 def _config_error(exc: ValidationError, file: str, positions: Positions, keys: Positions) -> ConfigError:

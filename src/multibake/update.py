@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 TIMEOUT = 10.0  # seconds per request: an unreachable registry fails the command in seconds, not minutes
 ATTEMPTS = 3
+VALUE_GROUP = "version"  # a match's named group that is the value (v3.2.0.2 → 3.2.0.2); else the whole tag
 THREADS = 4
 _VERSION = re.compile(r"[vV]?(\d+(?:\.\d+)*)(.*)", re.DOTALL)
 _TOKEN = re.compile(r"\d+|[A-Za-z]+")
@@ -117,12 +118,12 @@ class AxisUpdate:
 
 
 def versions(rule: UpdateRule, tags: Sequence[str]) -> dict[str, Version]:
-    """The values ``rule`` takes from ``tags`` (the first group of its match, else the tag), as versions."""
+    """The values ``rule`` takes from ``tags`` (its ``(?P<version>…)`` group, else the tag), as versions."""
     pattern = re.compile(rule.match)
     out: dict[str, Version] = {}
     for tag in tags:
         found = pattern.search(tag)
-        value = (found.group(1) if pattern.groups else found.group(0)) if found else None
+        value = (found.group(VALUE_GROUP) if VALUE_GROUP in pattern.groupindex else found.group(0)) if found else None
         parsed = version(value) if value else None
         if value and parsed is not None:
             out[value] = parsed
