@@ -156,7 +156,7 @@ def _failure(what: str, exc: Exception) -> RegistryError:
         return RegistryError(f"{what}: 401 unauthorized (docker login?)", transient=False)
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
-        detail = exc.response.text.strip().splitlines()[0][:200] if exc.response.text.strip() else ""
+        detail = _detail(exc.response.text)
         transient = status >= 500 or status == 429
         return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient)
     if isinstance(exc, requests.Timeout):
@@ -167,6 +167,15 @@ def _failure(what: str, exc: Exception) -> RegistryError:
             transient=True,
         )
     return RegistryError(f"{what}: {exc}", transient=False)
+
+
+def _detail(body: str) -> str:
+    """A registry's error body in a few words: ``CODE: message`` from its JSON errors, else its first line."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return f"{first['code']}: {first['message']}"[:200]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return body.strip().splitlines()[0][:200] if body.strip() else ""
 
 
 class Http:

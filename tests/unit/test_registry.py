@@ -108,6 +108,16 @@ def test_failures_are_classified_once(exc: Exception, transient: bool) -> None:
     assert str(failure).startswith("writing 127.0.0.1:5000/x:1: ")
 
 
+def test_a_registry_error_body_is_said_in_a_few_words() -> None:
+    body = '{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{}}]}'
+    assert str(registry._failure("listing the tags of x", _http_error(404, body))) == (
+        "listing the tags of x: HTTP 404 NAME_UNKNOWN: repository name not known to registry"
+    )
+    assert str(registry._failure("reading x", _http_error(502, "<html>bad gateway\n</html>"))) == (
+        "reading x: HTTP 502 <html>bad gateway"
+    )
+
+
 def test_a_failure_message_never_carries_credentials() -> None:
     failure = registry._failure("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
     assert "401" in str(failure) and "Authorization" not in str(failure)
