@@ -6,7 +6,11 @@ needed, but run it under the stack's lock like every integration test. The regis
 parameters, so the same tests run against the plain registry on 127.0.0.1:5000 and against a
 registry with htpasswd auth and TLS (add an entry to ``REGISTRIES`` whose factory returns a
 ``TagRegistry`` with ``credentials``, ``scheme="https"``, ``cafile`` and ``env={"DOCKER_CONFIG": …}``;
-multibake finds the CA as docker does, in /etc/docker/certs.d/<host>/ca.crt or the system store).
+multibake finds the CA as docker does, in /etc/docker/certs.d/<host>/ca.crt or the system store,
+which ``SSL_CERT_FILE`` in ``env`` can name). Such a registry needs TLS on a host that is not
+localhost or 127.x: multibake speaks plain HTTP to those, and python-dxf refuses to send a password
+over plain HTTP ("Auth requires HTTPS"). Checked by hand against an htpasswd registry with TLS on
+the docker bridge address: every test passes, the wrong-credentials one included.
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ def write(tmp_path: Path, reg: TagRegistry) -> tuple[Path, str, str]:
     text = CONFIG.format(host=reg.host, ns=ns)
     path = tmp_path / "platforms.yaml"
     path.write_text(text, encoding="utf-8")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")  # so that `multibake validate` checks the matrix
     return path, ns, text
 
 
