@@ -73,7 +73,6 @@ class Target:
     family: str
     axis: str
     rule: UpdateRule
-    rule_path: KeyPath  # where the rule is written: ("update", axis) or ("images", family, "update", axis)
 
 
 def targets(config: Config) -> list[Target]:
@@ -81,10 +80,9 @@ def targets(config: Config) -> list[Target]:
     out: list[Target] = []
     for name, fam in config.images.items():
         for axis in fam.matrix:
-            path: KeyPath = ("images", name, "update", axis) if axis in fam.update else ("update", axis)
             rule = fam.update[axis] if axis in fam.update else config.update.get(axis)
             if rule is not None:
-                out.append(Target(family=name, axis=axis, rule=rule, rule_path=path))
+                out.append(Target(family=name, axis=axis, rule=rule))
     return out
 
 
@@ -146,23 +144,11 @@ def axis_update(target: Target, current: Sequence[str], tags: Sequence[str]) -> 
     base = AxisUpdate(family=target.family, axis=target.axis, source=rule.source, old=old, new=old, missing=missing)
     if not usable:
         left_out = " (only pre-releases; set prerelease: true to take them)" if found else ""
-        return _with(base, problem=f"no tag of {rule.source} matches {rule.match!r}{left_out}")
+        return dataclasses.replace(base, problem=f"no tag of {rule.source} matches {rule.match!r}{left_out}")
     chosen = [v.text for v in usable[-(rule.keep or len(old)) :]]
     if set(chosen) == set(old):
         return base
-    return _with(base, new=tuple(reversed(chosen) if _descending(old) else chosen))
-
-
-def _with(base: AxisUpdate, *, new: tuple[str, ...] | None = None, problem: str | None = None) -> AxisUpdate:
-    return AxisUpdate(
-        family=base.family,
-        axis=base.axis,
-        source=base.source,
-        old=base.old,
-        new=base.old if new is None else new,
-        missing=base.missing,
-        problem=problem,
-    )
+    return dataclasses.replace(base, new=tuple(reversed(chosen) if _descending(old) else chosen))
 
 
 def propose(config: Config, found: Sequence[Target], tags: Mapping[str, Sequence[str]]) -> tuple[AxisUpdate, ...]:

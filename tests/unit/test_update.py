@@ -28,7 +28,7 @@ def rule(match: str = r"^3\.\d+$", **kw: object) -> UpdateRule:
 
 
 def target(r: UpdateRule | None = None) -> Target:
-    return Target(family="app", axis="alpine", rule=r or rule(), rule_path=("update", "alpine"))
+    return Target(family="app", axis="alpine", rule=r or rule())
 
 
 def ordered(*values: str) -> list[str]:
@@ -104,7 +104,7 @@ def test_the_group_named_version_is_the_value_other_groups_are_not() -> None:
     tags = ["22.1.0-alpine", "22.11.0-alpine", "24.0.0-alpine", "24.2.1-alpine", "24.2.1", "26-alpine"]
     match = r"^(?P<version>\d+)\.\d+\.\d+-(alpine|slim)$"
     node = UpdateRule.model_validate({"source": NODE, "match": match, "keep": 2})
-    got = update.axis_update(Target(family="n", axis="node", rule=node, rule_path=("update", "node")), ["20"], tags)
+    got = update.axis_update(Target(family="n", axis="node", rule=node), ["20"], tags)
     assert got.new == ("22", "24")
     assert got.missing == ("20",)
 
@@ -184,11 +184,11 @@ def test_a_top_level_rule_applies_to_every_family_with_the_axis_unless_the_famil
     tmp_path: Path,
 ) -> None:
     loaded = config.load(write_config(tmp_path, TWO_FAMILIES))
-    found = [(t.family, t.axis, t.rule.source, t.rule_path) for t in update.targets(loaded.config)]
+    found = [(t.family, t.axis, t.rule.source, t.rule.keep) for t in update.targets(loaded.config)]
     assert found == [
-        ("base", "alpine", ALPINE, ("update", "alpine")),
-        ("app", "alpine", "127.0.0.1:5000/mirror/alpine", ("images", "app", "update", "alpine")),
-        ("app", "node", NODE, ("update", "node")),
+        ("base", "alpine", ALPINE, None),
+        ("app", "alpine", "127.0.0.1:5000/mirror/alpine", 1),  # app's own rule replaces the top-level one
+        ("app", "node", NODE, None),
     ]  # pinned's node is turned off by null
 
 
