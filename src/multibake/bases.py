@@ -169,14 +169,9 @@ def canonical_ref(ref: str) -> str:
 
 def preflight_registry(api: Api, retry: Retry, sleep: Callable[[float], None], echo: Echo) -> Registry:
     """A registry client with short timeouts and few attempts: preflight must not hang on a dead host."""
-    from multibake.registry import Http, Registry
-    from multibake.retry import RetryPolicy
+    from multibake.registry import impatient
 
-    limits = Retry(attempts=min(ATTEMPTS, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
-    return Registry(
-        policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
-        api=Http(timeout=TIMEOUT) if isinstance(api, Http) else api,
-    )
+    return impatient(api, retry, sleep, echo, timeout=TIMEOUT, attempts=ATTEMPTS)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, Usage
 from multibake.kinds import Split
 
 if TYPE_CHECKING:
+    from multibake.registry import Api
     from multibake.release import Built, Checked, Tools
 
 app = typer.Typer(
@@ -353,6 +354,39 @@ def _render_checks(checked: Checked, as_json: bool) -> int:
     elif checked.checks is not None:
         typer.echo(report.verify_table(list(checked.checks)), nl=False)
     return 0 if checked.ok else 1
+
+
+def _registry_api() -> Api:
+    """The registry API commands read through (tests put an in-memory registry here)."""
+    from multibake.registry import Http
+
+    return Http()
+
+
+@app.command()
+def update(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    write: Annotated[
+        bool, typer.Option("--write", help="Apply the change to the file (comments, order, quotes kept).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the proposal as JSON (shape in the README).")] = False,
+) -> int:
+    """Propose newer matrix values from registry tags (update: rules); exit 1 when there is a change to make."""
+    import time
+
+    from multibake import report
+    from multibake import update as updater
+
+    outcome = updater.run(
+        config, write=write, api=_registry_api(), sleep=time.sleep, echo=lambda line: typer.echo(line, err=True)
+    )
+    for warning in outcome.stale:
+        typer.echo(f"multibake: warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.update_json(outcome), indent=2))
+    else:
+        typer.echo(report.update_text(outcome), nl=False)
+    return outcome.exit_code
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -142,6 +142,39 @@ class PerPlatformTags(StrEnum):
     NONE = "none"
 
 
+class UpdateRule(_Model):
+    """Where `multibake update` finds the values of a matrix axis: the tags of a repository."""
+
+    source: NonEmpty = Field(description="repository whose tags are the axis's versions: docker.io/library/alpine")
+    match: NonEmpty = Field(
+        description="regular expression searched in each tag (anchor it: '^3\\.\\d+$'); "
+        "a group named version is the value: '^v(?P<version>[0-9.]+)$'"
+    )
+    keep: int | None = Field(
+        default=None, ge=1, description="how many of the newest matching versions the axis keeps (default: as now)"
+    )
+    prerelease: bool = Field(default=False, description="take pre-releases (3.22.0-rc1, 24-alpha, 1.0_beta) too")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if refs.has_credentials(value):
+            raise ValueError(f"the source carries credentials (user:password@); {refs.CREDENTIALS_ADVICE}")
+        problem = refs.source_problem(value)
+        if problem:
+            raise ValueError(f"source is not a repository: {problem}")
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
 class Family(_Model):
     """One image family: a Dockerfile built for every cell of a version matrix."""
 
@@ -166,6 +199,11 @@ class Family(_Model):
     secrets: dict[str, Secret] = Field(
         default_factory=dict, description="BuildKit secrets by id: {npm_token: {env: NPM_TOKEN}, cert: {file: ca.pem}}"
     )
+    update: dict[str, UpdateRule | None] = Field(
+        default_factory=dict,
+        description="`multibake update` rules by axis for this family: each replaces the top-level rule of that "
+        "axis; null leaves the axis alone",
+    )
 
     @field_validator("secrets")
     @classmethod
@@ -189,6 +227,10 @@ class Config(_Model):
     images: dict[str, Family] = Field(min_length=1)
     builder: nodes.BuilderSpec | None = Field(
         default=None, description="a buildx builder and its nodes, created or updated before each build"
+    )
+    update: dict[str, UpdateRule] = Field(
+        default_factory=dict,
+        description="`multibake update` rules by axis name, for every family whose matrix has that axis",
     )
 
     @field_validator("source")
@@ -248,6 +290,8 @@ def _model_for(path: KeyPath) -> type[BaseModel] | None:
         return Secret
     if len(path) == 2 and path[0] == "images":
         return Family
+    if (len(path) == 2 and path[0] == "update") or (len(path) == 4 and path[0] == "images" and path[2] == "update"):
+        return UpdateRule
     if len(path) == 4 and path[0] == "images" and path[2] == "tags" and isinstance(path[3], int):
         return TagRule
     return None
@@ -291,7 +335,27 @@ def validate(data: Any, file: str, positions: Positions, keys: Positions | None 
             config.builder,
             lambda path, msg: config_error(Location(file, *_nearest(positions, path), format_path(path)), msg),
         )
+    _check_update_axes(config, file, keys or {}, positions)
     return config
+
+
+def _check_update_axes(config: Config, file: str, keys: Positions, positions: Positions) -> None:
+    """Every ``update:`` rule names a matrix axis (a typo would silently update nothing)."""
+
+    def unknown(path: KeyPath, axis: str, message: str, axes: set[str]) -> ConfigError:
+        line, col = keys.get(path) or _nearest(positions, path)
+        hint = did_you_mean(axis, axes) or (f"matrix axes: {', '.join(sorted(axes))}" if axes else None)
+        return config_error(Location(file, line, col, format_path(path)), message, hint)
+
+    every = {axis for fam in config.images.values() for axis in fam.matrix}
+    for axis in config.update:
+        if axis not in every:
+            raise unknown(("update", axis), axis, f"no family's matrix has an axis {axis!r}", every)
+    for name, fam in config.images.items():
+        for axis in fam.update:
+            if axis not in fam.matrix:
+                message = f"family {name!r} has no matrix axis {axis!r}"
+                raise unknown(("images", name, "update", axis), axis, message, set(fam.matrix))
 
 
 def _config_error(exc: ValidationError, file: str, positions: Positions, keys: Positions) -> ConfigError:
@@ -364,7 +428,12 @@ def read_text(file: str) -> str:
 def load(path: str | os.PathLike[str], registry: str | None = None) -> Loaded:
     """Read and validate ``path``; ``registry`` (the CLI flag) beats $MULTIBAKE_REGISTRY beats the file."""
     file = os.fspath(path)
-    data, positions, keys = parse_yaml(read_text(file), file)
+    return from_text(read_text(file), file, registry)
+
+
+def from_text(text: str, file: str, registry: str | None = None) -> Loaded:
+    """Validate ``text``, the content of ``file`` (which names it in messages and roots its paths)."""
+    data, positions, keys = parse_yaml(text, file)
     source = "file"
     env_registry = os.environ.get(REGISTRY_ENV)
     if isinstance(data, dict):

@@ -79,6 +79,21 @@ def repository_problem(ref: str) -> str | None:
     return None
 
 
+def source_problem(ref: str) -> str | None:
+    """Why ``ref`` is not a repository whose tags can be listed (``docker.io/library/alpine``), or None."""
+    if has_credentials(ref):
+        return CREDENTIALS_ADVICE
+    shown = ref[:80]
+    if "@" in ref:
+        return f"{shown!r} names a digest; give the repository alone"
+    if "/" not in ref and (ref == "localhost" or ("." in ref and ":" not in ref)):
+        return f"{shown!r} names a registry host; add the repository: {shown}/NAME"
+    if untagged(ref) != ref:
+        what = "a tag" if "/" in ref else "a tag (or only a registry host)"
+        return f"{shown!r} names {what}; give the repository alone, as in docker.io/library/alpine"
+    return repository_problem(ref)
+
+
 def bounded_tag(tag: str) -> str:
     """``tag`` if it fits the 128-character limit, else a prefix and a hash that stay unique."""
     if len(tag) <= MAX_TAG:

@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFUnauthorizedError
 
+from multibake.config import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
 from multibake.plan import is_host, untagged
@@ -40,6 +42,7 @@ _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _DOCKER_HUB = "registry-1.docker.io"
 _HUB_AUTH_KEY = "https://index.docker.io/v1/"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
+MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
 _local = threading.local()
 
 
@@ -163,12 +166,17 @@ def _failure(what: str, exc: Exception) -> RegistryError:
         return RegistryError(f"{what}: 401 unauthorized (docker login?)", transient=False)
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
-        detail = exc.response.text.strip().splitlines()[0][:200] if exc.response.text.strip() else ""
+        detail = _detail(exc.response.text)
         transient = status >= 500 or status == 429
         wait = _retry_after(exc.response.headers.get("Retry-After"))
         return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
+    if isinstance(exc, requests.Timeout):
+        return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
     if isinstance(exc, _DROPPED):
-        return RegistryError(f"{what}: {type(exc).__name__}: connection reset or timed out", transient=True)
+        why = "cannot connect (refused, reset, or the host does not resolve)"
+        if not isinstance(exc, requests.ConnectionError):
+            why = "the connection dropped mid-answer"
+        return RegistryError(f"{what}: {type(exc).__name__}: {why}", transient=True)
     return RegistryError(f"{what}: {exc}", transient=False)
 
 
@@ -178,6 +186,15 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
+
+
+def _detail(body: str) -> str:
+    """A registry's error body in a few words: ``CODE: message`` from its JSON errors, else its first line."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return f"{first['code']}: {first['message']}"[:200]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return body.strip().splitlines()[0][:200] if body.strip() else ""
 
 
 class Http:
@@ -216,11 +233,44 @@ class Http:
         except _ERRORS as exc:
             raise _failure(f"writing {ref}", exc) from exc
 
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
+        parsed = parse(f"{repository}:latest")
+        what = f"listing the tags of {repository}"
+        client = _client(parsed, self.timeout)
+        tags: list[str] = []
+        path: str | None = "tags/list"
+        try:
+            while path:
+                response = client._request("get", path)  # type: ignore[no-untyped-call]  # dxf's own paging follows any host
+                tags.extend(str(t) for t in (response.json().get("tags") or []))
+                path = _next_page(response, parsed.api_host)
+                if len(tags) > MAX_TAGS:
+                    raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
+        except _ERRORS as exc:
+            raise _failure(what, exc) from exc
+        except ValueError as exc:  # not JSON
+            raise RegistryError(f"{what}: the answer is not a tag list", transient=False) from exc
+        return tags
+
+
+def _next_page(response: requests.Response, host: str) -> str | None:
+    """The next page of a paginated list, on the same registry only (credentials go with each request)."""
+    nxt = response.links.get("next", {}).get("url")
+    if not nxt:
+        return None
+    url = urlsplit(nxt)
+    if url.netloc and url.netloc != host:
+        raise RegistryError(f"the registry's next page is on another host ({url.netloc[:80]})", transient=False)
+    return url.path + (f"?{url.query}" if url.query else "")
+
 
 class Api(Protocol):
     """The registry calls a release makes (Http in use, an in-memory registry in tests)."""
 
     def get_manifest(self, ref: str) -> tuple[bytes, str] | None: ...
+
+    def list_tags(self, repository: str) -> list[str]: ...
 
     def get_blob(self, ref: str, digest: str) -> bytes: ...
 
@@ -289,7 +339,8 @@ class Registry:
             return self.policy.call(what, once)
         except Transient as exc:
             self._down.setdefault(host, f"was still failing after {self.policy.limits.attempts} attempts")
-            raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {exc}") from exc
+            reason = str(exc).removeprefix(f"{what}: ")  # the failure names the call already
+            raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {reason}") from exc
 
     def manifest(self, ref: str) -> RawManifest | None:
         """What ``ref`` points at in the registry, or None when there is no such tag."""
@@ -300,6 +351,10 @@ class Registry:
         doc = json.loads(body)
         media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
         return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``host/name``, docker's rules for the host), as the registry lists them."""
+        return self._call(repository, f"listing the tags of {repository}", lambda: self.api.list_tags(repository))
 
     def image_config(self, ref: str) -> dict[str, Any]:
         """The config (platform, labels, ...) of a single-platform image."""
@@ -361,3 +416,24 @@ class Registry:
         if config.get("variant"):
             platform["variant"] = config["variant"]
         return {"mediaType": held.media_type, "digest": held.digest, "size": len(held.body), "platform": platform}
+
+
+def impatient(
+    api: Api,
+    retry: Retry,
+    sleep: Callable[[float], None],
+    echo: Callable[[str], None],
+    *,
+    timeout: float,
+    attempts: int,
+) -> Registry:
+    """A client with short timeouts and few attempts, for reads a command must not hang on (a dead host).
+
+    ``retry`` (platforms.yaml's) still caps the attempts and the first delay; an ``Http`` api is
+    replaced by one with ``timeout``, an injected one (tests) is kept.
+    """
+    limits = Retry(attempts=min(attempts, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
+    return Registry(
+        policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
+        api=Http(timeout=timeout) if isinstance(api, Http) else api,
+    )

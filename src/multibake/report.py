@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from multibake.bake import BuildReport
     from multibake.bases import CellBases
     from multibake.publish import TagCheck
+    from multibake.update import Outcome
 
 PLAN_SCHEMA = "multibake.plan/v1"
 
@@ -224,3 +225,65 @@ def verify_table(checks: list[TagCheck]) -> str:
     text += sizes_table([(c.target, p, b, n) for c in checks for p, b, n in c.sizes])
     bad = sum(not c.ok for c in checks)
     return text + f"\n{len(checks) - bad}/{len(checks)} tags match the plan\n"
+
+
+UPDATE_SCHEMA = "multibake.update/v1"
+
+
+def update_json(outcome: Outcome) -> dict[str, Any]:
+    """The stable ``update --json`` document (documented in the README)."""
+    return {
+        "schema": UPDATE_SCHEMA,
+        "file": outcome.file,
+        "changed": outcome.changed,
+        "written": outcome.written,
+        "axes": [
+            {
+                "family": a.family,
+                "axis": a.axis,
+                "source": a.source,
+                "line": place.line,
+                "changed": a.changed,
+                "old": list(a.old),
+                "new": list(a.new),
+                "added": list(a.added),
+                "removed": list(a.removed),
+                "missing": list(a.missing),
+                "problem": a.problem,
+            }
+            for a, place in zip(outcome.axes, outcome.places, strict=True)
+        ],
+        "warnings": [
+            {"line": w.location.line, "column": w.location.column, "key": w.location.path, "message": w.message}
+            for w in outcome.stale
+        ],
+    }
+
+
+def update_text(outcome: Outcome) -> str:
+    """One line per axis (old → new, or up to date), the values the registry no longer lists, a summary."""
+    lines: list[str] = []
+    for a, place in zip(outcome.axes, outcome.places, strict=True):
+        old = ", ".join(a.old)
+        if a.problem:
+            lines.append(f"{place}: {a.problem}; left as it is ({old})")
+        elif a.changed:
+            lines.append(f"{place}: {old} → {', '.join(a.new)}  ({a.source})")
+        else:
+            lines.append(f"{place}: up to date ({old})")
+        if a.missing:
+            lines.append(f"  not listed by {a.source}: {', '.join(a.missing)}")
+    changes = sum(a.changed for a in outcome.axes)
+    if outcome.written:
+        lines.append(f"wrote {outcome.file}: {changes} {_axes(changes)} updated")
+    elif changes:
+        lines.append(f"{changes} {_axes(changes)} to update: `multibake update --write` applies the change")
+    if outcome.problems:
+        lines.append(f"{len(outcome.problems)} {_axes(len(outcome.problems))} could not be updated")
+    if not changes and not outcome.problems:
+        lines.append("every axis is up to date")
+    return "\n".join(lines) + "\n"
+
+
+def _axes(n: int) -> str:
+    return "axis" if n == 1 else "axes"

@@ -52,8 +52,9 @@ class RetryPolicy:
             if log is not None:
                 log.append(reason)
             delay = state.next_action.sleep if state.next_action else 0
+            shown = reason.removeprefix(f"{what}: ")  # a registry failure names the call already
             self.echo(
-                f"multibake: {what}: transient failure ({reason}); retry {state.attempt_number}/"
+                f"multibake: {what}: transient failure ({shown}); retry {state.attempt_number}/"
                 f"{self.limits.attempts - 1} in {delay:.1f}s"
             )
 

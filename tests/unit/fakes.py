@@ -1,6 +1,6 @@
 """In-memory stand-ins for the registry API and the docker client, for release tests without docker.
 
-``FakeRegistry`` implements ``registry.Api`` (manifests by tag and digest, config blobs) and can be
+``FakeRegistry`` implements ``registry.Api`` (manifests by tag and digest, config blobs, tag lists) and can be
 told to fail the next calls. ``FakeDocker`` answers the few docker calls a release makes:
 ``buildx.inspect``, ``system.info`` and a bake argv run through ``run_bake`` (streamed progress in
 BuildKit's plain format, pushes to staging tags, scripted failures).
@@ -58,6 +58,20 @@ class FakeRegistry:
     def get_blob(self, ref: str, digest: str) -> bytes:
         self._maybe_fail()
         return self.blobs[digest]
+
+    def list_tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` in the order they were stored (a registry's order is its own)."""
+        self._maybe_fail()
+        repo, _ = _key(f"{repository}:latest")
+        tags = [ref for (r, ref) in self.manifests if r == repo and not ref.startswith("sha256:")]
+        if not tags:
+            raise RegistryError(f"listing the tags of {repository}: HTTP 404 NAME_UNKNOWN", transient=False)
+        return tags
+
+    def tag(self, repository: str, *tags: str) -> None:
+        """Give ``repository`` these tags (each a tiny image): a registry's tag list for update tests."""
+        for tag in tags:
+            self.store(f"{repository}:{tag}", json.dumps({"schemaVersion": 2, "tag": tag}).encode(), MANIFEST)
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
         self._maybe_fail()

@@ -123,6 +123,85 @@ def test_a_429_keeps_the_wait_its_retry_after_asks(header: str | None, wait: flo
     assert failure.transient and failure.retry_after == wait
 
 
+def test_a_registry_error_body_is_said_in_a_few_words() -> None:
+    body = '{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{}}]}'
+    assert str(registry._failure("listing the tags of x", _http_error(404, body))) == (
+        "listing the tags of x: HTTP 404 NAME_UNKNOWN: repository name not known to registry"
+    )
+    assert str(registry._failure("reading x", _http_error(502, "<html>bad gateway\n</html>"))) == (
+        "reading x: HTTP 502 <html>bad gateway"
+    )
+
+
 def test_a_failure_message_never_carries_credentials() -> None:
     failure = registry._failure("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
     assert "401" in str(failure) and "Authorization" not in str(failure)
+
+
+class _Pages:
+    """A registry client stand-in answering tag-list pages (python-dxf's ``_request``)."""
+
+    def __init__(self, pages: dict[str, tuple[list[str] | None, str | None]]) -> None:
+        self.pages = pages
+        self.asked: list[str] = []
+
+    def _request(self, method: str, path: str) -> requests.Response:
+        assert method == "get"
+        self.asked.append(path)
+        tags, nxt = self.pages[path]
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps({"name": "lib/alpine", "tags": tags}).encode()
+        if nxt:
+            response.headers["Link"] = f'<{nxt}>; rel="next"'
+        return response
+
+
+def test_a_tag_list_is_read_page_by_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = _Pages(
+        {
+            "tags/list": (["3.9", "3.10"], "/v2/lib/alpine/tags/list?last=3.10&n=2"),
+            "/v2/lib/alpine/tags/list?last=3.10&n=2": (
+                ["3.11"],
+                "https://127.0.0.1:5000/v2/lib/alpine/tags/list?last=3.11",
+            ),
+            "/v2/lib/alpine/tags/list?last=3.11": (None, None),
+        }
+    )
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    assert registry.Http().list_tags("127.0.0.1:5000/lib/alpine") == ["3.9", "3.10", "3.11"]
+    assert len(pages.asked) == 3
+
+
+def test_a_next_page_on_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = _Pages({"tags/list": (["1"], "https://elsewhere.example/v2/x/tags/list?last=1")})
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    with pytest.raises(registry.RegistryError, match="next page is on another host") as info:
+        registry.Http().list_tags("ghcr.io/acme/app")
+    assert not info.value.transient
+
+
+def test_an_endless_tag_list_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    page = [str(i) for i in range(10_000)]
+    pages = _Pages(
+        {"tags/list": (page, "/v2/x/tags/list?again"), "/v2/x/tags/list?again": (page, "/v2/x/tags/list?again")}
+    )
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    with pytest.raises(registry.RegistryError, match="more than 100,000 tags"):
+        registry.Http().list_tags("ghcr.io/acme/app")
+    assert len(pages.asked) == 11
+
+
+def test_a_tag_list_failure_is_classified_and_names_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Refused:
+        def _request(self, method: str, path: str) -> requests.Response:
+            raise requests.ConnectionError("Failed to resolve 'registry-1.docker.io'")
+
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout: Refused())
+    with pytest.raises(registry.RegistryError) as info:
+        registry.Http().list_tags("docker.io/library/alpine")
+    assert info.value.transient
+    assert str(info.value) == (
+        "listing the tags of docker.io/library/alpine: ConnectionError: cannot connect "
+        "(refused, reset, or the host does not resolve)"
+    )
