@@ -231,7 +231,7 @@ class Terminal:
         def render() -> RenderableType:
             # while live, a table taller than the terminal shows what is left to do; the last one shows all
             limit = None if final else max(3, self._console.size.height - 8)
-            return table(tracker.rows(), self._clock(), limit=limit)
+            return table(tracker.rows(), self._clock(), limit=limit, began=tracker.began)
 
         with Live(console=self._console, get_renderable=render, refresh_per_second=REFRESH_PER_SECOND):
             try:
@@ -241,8 +241,8 @@ class Terminal:
                 final = True
 
 
-def table(rows: Sequence[Row], now: float, *, limit: int | None = None) -> Table:
-    """The progress table: one row per cell and platform, and a caption counting them by state."""
+def table(rows: Sequence[Row], now: float, *, limit: int | None = None, began: float | None = None) -> Table:
+    """The progress table: one row per cell and platform; its caption counts them by state, and the time."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -254,6 +254,8 @@ def table(rows: Sequence[Row], now: float, *, limit: int | None = None) -> Table
     caption = ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
     if len(shown) < len(rows):
         caption += f" ({len(rows) - len(shown)} not shown)"
+    if began is not None:
+        caption += f" after {duration(now - began)}"
     out = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left", pad_edge=False)
     for column in ("cell", "platform", "step", "state", "elapsed"):
         out.add_column(column, justify="right" if column == "elapsed" else "left", no_wrap=True)

@@ -122,6 +122,19 @@ def _platform_of(token: str, platforms: tuple[str, ...]) -> tuple[str, ...]:
     return hit[:1] or platforms
 
 
+def _kind(tokens: Sequence[str], op: str, step: bool) -> str:
+    """What a vertex is to its cell: a step, its end (export, provenance), other work, or setup before it."""
+    if step:
+        return "step"
+    if op.startswith("resolving provenance"):
+        return "provenance"
+    if op.startswith("exporting to "):  # image, oci/docker image format, client directory
+        return "export"
+    if "internal" in tokens or _SETUP.match(op):
+        return "setup"
+    return "work"
+
+
 class Tracker:
     """Per cell and platform, what a build is doing; fed buildx's lines, read from any thread."""
 
@@ -135,7 +148,8 @@ class Tracker:
         self._vertices: dict[str, _Vertex] = {}
         self._ends: dict[str, Counter[str]] = {"provenance": Counter(), "export": Counter()}  # kind → target → nodes
         self._announced: set[str] = set()
-        self._previous: str | None = ""  # the last line's vertex id; "" after a blank line
+        self._settled = False  # a platform finished since finished() last looked
+        self._previous = ""  # the last line's vertex id; "" after any other line
         self.began: float | None = None  # when the first bake run started
 
     @property
@@ -188,10 +202,10 @@ class Tracker:
     def _feed(self, line: str, now: float) -> None:
         m = _LINE.match(line)
         if m is None:
-            self._previous = "" if not line.strip() else None
+            self._previous = ""
             return
         vid, rest = m.groups()
-        # a header starts each block (after a blank line); bracketed headers are known by their shape
+        # a header starts each block (after a blank line); a bracketed one is known by its shape
         header = rest.startswith("[") or self._previous != vid
         self._previous = vid
         vertex = self._vertices.get(vid)
@@ -225,16 +239,7 @@ class Tracker:
         step = next((s for t in tokens if (s := _STEP.match(t))), None)
         named = next((t for t in tokens if "/" in t and not _STEP.match(t)), None)
         keys = self._keys(source, _platform_of(named, source.platforms) if named else source.platforms)
-        if step is not None:
-            kind = "step"
-        elif op.startswith("resolving provenance"):
-            kind = "provenance"
-        elif op.startswith("exporting to "):  # image, oci/docker image format, client directory
-            kind = "export"
-        elif "internal" in tokens or _SETUP.match(op):
-            kind = "setup"
-        else:
-            kind = "work"
+        kind = _kind(tokens, op, step is not None)
         known = self._vertices.get(vid)
         self._vertices[vid] = _Vertex(target, keys, kind, cached=known.cached if known else False)
         # BuildKit names a vertex again when it prints more of it: only a new one moves the step on
@@ -272,12 +277,14 @@ class Tracker:
                 state = State.DONE if row.executed else State.CACHED
                 started = row.started if row.started is not None else now
                 self._rows[key] = replace(row, state=state, started=started, ended=now)
+                self._settled = True
 
     def _set(self, keys: Sequence[Key], state: State, now: float) -> None:
         for key in keys:
             row = self._rows[key]
             if not row.state.finished:
                 self._rows[key] = replace(row, state=state, ended=now)
+                self._settled = True
 
     def _keys(self, source: _Source, platforms: tuple[str, ...]) -> tuple[Key, ...]:
         return tuple((source.cell, p) for p in platforms if (source.cell, p) in self._rows)
@@ -291,6 +298,9 @@ class Tracker:
     def finished(self) -> list[Finished]:
         """Cells that finished since the last call (done, cached or failed; canceled ones are not said)."""
         with self._lock:
+            if not self._settled:  # called after every chunk of output: most of the time, nothing to see
+                return []
+            self._settled = False
             by_cell: dict[str, list[Row]] = {}
             for row in self._rows.values():
                 by_cell.setdefault(row.cell, []).append(row)

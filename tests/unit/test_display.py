@@ -207,13 +207,13 @@ def test_the_live_table_shows_steps_states_and_elapsed_time() -> None:
         Row(cell="nodejs-20", platform="linux/arm64", state=State.QUEUED),
     ]
     file = io.StringIO()
-    Console(file=file, width=100, color_system=None).print(table(rows, now=140.0))
+    Console(file=file, width=100, color_system=None).print(table(rows, now=140.0, began=5.0))
     lines = [line.split() for line in file.getvalue().splitlines() if line.strip()]
     assert lines[0] == ["cell", "platform", "step", "state", "elapsed"]
     assert ["nodejs-22", "linux/arm64", "4/7", "running", "2m10s"] in lines
     assert ["nodejs-22", "linux/amd64", "7/7", "done", "30s"] in lines
     assert ["nodejs-20", "linux/arm64", "queued"] in lines
-    assert lines[-1] == ["1", "queued,", "1", "running,", "1", "done"]
+    assert lines[-1] == ["1", "queued,", "1", "running,", "1", "done", "after", "2m15s"]
 
 
 def test_a_table_taller_than_the_terminal_shows_what_is_left_to_do() -> None:
