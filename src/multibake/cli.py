@@ -197,7 +197,8 @@ def build(
         typer.Option(
             "--progress",
             help="tty: a live table of cells and platforms; plain: buildx's lines, and every "
-            "$MULTIBAKE_PROGRESS_INTERVAL seconds (30) what still runs; quiet: errors only; auto: tty on a terminal.",
+            "$MULTIBAKE_PROGRESS_INTERVAL seconds (30) what still runs; quiet: multibake's lines and errors only; "
+            "auto: tty on a terminal.",
         ),
     ] = Progress.AUTO,
     shard: Annotated[

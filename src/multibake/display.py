@@ -84,14 +84,17 @@ def interval(env: Mapping[str, str]) -> float:
 def output(progress: Progress, *, env: Mapping[str, str] = os.environ, stream: TextIO | None = None) -> Output:
     """Where a release's output goes for ``--progress``: a terminal gets the live table unless told otherwise."""
     every = interval(env)
-    out = stream if stream is not None else sys.stderr
-    if progress is Progress.TTY or (progress is Progress.AUTO and out.isatty()):
+    if progress is Progress.TTY or (progress is Progress.AUTO and (stream or sys.stderr).isatty()):
         from rich.console import Console
 
         console = Console(file=stream, stderr=stream is None, highlight=False, force_terminal=True)
         terminal = Terminal(console)
         return Output(echo=terminal.echo, watch=terminal.watch)
-    plain = Plain(lambda line: print(line, file=out, flush=True), quiet=progress is Progress.QUIET, interval=every)
+
+    def write(line: str) -> None:
+        print(line, file=stream or sys.stderr, flush=True)  # sys.stderr as it is then (tests swap it)
+
+    plain = Plain(write, quiet=progress is Progress.QUIET, interval=every)
     return Output(echo=plain.echo, watch=plain.watch)
 
 
