@@ -57,6 +57,7 @@ class BuilderInfo:
     platforms: tuple[str, ...]  # what the builder reports, plus emulators registered with the kernel
     multi_platform: bool
     problem: str | None = None  # why multi-platform builds cannot work, with the fix
+    nodes: int = 1  # a multi-node builder splits a target's platforms across its nodes
 
 
 def _binfmt_platforms() -> set[str]:
@@ -113,6 +114,7 @@ def inspect_builder(docker: DockerClient, name: str | None) -> BuilderInfo:
         platforms=tuple(sorted(reported | (_binfmt_platforms() if local else set()))),
         multi_platform=problem is None,
         problem=problem,
+        nodes=len(builder.nodes or ()) or 1,
     )
 
 

@@ -19,7 +19,7 @@ import typer
 
 from multibake import __version__
 from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, UsageError
-from multibake.kinds import Split
+from multibake.kinds import Progress, Split
 
 if TYPE_CHECKING:
     from multibake.registry import Api
@@ -161,41 +161,16 @@ def schema() -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
-class Progress(StrEnum):
-    AUTO = "auto"
-    PLAIN = "plain"
-    TTY = "tty"
-
-
-def _echo_for(progress: Progress, quiet: bool) -> Any:
-    """Where buildx's lines go: stderr, condensed through rich on a terminal, verbatim otherwise."""
-    tty = progress is Progress.TTY or (progress is Progress.AUTO and sys.stderr.isatty())
-    if quiet:
-        return lambda line: None
-    if not tty:
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False)
-
-    def echo(line: str) -> None:
-        # on a terminal show step headers, errors and multibake's own lines; the full log is in CI mode
-        if line.startswith("multibake:") or " ERROR" in line or line.startswith("ERROR"):
-            console.print(line, style="bold red" if "ERROR" in line else "yellow", markup=False)
-        elif line.startswith("#") and "[" in line:
-            console.print(line, style="dim", markup=False)
-
-    return echo
-
-
 def _tools(progress: Progress = Progress.PLAIN) -> Tools:
     """What the release pipeline talks to: docker (made when needed), the registry, stderr."""
-    from multibake import release
+    from multibake import display, release
     from multibake.builder import docker_client
 
+    out = display.output(progress)
     return release.Tools(
         docker=lambda: docker_client(debug=_debug),
-        echo=_echo_for(progress, quiet=False),
+        echo=out.echo,
+        watch=out.watch,
         say=lambda line: typer.echo(line, err=True),
     )
 
@@ -218,7 +193,15 @@ def build(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Build every other cell when one fails.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the bake file and command, build nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (shape in the README).")] = False,
-    progress: Annotated[Progress, typer.Option("--progress", help="How to show buildx output.")] = Progress.AUTO,
+    progress: Annotated[
+        Progress,
+        typer.Option(
+            "--progress",
+            help="tty: a live table of cells and platforms; plain: buildx's lines, and every "
+            "$MULTIBAKE_PROGRESS_INTERVAL seconds (30) what still runs; quiet: multibake's lines and errors only; "
+            "auto: tty on a terminal.",
+        ),
+    ] = Progress.AUTO,
     shard: Annotated[
         str | None,
         typer.Option(

@@ -41,7 +41,8 @@ _TRANSIENT = re.compile(
 )
 
 
-_IGNORED = re.compile(r"failed to configure registry cache importer|importing cache manifest from", re.IGNORECASE)
+# an ERROR line that does not stop the build: a cache that does not exist yet
+IGNORED_ERROR = re.compile(r"failed to configure registry cache importer|importing cache manifest from", re.IGNORECASE)
 
 
 # BuildKit (containerd snapshotter) keeps a cache record whose snapshot a cancelled build removed; every
@@ -67,7 +68,7 @@ def classify(output: str, targets: Iterable[str] = ()) -> Failure:
     lines = output.splitlines()
     # a cache that does not exist yet is reported as an ERROR line but the build goes on
     errors = [
-        ln for ln in lines if ("ERROR" in ln or ln.startswith(("error:", "failed to"))) and not _IGNORED.search(ln)
+        ln for ln in lines if ("ERROR" in ln or ln.startswith(("error:", "failed to"))) and not IGNORED_ERROR.search(ln)
     ]
     decisive = errors or lines[-5:]
     steps = Steps(set(targets))
@@ -113,7 +114,7 @@ class Steps:
             self.cached.add(m.group(1))
         elif m := _STEP_DONE.match(line):
             self.done.add(m.group(1))
-        elif (m := _STEP_ERROR.match(line)) and not _IGNORED.search(line):
+        elif (m := _STEP_ERROR.match(line)) and not IGNORED_ERROR.search(line):
             self.errors[m.group(1)] = m.group(2)
         elif (m := _PUSHED.match(line)) and m.group(1) in self.target_of:
             self.push_lines[m.group(1)] = (self.target_of[m.group(1)], f"{untagged(m.group(2))}@{m.group(3)}")

@@ -34,6 +34,15 @@ class Status(StrEnum):
         return self in (Status.BUILT, Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE)
 
 
+class Progress(StrEnum):
+    """How a build shows its progress (display.py)."""
+
+    AUTO = "auto"  # tty on a terminal, plain otherwise
+    PLAIN = "plain"  # buildx's lines verbatim, and now and then what is still running
+    TTY = "tty"  # a live table of cells and platforms; errors in full
+    QUIET = "quiet"  # multibake's own lines and buildx's errors only
+
+
 class Split(StrEnum):
     """How a release is divided across CI runners; also the kind of one shard."""
 

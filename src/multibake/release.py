@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, bases, buildid, invocation, nodes, paths, publish, shards
+from multibake import bake, bases, buildid, display, invocation, nodes, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -41,6 +41,7 @@ class Tools:
     docker: Callable[[], DockerClient]  # made only when something is about to run docker
     echo: Echo  # buildx's progress and multibake's running commentary
     say: Echo  # messages that are always shown (stderr)
+    watch: display.Watch = display.unwatched  # follows the bake runs: a live table, "still running" lines
     sleep: Callable[[float], None] = time.sleep
     api: Api = field(default_factory=Http)  # the registry API
     bake_runner: Callable[[DockerClient], invocation.Runner] = invocation.whales_runner  # how a bake argv is run
@@ -134,9 +135,9 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
         nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
     info = preflight(docker, todo.plan, opts.builder, tools.say)
     workdir = req.bake_file.parent
-    report = bake.execute(
-        tools.bake_runner(docker), todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir
-    )
+    with tools.watch(todo.plan, info.nodes) as followed:
+        runner = followed(tools.bake_runner(docker))
+        report = bake.execute(runner, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
     report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)

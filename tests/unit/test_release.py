@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from multibake import buildid, cli, publish, release, shards
+from multibake import buildid, cli, display, publish, release, shards
 from multibake import config as cfg
 from multibake import plan as planner
 from multibake.errors import UsageError
@@ -379,3 +379,24 @@ def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
     ]
     assert [run["outcome"] for run in doc["bake_runs"]] == ["permanent", "permanent"]
     assert doc["builder"] == {"name": "fake", "driver": "remote", "buildx": "0.29.1", "platforms": sorted(PLATFORMS)}
+
+
+def test_a_watched_build_says_each_cell_as_it_finishes(stack: Stack) -> None:
+    out: list[str] = []
+    plain = display.Plain(out.append, interval=0, clock=lambda: 0.0)
+    tools = replace(stack.tools(), echo=plain.echo, watch=plain.watch)
+    stack.docker.broken = {APP1}
+    built = release.build(
+        release.BuildOptions(config=stack.config, push=True, keep_going=True, result_dir=stack.config.parent), tools
+    )
+    assert not built.ok
+    said = [line for line in out if line.startswith(("multibake: done", "multibake: failed", "multibake: cached"))]
+    # the first bake run fails on app-1_0 after pushing the others, which are done (exported) when it
+    # ends; --keep-going then builds app-1_0 alone, which fails again
+    assert said == [
+        f"multibake: failed {APP1} (linux/amd64, linux/arm64, linux/arm/v7) in 0.0s",
+        f"multibake: done {BB} (linux/amd64, linux/arm64, linux/arm/v7) in 0.0s",
+        f"multibake: done {APP2} (linux/amd64, linux/arm64, linux/arm/v7) in 0.0s",
+        f"multibake: failed {APP1} (linux/amd64, linux/arm64, linux/arm/v7) in 0.0s",
+    ]
+    assert stack.docker.runs == [[BB, APP1, APP2], [APP1]]
