@@ -175,7 +175,7 @@ def preflight_registry(api: Api, retry: Retry, sleep: Callable[[float], None], e
     limits = Retry(attempts=min(ATTEMPTS, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
     return Registry(
         policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
-        api=Http(timeout=TIMEOUT) if isinstance(api, Http) else api,
+        api=api.with_timeout(TIMEOUT) if isinstance(api, Http) else api,
     )
 
 

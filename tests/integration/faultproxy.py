@@ -7,19 +7,65 @@ does by itself), or for every request when ``fail_puts`` is negative (a registry
 With ``agent``, only clients whose User-Agent contains it are refused (dockerd's pushes say
 ``docker/``, BuildKit's ``buildkit/``, multibake's ``python-requests/``).
 
+With ``token`` (user, password) it is also a registry that wants a Bearer token, as Docker Hub,
+GHCR and Harbor do: a request without a valid token is answered 401 with ``WWW-Authenticate: Bearer
+realm=…,service=…,scope=…``; ``GET /token`` grants one for the right Basic credentials (and counts who
+asked); only requests carrying a granted token are forwarded. With ``tls`` it speaks HTTPS (clients
+send credentials only over TLS: python-dxf refuses plain HTTP, and asks the realm over HTTPS).
+
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
+import re
+import secrets
+import ssl
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+_REPO = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
+SERVICE = "multibake-test"
+
+
+class Tokens:
+    """The token side of a Bearer-auth registry: grants tokens for Basic credentials, checks them."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.granted: set[str] = set()
+        self.grants = 0  # /token requests with the right credentials
+        self.refusals = 0  # /token requests with wrong or no credentials
+        self.bearer_ok = 0  # registry requests carrying a granted token
+        self.challenged = 0  # registry requests answered 401 (no or an unknown token)
+        self.scopes: list[str] = []  # what clients asked tokens for
+
+    def token(self, authorization: str, query: str) -> bytes | None:
+        """A token response for a request to the realm, None when its credentials are wrong."""
+        self.scopes += [v for k, v in urllib.parse.parse_qsl(query) if k == "scope"]
+        if authorization != self.basic:
+            self.refusals += 1
+            return None
+        self.grants += 1
+        token = secrets.token_urlsafe(16)
+        self.granted.add(token)
+        return json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+
+    def allowed(self, authorization: str) -> bool:
+        ok = authorization.startswith("Bearer ") and authorization[len("Bearer ") :] in self.granted
+        if ok:
+            self.bearer_ok += 1
+        else:
+            self.challenged += 1
+        return ok
 
 
 class FaultProxy:
@@ -33,8 +79,11 @@ class FaultProxy:
         match: str = "/manifests/",
         agent: str = "",
         port: int = 5001,
+        token: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = upstream
+        self.tokens = Tokens(*token) if token else None
         self.match = match
         self.agent = agent
         self.fail_puts = fail_puts
@@ -63,6 +112,34 @@ class FaultProxy:
                     return
                 super().handle()
 
+            def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _token_auth(self, tokens: Tokens) -> bool:
+                """Answer the token realm, or a request without a granted token; False when answered."""
+                path, _, query = self.path.partition("?")
+                if path == "/token":
+                    granted = tokens.token(self.headers.get("Authorization", ""), query)
+                    if granted is None:
+                        self._answer(401, b'{"details":"wrong credentials"}', {})
+                    else:
+                        self._answer(200, granted, {})
+                    return False
+                if tokens.allowed(self.headers.get("Authorization", "")):
+                    return True
+                realm = f"{self.owner.scheme}://127.0.0.1:{self.owner.port}/token"
+                challenge = f'Bearer realm="{realm}",service="{SERVICE}"'
+                if m := _REPO.match(path):
+                    challenge += f',scope="repository:{m.group(1)}:pull,push"'
+                payload = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+                self._answer(401, payload, {"WWW-Authenticate": challenge})
+                return False
+
             def _handle(self) -> None:
                 body = b""
                 length = int(self.headers.get("Content-Length") or 0)
@@ -70,6 +147,8 @@ class FaultProxy:
                     body = self.rfile.read(length)
                 elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = self._read_chunked()
+                if self.owner.tokens is not None and not self._token_auth(self.owner.tokens):
+                    return
                 refused = self.owner.agent in self.headers.get("User-Agent", "")
                 if self.command == "PUT" and self.owner.match in self.path and refused and self.owner._inject():
                     self.send_response(self.owner.status)
@@ -85,7 +164,7 @@ class FaultProxy:
                 conn = http.client.HTTPConnection(self.owner.upstream, timeout=120)
                 headers: dict[str, str] = {}
                 for k, v in self.headers.items():  # repeated headers (Accept) joined, as HTTP allows
-                    if k.lower() not in _HOP:
+                    if k.lower() not in _HOP and k.lower() != "authorization":  # the upstream wants none
                         headers[k] = f"{headers[k]}, {v}" if k in headers else v
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -120,6 +199,9 @@ class FaultProxy:
         ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
+        self.scheme = "https" if tls else "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _inject(self) -> bool:
