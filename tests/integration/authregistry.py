@@ -11,6 +11,10 @@ back to plain HTTP, so a registry on 127.0.0.1 would not show that the CA is rea
 docker bridge's gateway (172.17.0.1 by default) is an address of this machine every dockerd has;
 ``start`` refuses an address dockerd would treat as insecure, so the TLS tests cannot silently turn
 into tests of nothing.
+
+Other tests use it through the session fixture ``auth_registry`` (conftest.py): ``host``, ``user``,
+``password`` and ``ca``; ``registry.get``/``tags`` read it with those, ``docker_config`` and ``login``
+give a test docker's login state without touching the user's.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CERTS_D = Path("/etc/docker/certs.d")
+_OWNER = "multibake-test.owner"  # docker reads only *.crt, *.cert and *.key files here
 PORT = 5443
 
 
@@ -189,10 +194,12 @@ def trusted(host: str, ca: Path) -> Iterator[Path]:
     """Install ``ca`` as docker's CA for ``host``; removed (and the folders made for it) on exit."""
     made_root = not CERTS_D.exists()
     folder = CERTS_D / host
-    if folder.exists():
+    if folder.exists() and not (folder / _OWNER).exists():
         raise RuntimeError(f"{folder} exists already: refusing to replace a CA this test did not install")
+    shutil.rmtree(folder, ignore_errors=True)  # left by a test run that was killed
     folder.mkdir(parents=True)
     try:
+        (folder / _OWNER).write_text("installed by multibake's integration tests; removed when they end\n")
         shutil.copy(ca, folder / "ca.crt")
         yield folder / "ca.crt"
     finally:
