@@ -250,16 +250,17 @@ def user_docker_dir() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
-def docker_config(folder: Path, config: dict[str, object] | None = None) -> Path:
+def docker_config(folder: Path, config: dict[str, object] | None = None, *, builders: bool = True) -> Path:
     """A DOCKER_CONFIG for one test: its own config.json, the user's buildx builders and cli plugins.
 
     buildx keeps its builder definitions under DOCKER_CONFIG/buildx and docker finds plugins under
     DOCKER_CONFIG/cli-plugins: without the links the stack's builders would vanish for the test.
+    ``builders=False`` gives the test a buildx state of its own (builders it creates stay in it).
     """
     folder.mkdir(parents=True, exist_ok=True)
     user = user_docker_dir()
     (user / "buildx").mkdir(parents=True, exist_ok=True)
-    for name in ("buildx", "cli-plugins", "contexts"):
+    for name in ("buildx", "cli-plugins", "contexts") if builders else ("cli-plugins", "contexts"):
         if (user / name).exists():
             (folder / name).symlink_to(user / name)
     (folder / "config.json").write_text(json.dumps(config or {}))

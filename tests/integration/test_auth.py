@@ -278,6 +278,71 @@ def test_tls_is_verified_by_dockerd_buildkit_and_multibake(auth_registry: AuthRe
     assert_published(cfg, ["linux/amd64"])
 
 
+def _buildkitd() -> Path | None:
+    """The standalone buildkitd the buildkit stack built (scripts/setup-stack.sh), or one on PATH."""
+    cache = Path(os.environ.get("MULTIBAKE_CACHE", "/var/cache/multibake"))
+    found = sorted(cache.glob("buildkit-*/bin/buildkitd"))
+    on_path = shutil.which("buildkitd")
+    return found[-1] if found else Path(on_path) if on_path else None
+
+
+@contextlib.contextmanager
+def standalone_buildkit(buildkitd: Path, env: dict[str, str], ca: Path | None, host: str) -> Iterator[str]:
+    """A buildkitd of its own (its config trusting ``ca`` for ``host``, or nothing), as a remote builder
+    in ``env``'s DOCKER_CONFIG; yields the builder's name. Stopped and removed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="mb-bk-"))  # short: a unix socket path has ~100 characters
+    config = "[worker.oci]\n  enabled = true\n[worker.containerd]\n  enabled = false\n"
+    if ca is not None:
+        config += f'[registry."{host}"]\n  ca = ["{ca}"]\n'
+    (folder / "buildkitd.toml").write_text(config)
+    name, sock = f"mb-auth-{folder.name[-6:].lower()}", f"unix://{folder}/buildkitd.sock"
+    argv = [str(buildkitd), "--config", str(folder / "buildkitd.toml"), "--root", str(folder / "root"), "--addr", sock]
+    with (folder / "buildkitd.log").open("wb") as log:
+        daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        create = ["docker", "buildx", "create", "--name", name, "--driver", "remote", sock]
+        subprocess.run(create, env=env, capture_output=True, text=True, check=True)
+        inspect = ["docker", "buildx", "inspect", "--bootstrap", name]
+        deadline = time.monotonic() + 60
+        while subprocess.run(inspect, env=env, capture_output=True, check=False).returncode != 0:
+            assert daemon.poll() is None and time.monotonic() < deadline, (folder / "buildkitd.log").read_text()
+            time.sleep(0.5)
+        yield name
+    finally:
+        subprocess.run(["docker", "buildx", "rm", name], env=env, capture_output=True, check=False)
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_buildkit_outside_dockerd_trusts_the_ca_only_from_its_own_config(
+    auth_registry: AuthRegistry, tmp_path: Path
+) -> None:
+    """A BuildKit daemon of its own (remote driver; docker-container is the same daemon in a container)
+    does not read /etc/docker/certs.d: it refuses the certificate until its buildkitd.toml names the CA.
+    It takes the credentials from buildx (the docker login state), and pushes by digest."""
+    buildkitd = _buildkitd()
+    if buildkitd is None:
+        message = "no standalone buildkitd (scripts/setup-stack.sh --stack buildkit builds one)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, refusing to skip: {message}")
+        pytest.skip(message)
+    reg = auth_registry
+    docker_dir = docker_config(tmp_path / "docker", builders=False)  # the test's builders stay its own
+    login(docker_dir, reg)
+    env = environ(docker_dir)
+    cfg = write_release(tmp_path, reg.host, ["linux/amd64"])
+    with standalone_buildkit(buildkitd, env, None, reg.host) as builder:
+        refused = push(cfg, env, "--builder", builder)
+    assert refused.returncode == 1 and "x509: certificate signed by unknown authority" in refused.stderr
+    with standalone_buildkit(buildkitd, env, reg.ca, reg.host) as builder:
+        built = push(cfg, env, "--builder", builder)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert json.loads(built.stdout)["route"] == "push-by-digest"
+    assert_published(cfg, ["linux/amd64"])
+    assert {"buildkit", "multibake"} <= authorized_agents(reg, cfg)
+
+
 def test_token_auth_of_the_registry_client(stack: str, tmp_path: Path) -> None:
     """A registry that wants Bearer tokens (faultproxy.py's token mode over TLS, in front of
     127.0.0.1:5000): multibake's verify gets a token for its credentials from the realm and reads with it."""
