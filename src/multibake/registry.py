@@ -109,9 +109,16 @@ def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | 
     # docker's rule: a host listed in credHelpers uses that helper, none when it is "" (the file)
     helper = helpers[key] if key in helpers else config.get("credsStore")
     if helper:
-        proc = subprocess.run(
-            [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
-        )
+        try:
+            proc = subprocess.run(
+                [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
+            )
+        except OSError as exc:  # as docker, refuse rather than go on without the credentials it names
+            raise RegistryError(
+                f"docker's credential helper docker-credential-{helper} (named in {folder / 'config.json'}) "
+                f"cannot run: {exc.strerror}",
+                transient=False,
+            ) from exc
         if proc.returncode == 0:
             found = json.loads(proc.stdout)
             return str(found["Username"]), str(found["Secret"])

@@ -183,7 +183,10 @@ def test_credential_helper(auth_registry: AuthRegistry, tmp_path: Path) -> None:
 
 def test_environment_credentials_log_docker_in_privately(auth_registry: AuthRegistry, tmp_path: Path) -> None:
     reg = auth_registry
-    docker_dir = docker_config(tmp_path / "docker")  # no credentials at all
+    # no credentials at all, and a keychain that must not be written to (there is no such helper:
+    # docker would fail storing into it, as it would write into a real one)
+    users: dict[str, object] = {"credsStore": "mb-absent-keychain"}
+    docker_dir = docker_config(tmp_path / "docker", users)
     cfg = write_release(tmp_path, reg.host, TWO)
     before, builders_before = private_configs(), builders(docker_dir)
     env = environ(docker_dir, **{USER_ENV: reg.user, PASSWORD_ENV: reg.password})
@@ -198,10 +201,10 @@ def test_environment_credentials_log_docker_in_privately(auth_registry: AuthRegi
     assert_secret_nowhere(reg.password, tmp_path, built, checked)
     # the private DOCKER_CONFIG is gone, the user's is untouched and keeps its builders
     assert private_configs() == before
-    assert json.loads((docker_dir / "config.json").read_text()) == {}
+    assert json.loads((docker_dir / "config.json").read_text()) == users
     assert builders(docker_dir) == builders_before
     # and without the credentials the registry refuses multibake: exit 1 naming it, no retries
-    refused = multibake("verify", "-c", str(cfg), env=environ(docker_dir))
+    refused = multibake("verify", "-c", str(cfg), env=environ(docker_config(tmp_path / "anonymous")))
     assert refused.returncode == 1
     assert f"{reg.host}/" in refused.stdout + refused.stderr and "401 unauthorized" in refused.stdout
     assert "transient failure" not in refused.stderr

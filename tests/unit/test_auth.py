@@ -175,3 +175,11 @@ def test_refused_credentials_and_untrusted_certificates_are_not_retried(exc: Exc
     failure = registry._failure("reading 10.0.0.1:5443/x:1", exc)
     assert failure.transient is False
     assert str(failure).startswith("reading 10.0.0.1:5443/x:1: ") and said in str(failure)
+
+
+def test_a_credential_helper_that_cannot_run_is_said_not_skipped(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "mb-no-such-helper"}))
+    with pytest.raises(registry.RegistryError) as err:
+        registry.credentials("ghcr.io", tmp_path)
+    assert err.value.transient is False
+    assert "docker-credential-mb-no-such-helper" in str(err.value) and "cannot run" in str(err.value)
