@@ -348,19 +348,23 @@ def test_buildkit_outside_dockerd_trusts_the_ca_only_from_its_own_config(
 
 def test_token_auth_of_the_registry_client(stack: str, tmp_path: Path) -> None:
     """A registry that wants Bearer tokens (faultproxy.py's token mode over TLS, in front of
-    127.0.0.1:5000): multibake's verify gets a token for its credentials from the realm and reads with it."""
+    127.0.0.1:5000, its CA in certs.d): multibake's verify gets a token for its credentials from the
+    realm and reads with it."""
     user, password = "token-user", uuid.uuid4().hex
     docker_dir = docker_config(tmp_path / "docker")
     cfg = write_release(tmp_path, "127.0.0.1:5000", ["linux/amd64"])
     built = push(cfg, environ(docker_dir))  # straight into the plain registry
     assert built.returncode == 0, built.stderr[-3000:]
     namespace = plan_of(cfg)["registry"].split("/", 1)[1]
-    fronted = ("-c", str(cfg), "--registry", f"127.0.0.1:5001/{namespace}")
     (tmp_path / "tls").mkdir()
     ca, cert, key = make_certificates(tmp_path / "tls", "127.0.0.1")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    with trusted("127.0.0.1:5001", ca), FaultProxy(token=(user, password), tls=context) as proxy:
+    # any free port: only multibake's client talks to it (dockerd and BuildKit are not involved)
+    proxy = FaultProxy(token=(user, password), tls=context, port=0)
+    front = f"127.0.0.1:{proxy.port}"
+    fronted = ("-c", str(cfg), "--registry", f"{front}/{namespace}")
+    with trusted(front, ca), proxy:
         tokens = proxy.tokens
         assert tokens is not None
         good = multibake("verify", *fronted, env=environ(docker_dir, **{USER_ENV: user, PASSWORD_ENV: password}))
@@ -374,6 +378,6 @@ def test_token_auth_of_the_registry_client(stack: str, tmp_path: Path) -> None:
         assert tokens.refusals >= 1
     for refused in (anonymous, wrong):
         assert refused.returncode == 1
-        assert "127.0.0.1:5001/" in refused.stdout and "401 unauthorized" in refused.stdout
+        assert f"{front}/" in refused.stdout and "401 unauthorized" in refused.stdout
         assert "transient failure" not in refused.stderr
     assert password not in good.stdout + good.stderr
