@@ -8,6 +8,7 @@ with exit 2 and the fix.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,13 @@ def docker_client(debug: bool = False) -> DockerClient:
             logger.setLevel(logging.DEBUG)
             logger.addHandler(handler)
     return DockerClient()
+
+
+def with_config(docker: DockerClient, folder: Path) -> DockerClient:
+    """The same docker client, reading its configuration (credentials, buildx state) from ``folder``."""
+    from python_on_whales import DockerClient
+
+    return DockerClient(client_config=dataclasses.replace(docker.client_config, config=folder))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

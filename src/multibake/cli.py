@@ -220,7 +220,12 @@ def build(
         typer.Option("--no-preflight", help="Do not check in the registry that base images publish every platform."),
     ] = False,
 ) -> int:
-    """Build the plan with docker buildx bake: all platforms, cached, pushes retried."""
+    """Build the plan with docker buildx bake: all platforms, cached, pushes retried.
+
+    Registry credentials: docker's own (docker login, credHelpers, credsStore), or, for the host of the
+    release's registry, $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD (docker is logged in
+    with them for this run only, the password on its stdin).
+    """
     from multibake import release
 
     opts = release.BuildOptions(
@@ -308,7 +313,11 @@ def publish_cmd(
     lock: LockOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verify report as JSON.")] = False,
 ) -> int:
-    """Merge shard results into manifest lists and public tags, all or nothing, then verify."""
+    """Merge shard results into manifest lists and public tags, all or nothing, then verify.
+
+    Registry credentials: as for build ($MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD for the
+    release's registry host, else docker's own).
+    """
     from multibake import release
 
     checked = release.publish_shards(config, registry, lock, tuple(from_), _tools())
@@ -322,7 +331,11 @@ def verify(
     registry: RegistryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (shape in the README).")] = False,
 ) -> int:
-    """Read the registry and check every planned tag; exit 1 on any mismatch."""
+    """Read the registry and check every planned tag; exit 1 on any mismatch.
+
+    Registry credentials: as for build ($MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD for the
+    release's registry host, else docker's own).
+    """
     from multibake import release
 
     checked = release.verify(config, registry, tuple(selectors or ()), _tools())

@@ -3,7 +3,8 @@
 Publishing is dozens of small registry round-trips (staged indexes read back, public and
 per-platform tags written, every tag verified); one HTTP session per repository and thread makes
 each a few milliseconds instead of a process start. python-dxf speaks the API and its auth flows
-(Basic, Bearer tokens); credentials come from docker's own config, as docker and buildx find them.
+(Basic, Bearer tokens); credentials come from ``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's
+registry host (auth.py), else from docker's own config, as docker and buildx find them.
 Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
 makes in the one retry rule (retry.py), including merging images into one index.
 """
@@ -15,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import ssl
 import subprocess
 import threading
@@ -27,8 +29,10 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from dxf import DXF, DXFBase
-from dxf.exceptions import DXFError, DXFUnauthorizedError
+from dxf.exceptions import DXFAuthInsecureError, DXFError, DXFUnauthorizedError
 
+from multibake import __version__
+from multibake.auth import HUB_AUTH_KEY, Login, auth_key
 from multibake.config import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
@@ -40,7 +44,6 @@ T = TypeVar("T")
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _DOCKER_HUB = "registry-1.docker.io"
-_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
 MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
 _local = threading.local()
@@ -80,9 +83,10 @@ def parse(ref: str) -> Ref:
     return Ref(host, repo, reference)
 
 
-def plain_http(host: str) -> bool:
-    # plain HTTP only for registries on this machine, as dockerd treats them
-    return host.startswith(("localhost", "127."))
+def plain_http(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> bool:
+    """Plain HTTP only for registries on this machine (dockerd's default insecure ones), unless docker
+    holds a CA for the host: a registry served over TLS there is reached over TLS, and verified."""
+    return host.startswith(("localhost", "127.")) and not (certs_root / host / "ca.crt").is_file()
 
 
 def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | bool:
@@ -105,12 +109,21 @@ def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | 
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    key = _HUB_AUTH_KEY if host == "docker.io" else host
-    helper = (config.get("credHelpers") or {}).get(key) or config.get("credsStore")
+    key = auth_key(host)
+    helpers = config.get("credHelpers") or {}
+    # docker's rule: a host listed in credHelpers uses that helper, none when it is "" (the file)
+    helper = helpers[key] if key in helpers else config.get("credsStore")
     if helper:
-        proc = subprocess.run(
-            [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
-        )
+        try:
+            proc = subprocess.run(
+                [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
+            )
+        except OSError as exc:  # as docker, refuse rather than go on without the credentials it names
+            raise RegistryError(
+                f"docker's credential helper docker-credential-{helper} (named in {folder / 'config.json'}) "
+                f"cannot run: {exc.strerror}",
+                transient=False,
+            ) from exc
         if proc.returncode == 0:
             found = json.loads(proc.stdout)
             return str(found["Username"]), str(found["Secret"])
@@ -123,20 +136,29 @@ def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | 
     return None
 
 
+def credentials_for(host: str, login: Login | None) -> tuple[str, str] | None:
+    """``login``'s credentials when they are for ``host`` (from the environment), else docker's."""
+    if login is not None and login.host == host:
+        return login.user, login.password
+    return credentials(host)
+
+
 def _auth_host(key: str) -> str:
-    if key == _HUB_AUTH_KEY:
+    if key == HUB_AUTH_KEY:
         return key
     return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
 
 
-def _client(ref: Ref, timeout: float = TIMEOUT) -> DXF:
-    clients: dict[tuple[str, str, float], DXF] = _local.__dict__.setdefault("clients", {})
-    key = (ref.host, ref.repo, timeout)
+def _client(ref: Ref, timeout: float = TIMEOUT, login: Login | None = None) -> DXF:
+    clients: dict[tuple[str, str, float, Login | None], DXF] = _local.__dict__.setdefault("clients", {})
+    key = (ref.host, ref.repo, timeout, login)
     if key not in clients:
 
         def auth(dxf: DXFBase, response: requests.Response) -> None:
-            user, secret = credentials(ref.host) or (None, None)
-            dxf.authenticate(user, secret, response=response, actions=["pull", "push"])
+            user, secret = credentials_for(ref.host, login) or (None, None)
+            dxf.authenticate(
+                user, secret, response=response, actions=["pull", "push"], user_agent=f"multibake/{__version__}"
+            )
 
         clients[key] = DXF(
             ref.api_host,
@@ -160,16 +182,41 @@ _DROPPED = (
 )
 
 
+_UNAUTHORIZED = (
+    "401 unauthorized: the registry refused the credentials, or got none "
+    "(docker login, a credential helper, or $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD)"
+)
+
+
+_TLS_REASON = re.compile(r"certificate verify failed[^()'\"]*|wrong version number|hostname mismatch[^()'\"]*")
+
+
 def _failure(what: str, exc: Exception) -> RegistryError:
     """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
     if isinstance(exc, DXFUnauthorizedError):
-        return RegistryError(f"{what}: 401 unauthorized (docker login?)", transient=False)
+        return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
+    if isinstance(exc, DXFAuthInsecureError):
+        return RegistryError(
+            f"{what}: the registry asks for credentials over plain HTTP, and multibake sends them only over TLS "
+            "(serve it over TLS, its CA in /etc/docker/certs.d/HOST/ca.crt)",
+            transient=False,
+        )
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
+        if status == 401:
+            return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
         detail = _detail(exc.response.text)
         transient = status >= 500 or status == 429
         wait = _retry_after(exc.response.headers.get("Retry-After"))
         return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
+    if isinstance(exc, requests.exceptions.SSLError):  # a ConnectionError to requests, but it lasts
+        found = _TLS_REASON.search(str(exc))
+        reason = found.group(0).strip() if found else "TLS handshake failed"
+        return RegistryError(
+            f"{what}: the registry's TLS certificate is not trusted ({reason}); "
+            "docker and multibake take a registry's CA from /etc/docker/certs.d/HOST/ca.crt",
+            transient=False,
+        )
     if isinstance(exc, requests.Timeout):
         return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
     if isinstance(exc, _DROPPED):
@@ -200,14 +247,21 @@ def _detail(body: str) -> str:
 class Http:
     """The registry API over HTTP(S), one session per repository and thread."""
 
-    def __init__(self, timeout: float = TIMEOUT) -> None:
+    def __init__(self, timeout: float = TIMEOUT, login: Login | None = None) -> None:
         self.timeout = timeout  # seconds per request (connect, and each read)
+        self.login = login  # credentials for login.host, beating docker's config
+
+    def with_timeout(self, timeout: float) -> Http:
+        return Http(timeout, self.login)
+
+    def with_login(self, login: Login) -> Http:
+        return Http(self.timeout, login)
 
     def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
         """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
         parsed = parse(ref)
         try:
-            _, response = _client(parsed, self.timeout).get_manifest_and_response(parsed.reference)
+            _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
         except _ERRORS as exc:
             if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
                 return None
@@ -219,7 +273,7 @@ class Http:
         """A blob (an image config) of ``ref``'s repository, checked against its digest."""
         parsed = parse(ref)
         try:
-            return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout).pull_blob(digest)))
+            return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout, self.login).pull_blob(digest)))
         except _ERRORS as exc:
             raise _failure(f"reading blob {digest} of {ref}", exc) from exc
 
@@ -227,7 +281,7 @@ class Http:
         """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
         parsed = parse(ref)
         try:
-            _client(parsed, self.timeout)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
+            _client(parsed, self.timeout, self.login)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
                 "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
             )
         except _ERRORS as exc:
@@ -435,5 +489,5 @@ def impatient(
     limits = Retry(attempts=min(attempts, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
     return Registry(
         policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
-        api=Http(timeout=timeout) if isinstance(api, Http) else api,
+        api=api.with_timeout(timeout) if isinstance(api, Http) else api,
     )

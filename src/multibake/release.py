@@ -9,17 +9,18 @@ in tests without docker.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import bake, bases, buildid, display, invocation, nodes, paths, publish, shards
+from multibake import auth, bake, bases, buildid, display, invocation, nodes, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
-from multibake.builder import BuilderInfo, check_builder, inspect_builder
+from multibake.builder import BuilderInfo, check_builder, client_argv, inspect_builder, with_config
 from multibake.config import Retry
 from multibake.errors import UsageError
 from multibake.kinds import Mode, Split, Status
@@ -46,6 +47,8 @@ class Tools:
     api: Api = field(default_factory=Http)  # the registry API
     bake_runner: Callable[[DockerClient], invocation.Runner] = invocation.whales_runner  # how a bake argv is run
     buildx: Callable[[DockerClient], nodes.Buildx] = nodes.WhalesBuildx  # a configured builder's create/inspect
+    configured: Callable[[DockerClient, Path], DockerClient] = with_config  # the client on another DOCKER_CONFIG
+    login_runner: auth.Runner = auth.run_docker  # runs `docker login --password-stdin`
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,9 +116,41 @@ class Checked:
     checks: tuple[TagCheck, ...] | None  # None: refused before anything was checked
 
 
+@contextlib.contextmanager
+def logged_in(tools: Tools, registry: str) -> Iterator[Tools]:
+    """``tools`` using $MULTIBAKE_REGISTRY_USER/PASSWORD for ``registry``'s host, when they are set.
+
+    The registry client takes them as they are; docker is logged in when first needed, into a
+    DOCKER_CONFIG private to this run and removed when the block ends (auth.py).
+    """
+    login = auth.from_env(registry)
+    if login is None:
+        yield tools
+        return
+    api = tools.api.with_login(login) if isinstance(tools.api, Http) else tools.api
+    with contextlib.ExitStack() as stack:
+        made: list[DockerClient] = []
+
+        def docker() -> DockerClient:
+            if not made:
+                folder = stack.enter_context(auth.docker_config(login))
+                client = tools.configured(tools.docker(), folder)
+                auth.docker_login(tools.login_runner, client_argv(client, ["docker"]), login)
+                tools.say(f"multibake: docker logged in to {login.host} as {login.user} (${auth.USER_ENV})")
+                made.append(client)
+            return made[0]
+
+        yield replace(tools, api=api, docker=docker)
+
+
 def build(opts: BuildOptions, tools: Tools) -> Built:
     """The release, step by step."""
     target = resolve(opts)
+    with logged_in(tools, target.release.plan.registry) as with_login:
+        return _build(opts, with_login, target)
+
+
+def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
         tools.say(budget(target.release.loaded.config.retry))
@@ -163,7 +198,7 @@ def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:
 def _registry(release: shards.Resolved, tools: Tools) -> Registry:
     """The release's registry client: its retries, and its per-request timeout (retry.timeout)."""
     limits = release.loaded.config.retry
-    api = Http(timeout=limits.timeout) if isinstance(tools.api, Http) else tools.api
+    api = tools.api.with_timeout(limits.timeout) if isinstance(tools.api, Http) else tools.api
     return Registry(policy=_policy(release, tools), api=api)
 
 
@@ -343,6 +378,11 @@ def publish_shards(
 ) -> Checked:
     """Merge shard results into indexes and public tags, all or nothing, then verify."""
     release = shards.resolve(config, registry, lock, check_files=False)
+    with logged_in(tools, release.plan.registry) as with_login:
+        return _publish_shards(release, results, with_login)
+
+
+def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: Tools) -> Checked:
     sources, problems = shards.merge(list(results), release.plan, shards.plan_digest(release.plan))
     if problems:
         for line in problems:
@@ -360,6 +400,7 @@ def publish_shards(
 def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:
     """Read every planned tag back from the registry."""
     release = shards.resolve(config, registry, None, check_files=False)
-    reg = _registry(release, tools)
-    checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
+    with logged_in(tools, release.plan.registry) as with_login:
+        reg = _registry(release, with_login)
+        checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

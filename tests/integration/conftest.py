@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.integration import authregistry, registry
 
 _HERE = Path(__file__).parent
 
@@ -67,3 +69,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured")
         for line in _MEASURED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(stack: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[authregistry.AuthRegistry]:
+    """A registry with htpasswd auth behind TLS, its CA trusted as docker trusts one (authregistry.py).
+
+    Yields host (address:port), user, password and the CA's path; ``registry.get`` and friends read it
+    with those. Everything it made (the process, its storage, /etc/docker/certs.d/<host>) is removed
+    at the end of the session.
+    """
+    with authregistry.start(tmp_path_factory.mktemp("auth-registry")) as reg:
+        registry.allow(reg.host, ca=reg.ca, user=reg.user, password=reg.password)
+        try:
+            yield reg
+        finally:
+            registry.forget(reg.host)

@@ -16,19 +16,30 @@ With ``hold`` (method, path, user agent → bool) and ``hold_at`` = n, the n-th 
 ``held`` is set, and the request waits until ``unhold`` is set, then its connection is reset. Tests use
 it to stop a release at a known point (the first public tag write, say) and kill it there.
 
+With ``token`` (user, password) it is also a registry that wants a Bearer token, as Docker Hub,
+GHCR and Harbor do: a request without a valid token is answered 401 with ``WWW-Authenticate: Bearer
+realm=…,service=…,scope=…``; ``GET /token`` grants one for the right Basic credentials (and counts who
+asked); only requests carrying a granted token are forwarded. With ``tls`` it speaks HTTPS (clients
+send credentials only over TLS: python-dxf refuses plain HTTP, and asks the realm over HTTPS).
+
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import random
+import re
+import secrets
 import socket
+import ssl
 import struct
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +47,40 @@ from pathlib import Path
 from typing import ClassVar
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+_REPO = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
+SERVICE = "multibake-test"
+
+
+class Tokens:
+    """The token side of a Bearer-auth registry: grants tokens for Basic credentials, checks them."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.granted: set[str] = set()
+        self.grants = 0  # /token requests with the right credentials
+        self.refusals = 0  # /token requests with wrong or no credentials
+        self.bearer_ok = 0  # registry requests carrying a granted token
+        self.challenged = 0  # registry requests answered 401 (no or an unknown token)
+        self.scopes: list[str] = []  # what clients asked tokens for
+
+    def token(self, authorization: str, query: str) -> bytes | None:
+        """A token response for a request to the realm, None when its credentials are wrong."""
+        self.scopes += [v for k, v in urllib.parse.parse_qsl(query) if k == "scope"]
+        if authorization != self.basic:
+            self.refusals += 1
+            return None
+        self.grants += 1
+        token = secrets.token_urlsafe(16)
+        self.granted.add(token)
+        return json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+
+    def allowed(self, authorization: str) -> bool:
+        ok = authorization.startswith("Bearer ") and authorization[len("Bearer ") :] in self.granted
+        if ok:
+            self.bearer_ok += 1
+        else:
+            self.challenged += 1
+        return ok
 
 
 FAULTS = ("500", "502", "503", "429", "reset", "stall")
@@ -76,6 +121,8 @@ class FaultProxy:
         chaos: Chaos | None = None,
         hold: Callable[[str, str, str], bool] | None = None,
         hold_at: int = 1,
+        token: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.hold = hold
         self.hold_at = hold_at
@@ -87,6 +134,7 @@ class FaultProxy:
         self._random = random.Random(chaos.seed if chaos else 0)
         self.log: list[Injected] = []
         self.requests = 0
+        self.tokens = Tokens(*token) if token else None
         self.match = match
         self.agent = agent
         self.fail_puts = fail_puts
@@ -118,6 +166,34 @@ class FaultProxy:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up: it may, under faults
                     return
 
+            def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _token_auth(self, tokens: Tokens) -> bool:
+                """Answer the token realm, or a request without a granted token; False when answered."""
+                path, _, query = self.path.partition("?")
+                if path == "/token":
+                    granted = tokens.token(self.headers.get("Authorization", ""), query)
+                    if granted is None:
+                        self._answer(401, b'{"details":"wrong credentials"}', {})
+                    else:
+                        self._answer(200, granted, {})
+                    return False
+                if tokens.allowed(self.headers.get("Authorization", "")):
+                    return True
+                realm = f"{self.owner.scheme}://127.0.0.1:{self.owner.port}/token"
+                challenge = f'Bearer realm="{realm}",service="{SERVICE}"'
+                if m := _REPO.match(path):
+                    challenge += f',scope="repository:{m.group(1)}:pull,push"'
+                payload = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+                self._answer(401, payload, {"WWW-Authenticate": challenge})
+                return False
+
             def _handle(self) -> None:
                 body = b""
                 length = int(self.headers.get("Content-Length") or 0)
@@ -125,6 +201,8 @@ class FaultProxy:
                     body = self.rfile.read(length)
                 elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = self._read_chunked()
+                if self.owner.tokens is not None and not self._token_auth(self.owner.tokens):
+                    return
                 if self.owner._holds(self.command, self.path, self.headers.get("User-Agent", "")):
                     self.owner.held.set()
                     self.owner.unhold.wait()
@@ -178,7 +256,7 @@ class FaultProxy:
                 conn = http.client.HTTPConnection(self.owner.upstream, timeout=120)
                 headers: dict[str, str] = {}
                 for k, v in self.headers.items():  # repeated headers (Accept) joined, as HTTP allows
-                    if k.lower() not in _HOP:
+                    if k.lower() not in _HOP and k.lower() != "authorization":  # the upstream wants none
                         headers[k] = f"{headers[k]}, {v}" if k in headers else v
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -217,6 +295,9 @@ class FaultProxy:
         ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
+        self.scheme = "https" if tls else "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _holds(self, method: str, path: str, agent: str) -> bool:

@@ -93,12 +93,17 @@ def test_r1_a_release_through_a_flaky_registry_completes_and_no_public_tag_is_ev
 
 def _moves(method: str, path: str, agent: str) -> bool:
     """multibake moving a public tag: its own PUT of a manifest by tag (not by digest)."""
-    return method == "PUT" and "/manifests/" in path and "sha256:" not in path and "python-requests" in agent
+    return method == "PUT" and "/manifests/" in path and "sha256:" not in path and _ours(agent)
 
 
 def _stages(method: str, path: str, agent: str) -> bool:
     """BuildKit pushing an image (by digest, or to a staging tag): a manifest PUT that is not multibake's."""
-    return method == "PUT" and "/manifests/" in path and "python-requests" not in agent
+    return method == "PUT" and "/manifests/" in path and not _ours(agent)
+
+
+def _ours(agent: str) -> bool:
+    """A request of multibake's own registry client (requests' agent; ``multibake/`` when it says so)."""
+    return agent.startswith(("python-requests/", "multibake/"))
 
 
 def _published_once(tmp_path: Path, reg: str) -> tuple[Path, dict[str, Any], dict[str, str | None]]:

@@ -153,7 +153,7 @@ class FakeDocker:
     system: Any = None
 
     def __post_init__(self) -> None:
-        self.buildx = SimpleNamespace(inspect=self._inspect)
+        self.buildx = SimpleNamespace(inspect=self._inspect, docker_cmd=["docker"])
         self.system = SimpleNamespace(info=self._info)
 
     def _inspect(self, name: str | None) -> Any:

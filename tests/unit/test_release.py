@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from multibake import buildid, cli, display, publish, release, shards
 from multibake import config as cfg
 from multibake import plan as planner
-from multibake.errors import UsageError
+from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
 from multibake.registry import Registry
 from multibake.retry import RetryPolicy
@@ -400,3 +401,66 @@ def test_a_watched_build_says_each_cell_as_it_finishes(stack: Stack) -> None:
         f"multibake: failed {APP1} (linux/amd64, linux/arm64, linux/arm/v7) in 0.0s",
     ]
     assert stack.docker.runs == [[BB, APP1, APP2], [APP1]]
+
+
+@dataclass
+class Logins:
+    """docker login, as the release runs it with credentials from the environment (no docker)."""
+
+    returncode: int = 0
+    calls: list[tuple[list[str], str]] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # the private DOCKER_CONFIGs docker was given
+
+    def run(self, argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str]:
+        self.calls.append((list(argv), stdin))
+        return subprocess.CompletedProcess(argv, self.returncode, "", "login attempt failed with status: 401")
+
+    def configured(self, docker: object, folder: Path) -> object:
+        self.folders.append(folder)
+        assert json.loads((folder / "config.json").read_text())["credHelpers"] == {"127.0.0.1:5000": ""}
+        return docker
+
+
+def _with_logins(stack: Stack, logins: Logins, monkeypatch: pytest.MonkeyPatch, password: str) -> release.Tools:
+    monkeypatch.setenv("DOCKER_CONFIG", str(stack.config.parent / "docker-home"))
+    monkeypatch.setenv("MULTIBAKE_REGISTRY_USER", "ci")
+    monkeypatch.setenv("MULTIBAKE_REGISTRY_PASSWORD", password)
+    return replace(stack.tools(), login_runner=logins.run, configured=logins.configured)  # type: ignore[arg-type]
+
+
+def test_environment_credentials_log_docker_in_once_into_a_config_of_the_run(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logins = Logins()
+    tools = _with_logins(stack, logins, monkeypatch, "s3cret")
+    opts = release.BuildOptions(config=stack.config, push=True)
+    built = release.build(opts, tools)
+    assert built.ok and stack.docker.runs == [[BB, APP1, APP2]]
+    [(argv, stdin)] = logins.calls
+    assert argv == ["docker", "login", "--username", "ci", "--password-stdin", "127.0.0.1:5000"]
+    assert stdin == "s3cret\n"
+    [folder] = logins.folders
+    assert not folder.exists(), "the private DOCKER_CONFIG is removed when the run ends"
+    assert (stack.config.parent / "docker-home" / "buildx").is_dir()
+    assert "multibake: docker logged in to 127.0.0.1:5000 as ci ($MULTIBAKE_REGISTRY_USER)" in stack.said
+
+
+def test_a_refused_login_ends_the_release_before_anything_is_built(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logins = Logins(returncode=1)
+    tools = _with_logins(stack, logins, monkeypatch, "wrong")
+    with pytest.raises(BuildError, match=r"^registry 127\.0\.0\.1:5000: docker login as ci .*401"):
+        release.build(release.BuildOptions(config=stack.config, push=True), tools)
+    assert stack.docker.runs == [] and stack.registry.writes == []
+    assert len(logins.calls) == 1, "a refused password is not retried"
+    assert not logins.folders[0].exists()
+
+
+def test_verify_with_environment_credentials_runs_no_docker(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert release.build(release.BuildOptions(config=stack.config, push=True), stack.tools()).ok
+    logins = Logins()
+    tools = _with_logins(stack, logins, monkeypatch, "s3cret")
+    made = stack.docker_made
+    checked = release.verify(stack.config, None, (), tools)
+    assert checked.ok and logins.calls == [] and stack.docker_made == made
