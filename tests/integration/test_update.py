@@ -7,10 +7,9 @@ parameters, so the same tests run against the plain registry on 127.0.0.1:5000 a
 registry with htpasswd auth and TLS (add an entry to ``REGISTRIES`` whose factory returns a
 ``TagRegistry`` with ``credentials``, ``scheme="https"``, ``cafile`` and ``env={"DOCKER_CONFIG": …}``;
 multibake finds the CA as docker does, in /etc/docker/certs.d/<host>/ca.crt or the system store,
-which ``SSL_CERT_FILE`` in ``env`` can name). Such a registry needs TLS on a host that is not
-localhost or 127.x: multibake speaks plain HTTP to those, and python-dxf refuses to send a password
-over plain HTTP ("Auth requires HTTPS"). Checked by hand against an htpasswd registry with TLS on
-the docker bridge address: every test passes, the wrong-credentials one included.
+which ``SSL_CERT_FILE`` in ``env`` can name). ``auth`` is the htpasswd + TLS registry of the
+``auth_registry`` fixture: TLS on a host that is not localhost or 127.x, as python-dxf sends a
+password only over TLS ("Auth requires HTTPS").
 """
 
 from __future__ import annotations
@@ -79,8 +78,24 @@ def _local(request: pytest.FixtureRequest) -> TagRegistry:
     return TagRegistry(host="127.0.0.1:5000")
 
 
+def _with_auth(request: pytest.FixtureRequest) -> TagRegistry:
+    """The htpasswd + TLS registry (``auth_registry``), the CLI logged in through a docker config of its own."""
+    reg = request.getfixturevalue("auth_registry")
+    home = request.getfixturevalue("tmp_path") / "docker-home"
+    home.mkdir()
+    token = base64.b64encode(f"{reg.user}:{reg.password}".encode()).decode()
+    (home / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    return TagRegistry(
+        host=reg.host,
+        scheme="https",
+        credentials=(reg.user, reg.password),
+        cafile=str(reg.ca),
+        env={"DOCKER_CONFIG": str(home)},
+    )
+
+
 # name → how to make the registry (an auth variant takes its own fixture through request.getfixturevalue)
-REGISTRIES: dict[str, Callable[[pytest.FixtureRequest], TagRegistry]] = {"local": _local}
+REGISTRIES: dict[str, Callable[[pytest.FixtureRequest], TagRegistry]] = {"local": _local, "auth": _with_auth}
 
 
 @pytest.fixture(params=sorted(REGISTRIES))
