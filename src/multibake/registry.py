@@ -187,6 +187,16 @@ class Http:
         except _ERRORS as exc:
             raise _failure(f"reading blob {digest} of {ref}", exc) from exc
 
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``host/name``, no tag), following the registry's pages; [] when absent."""
+        parsed = parse(repository)
+        try:
+            return sorted(cast(list[str], _client(parsed, self.timeout).list_aliases()) or [])
+        except _ERRORS as exc:
+            if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+                return []
+            raise _failure(f"listing the tags of {repository}", exc) from exc
+
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
         """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
         parsed = parse(ref)
@@ -206,6 +216,8 @@ class Api(Protocol):
     def get_blob(self, ref: str, digest: str) -> bytes: ...
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None: ...
+
+    def list_tags(self, repository: str) -> list[str]: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -286,6 +298,10 @@ class Registry:
         body = self._call(f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
         config: dict[str, Any] = json.loads(body)
         return config
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``host/name``), sorted; [] when the registry has no such repository."""
+        return self._call(f"listing the tags of {repository}", lambda: self.api.list_tags(repository))
 
     def image_platform(self, ref: str) -> str:
         """The platform a single-platform image's config declares."""
