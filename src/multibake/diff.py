@@ -10,6 +10,7 @@ alone (they record when the build ran) change nothing, as for publish.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Image:
     bytes: int  # compressed: the sum of its layers' sizes
     layers: int
     base: str | None = None  # base.name[@base.digest] from its labels
+    content: str = ""  # its config and layer digests: equal for the same image written with other media types
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,6 +62,18 @@ class PlatformDiff:
     @property
     def layers_delta(self) -> int:
         return (self.new.layers if self.new else 0) - (self.old.layers if self.old else 0)
+
+    @property
+    def same_content(self) -> bool:
+        """Another manifest of the same config and layers (BuildKit writes Docker media types without
+        attestations, OCI ones with them)."""
+        return (
+            self.change is Change.CHANGED
+            and self.old is not None
+            and self.new is not None
+            and bool(self.old.content)
+            and self.old.content == self.new.content
+        )
 
     @property
     def base_changed(self) -> bool:
@@ -196,11 +210,13 @@ class Reader:
         labels = (config.get("config") or {}).get("Labels") or {}
         name, digest = labels.get(BASE_NAME), labels.get(BASE_DIGEST)
         base = f"{name}@{digest}" if name and digest else name or digest
+        parts = [str(held.doc.get("config", {}).get("digest")), *(str(layer.get("digest")) for layer in layers)]
         return Image(
             digest=held.digest,
             bytes=sum(int(layer.get("size", 0)) for layer in layers),
             layers=len(layers),
             base=base,
+            content=hashlib.sha256("\n".join(parts).encode()).hexdigest(),
         )
 
 

@@ -263,6 +263,7 @@ def diff_json(found: DiffReport, show_all: bool = False) -> dict[str, Any]:
                         "bytes_delta": row.bytes_delta,
                         "layers_delta": row.layers_delta,
                         "base_changed": row.base_changed,
+                        "same_content": row.same_content,
                     }
                     for row in t.platforms
                 ],
@@ -306,7 +307,8 @@ def diff_table(found: DiffReport, show_all: bool = False) -> str:
     for t in shown:
         ref = t.ref.removeprefix(found.registry + "/")
         for row in t.platforms:
-            rows.append([ref, name(row.platform, Scheme.SHORT), row.change.value, *_diff_cells(row)])
+            change = "changed (manifest only)" if row.same_content else row.change.value
+            rows.append([ref, name(row.platform, Scheme.SHORT), change, *_diff_cells(row)])
     text = f"comparing {found.old} → {found.new}\n"
     if rows:
         text += "\n" + table(["TAG", "PLATFORM", "CHANGE", "COMPRESSED", "LAYERS", "BASE"], rows)

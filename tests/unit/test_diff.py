@@ -50,6 +50,16 @@ def test_new_attestations_alone_change_nothing() -> None:
     assert [row.change for row in diff.platforms] == [Change.UNCHANGED, Change.UNCHANGED]
 
 
+def test_the_same_config_and_layers_in_another_manifest_is_the_same_content() -> None:
+    """BuildKit writes Docker media types without attestations and OCI ones with them: other digests."""
+    old = facts("i1", amd64=Image(digest="sha256:docker", bytes=10, layers=1, content="c1"))
+    new = facts("i2", amd64=Image(digest="sha256:oci", bytes=10, layers=1, content="c1"))
+    (row,) = compare_tag(f"{REG}/app:1.0", old, new).platforms
+    assert row.change is Change.CHANGED and row.same_content
+    shown = DiffReport(mode="previous", registry=REG, old="a", new="b", tags=(compare_tag("r/app:1", old, new),))
+    assert "changed (manifest only)" in report.diff_table(shown)
+
+
 def test_a_base_change_is_shown_old_to_new() -> None:
     old = facts("i1", amd64=image("a1", base="docker.io/library/alpine:3.20"))
     new = facts("i2", amd64=image("a2", base="docker.io/library/alpine:3.21"))
@@ -147,6 +157,7 @@ def test_the_json_document() -> None:
         "bytes_delta": 339,
         "layers_delta": 1,
         "base_changed": True,
+        "same_content": False,
     }
     assert len(report.diff_json(_report(), show_all=True)["tags"]) == 3
     json.dumps(doc)
