@@ -185,7 +185,7 @@ class Reader:
             return None
         repo = repository(ref)
         if held.is_index:
-            images = tuple((p, self.image(f"{repo}@{d}")) for p, d in sorted(held.entries().items()))
+            images = tuple((p, self.image(f"{repo}@{d}")) for p, d in held.entries().items())
         else:
             config = self.reg.config_of(ref, held)
             images = ((platform_name(config), self._image(held, config)),)
