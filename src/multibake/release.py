@@ -468,15 +468,16 @@ def _diff_previous(entry: journal.Release, p: Plan, reg: Registry, *, selected: 
     records = [t for t in entry.tags if not selected or t.target in targets]
     pairs = compare.previous_pairs((t.ref, t.before) for t in records)
     facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
-    notes = []
+    notes: list[str] = []
+    kept: list[compare.Pair] = []
     for t, pair in zip(records, pairs, strict=True):
-        now = facts.get(t.ref)
-        if pair.old is not None and facts.get(pair.old) is None:
+        if pair.old is not None and facts.get(pair.old) is None:  # deleted, or garbage-collected
             notes.append(f"{t.ref}: what it pointed at before ({t.before}) is no longer in the registry")
-        elif now is not None and t.after is not None and now.digest != t.after:
+            continue
+        now = facts.get(t.ref)
+        if now is not None and t.after is not None and now.digest != t.after:
             notes.append(f"{t.ref} moved since that release (to {now.digest})")
-    gone = {pair.old for pair in pairs if pair.old is not None and facts.get(pair.old) is None}
-    kept = [pair for pair in pairs if pair.old not in gone]
+        kept.append(pair)
     return compare.Report(
         mode="previous",
         registry=entry.registry,

@@ -525,3 +525,24 @@ def test_diff_refuses_bad_usage_with_exit_2(
     code, _, err = _diff(cli_stack, *args, capsys=capsys)
     assert code == 2
     assert message in err
+
+
+def test_diff_previous_notes_what_it_could_not_compare(cli_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = cli_stack
+    assert stack.build(push=True).ok
+    stack.docker.grown = {APP1: 1, APP2: 1}
+    assert stack.build(push=True).ok
+    entry = journal.last(stack.config.parent)
+    assert entry is not None
+    one = next(t for t in entry.tags if t.ref == f"{REG}/app:1.0")
+    two = next(t for t in entry.tags if t.ref == f"{REG}/app:2.0")
+    del stack.registry.manifests[("127.0.0.1:5000/t/app", str(one.before))]  # garbage-collected since
+    stack.registry.publish(f"{REG}/app:2.0", PLATFORMS, {"someone": "else"})  # moved by someone else since
+    code, out, _ = _diff(stack, "--json", "--all", capsys=capsys)
+    doc = json.loads(out)
+    assert code == 0
+    assert doc["notes"][0] == f"{REG}/app:1.0: what it pointed at before ({one.before}) is no longer in the registry"
+    assert any(n.startswith(f"{REG}/app:2.0 moved since that release (to sha256:") for n in doc["notes"])
+    refs = [t["ref"] for t in doc["tags"]]
+    assert f"{REG}/app:1.0" not in refs and f"{REG}/app:2.0" in refs
+    assert two.after != two.before
