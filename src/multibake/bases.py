@@ -144,6 +144,27 @@ def shown(bases: CellBases) -> str:
     return ",".join(f"{arch.name(p, Scheme.SHORT) if p in arch.ARCHES else p}={ref}" for p, ref in bases.shown)
 
 
+BASE_NAME = "org.opencontainers.image.base.name"
+
+
+def base_labels(plan: Plan, root: Path, sets: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """target → the OCI ``base.name`` label of each cell whose base image is one external image on every
+    platform, fully qualified (``docker.io/library/alpine:3.21``), for ``multibake diff`` to show a base
+    change. A child already names its parent cell's tag; ``scratch``, or bases that differ by platform
+    or cannot be worked out, get none. A label the family sets itself is left alone.
+    """
+    found = plan_bases(plan, root, sets, strict=False)
+    out: dict[str, tuple[str, str]] = {}
+    for cell in plan.cells:
+        refs = {ref for _, ref in found[cell.target].shown}
+        if cell.parent is not None or len(refs) != 1 or BASE_NAME in dict(cell.labels):
+            continue
+        ref = refs.pop()
+        if ref not in ("scratch", "?") and not ref.startswith("<"):
+            out[cell.target] = (BASE_NAME, canonical_ref(ref))
+    return out
+
+
 def canonical_platform(platform: str) -> str:
     try:
         return arch.normalize(platform)

@@ -219,6 +219,13 @@ def build(
         bool,
         typer.Option("--no-preflight", help="Do not check in the registry that base images publish every platform."),
     ] = False,
+    attest: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attest",
+            help="provenance=min|max|off: the provenance attestation of every image; beats attest: in platforms.yaml.",
+        ),
+    ] = None,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried.
 
@@ -245,6 +252,7 @@ def build(
         result_dir=result_dir,
         skip_existing=skip_existing,
         preflight=not no_preflight,
+        attest=tuple(attest or ()),
     )
     return _render_build(release.build(opts, _tools(progress)), as_json)
 
@@ -340,6 +348,52 @@ def verify(
 
     checked = release.verify(config, registry, tuple(selectors or ()), _tools())
     return _render_checks(checked, as_json)
+
+
+@app.command("diff")
+def diff_cmd(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Another registry namespace holding the same repositories (e.g. registry.example.com/prod).",
+        ),
+    ] = None,
+    previous: Annotated[
+        bool, typer.Option("--previous", help="The last release against what its tags pointed at before it.")
+    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Show unchanged tags too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON (shape in the README).")] = (
+        False
+    ),
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 1 when something differs (like git diff --exit-code).")
+    ] = False,
+) -> int:
+    """Compare published tags with what the registry held before: sizes, layers, bases, new and removed tags.
+
+    Without --against or --previous: --previous when a release is recorded in .multibake/releases/.
+    """
+    from multibake import release, report
+
+    found = release.diff(
+        release.DiffOptions(
+            config=config,
+            registry=registry,
+            selectors=tuple(selectors or ()),
+            against=against,
+            previous=previous,
+        ),
+        _tools(),
+    )
+    if as_json:
+        typer.echo(json.dumps(report.diff_json(found, show_all), indent=2))
+    else:
+        typer.echo(report.diff_table(found, show_all), nl=False)
+    return 1 if exit_code and found.changed else 0
 
 
 def _render_checks(checked: Checked, as_json: bool) -> int:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from multibake import nodes, platforms, refs
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
+from multibake.kinds import Provenance
 from multibake.lowgc import paused
 from multibake.platforms import Scheme
 from multibake.yamlpos import KeyPath, Positions, format_path, parse_yaml
@@ -131,6 +132,17 @@ class Retry(_Model):
     )
 
 
+class Attest(_Model):
+    """Attestations BuildKit attaches to pushed images: manifests of platform unknown/unknown in each index."""
+
+    provenance: Provenance | None = Field(
+        default=None,
+        description="SLSA provenance: min, max or off; unset, buildx's own default "
+        "(min on images it pushes or loads, none with BUILDX_NO_DEFAULT_ATTESTATIONS=1); "
+        "`build --attest provenance=…` beats it",
+    )
+
+
 class TagRule(_Model):
     tag: NonEmpty
     when: dict[str, str | list[str]] = Field(default_factory=dict)
@@ -223,6 +235,7 @@ class Config(_Model):
     cache: Cache = Field(default_factory=Cache)
     retry: Retry = Field(default_factory=Retry)
     limits: Limits = Field(default_factory=Limits)
+    attest: Attest = Field(default_factory=Attest, description="attestations attached to every pushed image")
     source: str | None = Field(default=None, description="URL for the org.opencontainers.image.source label")
     images: dict[str, Family] = Field(min_length=1)
     builder: nodes.BuilderSpec | None = Field(
@@ -282,6 +295,8 @@ def _model_for(path: KeyPath) -> type[BaseModel] | None:
         return Retry
     if path == ("limits",):
         return Limits
+    if path == ("attest",):
+        return Attest
     if path == ("builder",):
         return nodes.BuilderSpec
     if len(path) == 3 and path[:2] == ("builder", "nodes"):

@@ -69,6 +69,7 @@ ATTRIBUTES = (
     "cache-from",
     "cache-to",
     "secret",
+    "attest",
 )
 
 
@@ -98,6 +99,8 @@ def target_attrs(cell: Cell, staged: bool = False) -> dict[str, Any]:
         attrs["cache-to"] = list(cell.cache_to)
     if cell.secrets:
         attrs["secret"] = list(cell.secrets)
+    if cell.attest:
+        attrs["attest"] = list(cell.attest)
     return attrs
 
 

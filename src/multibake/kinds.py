@@ -49,3 +49,20 @@ class Split(StrEnum):
     PLATFORM = "platform"
     FAMILY = "family"
     CELL = "cell"
+
+
+class Provenance(StrEnum):
+    """The provenance attestation BuildKit attaches to each pushed image (``attest: provenance:``)."""
+
+    MIN = "min"  # build timestamps, the frontend, its source and platform, base images
+    MAX = "max"  # min plus the whole build definition: every build arg, every material, the LLB
+    OFF = "off"  # none: the index holds the platform images only
+
+
+class Change(StrEnum):
+    """What became of a tag, or of one platform image of it, between two sides of ``multibake diff``."""
+
+    NEW = "new"
+    REMOVED = "removed"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"

@@ -59,6 +59,7 @@ class Cell:
     split: tuple[PlatformTarget, ...] = ()  # non-empty: built one target per platform
     base_image: str | None = None  # FROM base is this published image (its parent was not rebuilt)
     secrets: tuple[str, ...] = ()  # bake's secret specs: id=NAME,env=VAR or id=NAME,src=/abs/path
+    attest: tuple[str, ...] = ()  # bake's attest specs (type=provenance,mode=max); empty: buildx's default
 
     @property
     def bake_targets(self) -> tuple[str, ...]:

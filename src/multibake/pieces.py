@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from multibake import platforms as arch
 from multibake.config import CacheType, Family, KeyPath, Loaded, PerPlatformTags, TagRule
 from multibake.errors import config_error, did_you_mean
+from multibake.kinds import Provenance
 from multibake.matrix import as_set, check_values
 from multibake.model import Cell, Meta, Pairs, PlatformTarget, View
 from multibake.refs import bounded_tag
@@ -99,6 +100,15 @@ def secret_specs(fam: Family, loaded: Loaded) -> tuple[str, ...]:
         else:
             out.append(f"id={key},src={os.path.normpath(loaded.root / (secret.file or ''))}")
     return tuple(out)
+
+
+def attest_specs(provenance: Provenance | None) -> tuple[str, ...]:
+    """bake's ``attest`` entries for a provenance choice; none leaves buildx's own default (min)."""
+    if provenance is None:
+        return ()
+    if provenance is Provenance.OFF:
+        return ("type=provenance,disabled=true",)
+    return (f"type=provenance,mode={provenance.value}",)
 
 
 def split_targets(

@@ -23,6 +23,7 @@ from multibake.model import Cell, FamilyPlan, Meta, Pairs, Plan, PlatformTarget,
 from multibake.pieces import (
     TARGET_UNSAFE,
     TagRules,
+    attest_specs,
     cache_refs,
     cell_target,
     describe,
@@ -45,7 +46,7 @@ from multibake.refs import (
     untagged,
 )
 from multibake.templates import Template, compile_template, render
-from multibake.transforms import narrowed, restrict, select, select_targets, with_labels, without
+from multibake.transforms import narrowed, restrict, select, select_targets, with_attest, with_labels, without
 
 __all__ = [
     "Cell",
@@ -64,6 +65,7 @@ __all__ = [
     "select_targets",
     "target_name",
     "untagged",
+    "with_attest",
     "with_labels",
     "without",
 ]
@@ -284,6 +286,7 @@ def _cell(run: _Run, spec: _Spec, rc: RawCell, used_rules: set[int]) -> Cell:
         annotations=tuple((k, render(t, values)) for k, t in spec.templates["annotations"]),
         split=split,
         secrets=spec.secrets,
+        attest=attest_specs(run.loaded.config.attest.provenance),
     )
     run.by_target[target] = cell
     return cell

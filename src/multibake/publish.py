@@ -69,6 +69,7 @@ class Published:
     promoted: tuple[str, ...] = ()  # targets whose public tags now point at the release
     unchanged: tuple[str, ...] = ()  # promoted targets whose tags already held exactly this release
     held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
+    before: Mapping[str, str | None] = field(default_factory=dict)  # public tag → its digest before (None: new)
 
 
 def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
@@ -127,46 +128,57 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
 
     ready = [c for c in plan.cells if c.target in staged]
 
-    def write_index(cell: Cell) -> int:
-        moved = [t for t in cell.tags if not _holds(reg.manifest(t), staged[cell.target], dict(cell.annotations))]
+    def write_index(cell: Cell) -> dict[str, RawManifest | None]:
+        held = {t: reg.manifest(t) for t in cell.tags}
+        moved = [t for t in cell.tags if not _holds(held[t], staged[cell.target], dict(cell.annotations))]
         if moved:
             reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
-        return len(moved)
+        return {t: held[t] for t in moved}
 
-    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> int:
+    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> dict[str, RawManifest | None]:
         cell, platform, refs = item
         source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
         image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        moved = [ref for ref in refs if (held := reg.manifest(ref)) is None or held.digest != image.digest]
+        held = {ref: reg.manifest(ref) for ref in refs}
+        moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
         if moved:
             reg.write(image, moved)
-        return len(moved)
+        return {ref: held[ref] for ref in moved}
 
     # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
     # link on every write of that image, and an index write that checks its images at that moment
     # is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    index_moves = dict(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
+    index_round = list(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
     singles = [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs]
-    moves = Counter(index_moves)
-    for (cell, _, _), n in zip(singles, _parallel(write_platform, singles), strict=True):
-        moves[cell.target] += n
+    platform_round = list(zip([c.target for c, _, _ in singles], _parallel(write_platform, singles), strict=True))
+    moves: Counter[str] = Counter()
+    before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
+    for owner, moved in index_round + platform_round:
+        moves[owner] += len(moved)
+        before.update((ref, held.digest if held else None) for ref, held in moved.items())
     unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
-    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back)
+    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back, before=before)
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
     """A public tag already holds the staged release: the same platform images and annotations.
 
-    The attestation manifests are left out: they record when the build ran, so a rebuild from cache
-    that changed nothing still makes a new index digest, and moving the tag for it would tell every
-    digest pin, tag watcher and mirror that a new image exists.
+    The attestation manifests' contents are left out: provenance records when the build ran (mode=max
+    also every material and build arg), so a rebuild from cache that changed nothing still makes new
+    attestation manifests and a new index digest, and moving the tag for it would tell every digest
+    pin, tag watcher and mirror that a new image exists. Their number counts: provenance turned on or
+    off is a change of what the tag serves (a registry that refuses attestation manifests, say).
     """
     if current is None or not current.is_index:
         return False
     want = {**staged.doc.get("annotations", {}), **annotations}
-    return current.entries() == staged.entries() and current.doc.get("annotations", {}) == want
+    return (
+        current.entries() == staged.entries()
+        and current.attestations() == staged.attestations()
+        and current.doc.get("annotations", {}) == want
+    )
 
 
 def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:

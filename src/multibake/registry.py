@@ -56,6 +56,10 @@ class RegistryError(Exception):
         self.retry_after = retry_after  # seconds the registry asked us to wait (429/503 Retry-After)
 
 
+class NoSuchRepository(RegistryError):
+    """A tag list asked of a repository the registry does not know (404)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ref:
     host: str  # as written in the reference (docker.io for Docker Hub)
@@ -291,7 +295,7 @@ class Http:
         """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
         parsed = parse(f"{repository}:latest")
         what = f"listing the tags of {repository}"
-        client = _client(parsed, self.timeout)
+        client = _client(parsed, self.timeout, self.login)
         tags: list[str] = []
         path: str | None = "tags/list"
         try:
@@ -302,7 +306,10 @@ class Http:
                 if len(tags) > MAX_TAGS:
                     raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
         except _ERRORS as exc:
-            raise _failure(what, exc) from exc
+            failure = _failure(what, exc)
+            if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+                raise NoSuchRepository(str(failure), transient=False) from exc
+            raise failure from exc
         except ValueError as exc:  # not JSON
             raise RegistryError(f"{what}: the answer is not a tag list", transient=False) from exc
         return tags
@@ -406,9 +413,21 @@ class Registry:
         media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
         return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
 
-    def tags(self, repository: str) -> list[str]:
-        """Every tag of ``repository`` (``host/name``, docker's rules for the host), as the registry lists them."""
-        return self._call(repository, f"listing the tags of {repository}", lambda: self.api.list_tags(repository))
+    def tags(self, repository: str, *, missing_ok: bool = False) -> list[str]:
+        """Every tag of ``repository`` (``host/name``, docker's rules for the host), as the registry lists them.
+
+        A repository the registry does not know is an error, or no tags with ``missing_ok``.
+        """
+
+        def listed() -> list[str]:
+            try:
+                return self.api.list_tags(repository)
+            except NoSuchRepository:
+                if missing_ok:
+                    return []
+                raise
+
+        return self._call(repository, f"listing the tags of {repository}", listed)
 
     def image_config(self, ref: str) -> dict[str, Any]:
         """The config (platform, labels, ...) of a single-platform image."""

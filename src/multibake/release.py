@@ -16,14 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import auth, bake, bases, buildid, display, invocation, nodes, paths, publish, shards
+from multibake import auth, bake, bases, buildid, display, invocation, journal, nodes, paths, publish, refs, shards
+from multibake import diff as compare
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
 from multibake.builder import BuilderInfo, check_builder, client_argv, inspect_builder, with_config
 from multibake.config import Retry
 from multibake.errors import UsageError
-from multibake.kinds import Mode, Split, Status
+from multibake.kinds import Mode, Provenance, Split, Status
+from multibake.pieces import attest_specs
 from multibake.plan import Plan
 from multibake.publish import TagCheck
 from multibake.registry import Api, Http, Registry
@@ -71,6 +73,7 @@ class BuildOptions:
     result_dir: Path = Path(".multibake/shards")
     skip_existing: bool = False
     preflight: bool = True  # check every base image's platforms in the registry before building
+    attest: tuple[str, ...] = ()  # provenance=min|max|off: beats platforms.yaml's attest:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -177,7 +180,8 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
     if target.mode is Mode.PUSH:
-        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going)
+        recorded = Journal(release=target.release, ids=target.ids)
+        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded)
     return Built(ok=report.ok, report=report)
 
 
@@ -219,9 +223,23 @@ def _sets(items: tuple[str, ...]) -> dict[str, str]:
     return sets
 
 
+def attest_option(items: tuple[str, ...]) -> Provenance | None:
+    """``--attest provenance=min|max|off`` (the last one given wins); None when not given."""
+    chosen = None
+    for item in items:
+        key, eq, value = item.partition("=")
+        if key != "provenance" or not eq:
+            raise UsageError(f"--attest {item!r}: expected provenance=min, provenance=max or provenance=off")
+        try:
+            chosen = Provenance(value)
+        except ValueError:
+            raise UsageError(f"--attest {item!r}: provenance is one of min, max, off") from None
+    return chosen
+
+
 def resolve(opts: BuildOptions) -> Target:
     """Step 1: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
-    mode, sets = _mode(opts), _sets(opts.sets)
+    mode, sets, provenance = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
     release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
     p = planner.select(release.plan, list(opts.selectors))
     # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
@@ -232,7 +250,11 @@ def resolve(opts: BuildOptions) -> Target:
     if opts.platforms:
         target = replace(target, plan=_platforms(target, opts.platforms))
     labels = {t: (buildid.LABEL, i) for t, i in ids.items()}
-    return replace(target, plan=planner.with_labels(target.plan, labels))
+    p = planner.with_labels(target.plan, labels)
+    p = planner.with_labels(p, bases.base_labels(p, release.loaded.root, sets))
+    if provenance is not None:  # like --set, the command line is not part of the plan a lock pins
+        p = planner.with_attest(p, attest_specs(provenance))
+    return replace(target, plan=p)
 
 
 def _shard(target: Target, spec: str, selectors: tuple[str, ...]) -> Target:
@@ -348,10 +370,56 @@ def _restatus(cell: bake.CellResult, change: Mapping[Status, Status], error: str
     return replace(cell, status=change[cell.status], error=error if error is not None else cell.error)
 
 
-def promote(plan: Plan, report: bake.BuildReport, reg: Registry, say: Echo, *, partial: bool) -> Built:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Journal:
+    """What a release's journal entry says besides its tags (journal.py)."""
+
+    release: shards.Resolved
+    ids: Mapping[str, str] = field(default_factory=dict)  # target → build id
+
+
+def record(journal_to: Journal, published: publish.Published, checks: list[TagCheck], say: Echo) -> None:
+    """Step 7: write the release into the journal (for ``diff --previous``) when it moved a tag.
+
+    A tag the release did not move pointed before at what it points at now. A journal that cannot be
+    written costs a warning, never the release.
+    """
+    after = {check.ref: check.digest for check in checks}
+    before = {ref: published.before.get(ref, digest) for ref, digest in after.items()}
+    meta = journal_to.release.meta
+    entry = journal.release_of(
+        registry=journal_to.release.plan.registry,
+        config=journal_to.release.loaded.file,
+        tags=[(check.ref, check.target, check.kind) for check in checks],
+        before=before,
+        after=after,
+        revision=meta.revision,
+        created=meta.created,
+        build_ids={t: i for t, i in journal_to.ids.items() if t in published.promoted},
+    )
+    try:
+        written = journal.record(journal_to.release.loaded.root, entry)
+    except OSError as exc:
+        say(f"multibake: warning: the release journal was not written: {exc}")
+        return
+    if written is not None:
+        say(f"multibake: {len(entry.moved)} tag(s) moved; recorded in {written} (multibake diff --previous)")
+
+
+def promote(
+    plan: Plan,
+    report: bake.BuildReport,
+    reg: Registry,
+    say: Echo,
+    *,
+    partial: bool,
+    journal_to: Journal | None = None,
+) -> Built:
     """Steps 5 and 6: point public tags at the complete staged indexes, then read every one back."""
     published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
     checks = publish.verify(planner.select_targets(plan, published.promoted), reg)
+    if journal_to is not None:
+        record(journal_to, published, checks, say)
     indexes = {check.ref: check for check in checks if check.kind == "index"}
     cells = [
         _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
@@ -394,6 +462,12 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
     for target, why in published.held_back.items():
         tools.say(f"multibake: {target}: {why}")
     checks = publish.verify(release.plan, reg)
+    if not published.held_back:
+        try:  # the build ids of the checkout publish runs in, when it holds every build context
+            ids = buildid.compute(release.plan, release.loaded.root)
+        except OSError:
+            ids = {}
+        record(Journal(release=release, ids=ids), published, checks, tools.say)
     return Checked(ok=not published.held_back and all(c.ok for c in checks), checks=tuple(checks))
 
 
@@ -404,3 +478,96 @@ def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools
         reg = _registry(release, with_login)
         checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiffOptions:
+    """``multibake diff``'s options, as given."""
+
+    config: Path
+    registry: str | None = None
+    selectors: tuple[str, ...] = ()
+    against: str | None = None  # another registry namespace holding the same repositories
+    previous: bool = False
+
+
+def diff(opts: DiffOptions, tools: Tools) -> compare.Report:
+    """The published release against what the registry held before it (--previous) or against another
+    namespace (--against); without either, --previous when a release is recorded."""
+    if opts.against and opts.previous:
+        raise UsageError("choose one of --against and --previous")
+    release = shards.resolve(opts.config, opts.registry, None, check_files=False)
+    p = planner.select(release.plan, list(opts.selectors))
+    with logged_in(tools, release.plan.registry) as with_login:
+        return _diff(opts, release, p, _registry(release, with_login))
+
+
+def _diff(opts: DiffOptions, release: shards.Resolved, p: Plan, reg: Registry) -> compare.Report:
+    if opts.against:
+        return _diff_against(opts, p, reg)
+    entry = journal.last(release.loaded.root)
+    if entry is None:
+        where = journal.folder(release.loaded.root)
+        if opts.previous:
+            raise UsageError(f"no release recorded in {where}: `multibake build --push` records each release there")
+        raise UsageError(
+            f"nothing to compare with: no release recorded in {where}; pass --against REGISTRY/NAMESPACE "
+            "(another namespace holding the same images), or publish with `multibake build --push` first"
+        )
+    return _diff_previous(entry, p, reg, selected=bool(opts.selectors))
+
+
+def _diff_previous(entry: journal.Release, p: Plan, reg: Registry, *, selected: bool) -> compare.Report:
+    targets = {c.target for c in p.cells}
+    records = [t for t in entry.tags if not selected or t.target in targets]
+    pairs = compare.previous_pairs((t.ref, t.before) for t in records)
+    facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
+    notes: list[str] = []
+    kept: list[compare.Pair] = []
+    for t, pair in zip(records, pairs, strict=True):
+        if pair.old is not None and facts.get(pair.old) is None:  # deleted, or garbage-collected
+            notes.append(f"{t.ref}: what it pointed at before ({t.before}) is no longer in the registry")
+            continue
+        now = facts.get(t.ref)
+        if now is not None and t.after is not None and now.digest != t.after:
+            notes.append(f"{t.ref} moved since that release (to {now.digest})")
+        kept.append(pair)
+    return compare.Report(
+        mode="previous",
+        registry=entry.registry,
+        old=f"before the release of {entry.time}",
+        new=f"{entry.registry} now",
+        tags=compare.compare(kept, facts, facts),
+        notes=tuple(notes),
+    )
+
+
+def _diff_against(opts: DiffOptions, p: Plan, reg: Registry) -> compare.Report:
+    against = (opts.against or "").rstrip("/")
+    problem = refs.repository_problem(against)
+    if problem:
+        raise UsageError(f"--against {against!r}: {problem}")
+    if against == p.registry:
+        raise UsageError(f"--against {against}: that is the configured registry itself; name another namespace")
+    theirs = planner.select(shards.resolve(opts.config, against, None, check_files=False).plan, list(opts.selectors))
+    ours_refs, their_refs, notes = [], [], []
+    for mine, other in zip(p.cells, theirs.cells, strict=True):
+        if mine.image == other.image:  # image: host/name is not under the registry: the same on both sides
+            notes.append(f"{mine.target}: {mine.image} is not under the registry; not compared")
+            continue
+        ours_refs.append([*mine.tags, *(r for _, rs in mine.platform_tags for r in rs)])
+        their_refs.append([*other.tags, *(r for _, rs in other.platform_tags for r in rs)])
+    repos = sorted({compare.repository(r) for refs_ in (*ours_refs, *their_refs) for r in refs_})
+    # a repository only one side has is all new (or all removed) tags
+    lists = publish._parallel(lambda repo: sorted(reg.tags(repo, missing_ok=True)), repos)
+    listed = dict(zip(repos, lists, strict=True))
+    pairs = compare.against_pairs(ours_refs, their_refs, listed)
+    facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
+    return compare.Report(
+        mode="against",
+        registry=p.registry,
+        old=against,
+        new=p.registry,
+        tags=compare.compare(pairs, facts, facts),
+        notes=tuple(notes),
+    )

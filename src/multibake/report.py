@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from multibake.kinds import Status
+from multibake.kinds import Change, Status
 from multibake.plan import Plan
 from multibake.platforms import Scheme, name
 
@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     from multibake.bake import BuildReport
     from multibake.bases import CellBases
+    from multibake.diff import Image, PlatformDiff
+    from multibake.diff import Report as DiffReport
     from multibake.publish import TagCheck
     from multibake.update import Outcome
 
@@ -287,3 +289,94 @@ def update_text(outcome: Outcome) -> str:
 
 def _axes(n: int) -> str:
     return "axis" if n == 1 else "axes"
+
+
+DIFF_SCHEMA = "multibake.diff/v1"
+
+
+def _image_json(image: Image | None) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    return {"digest": image.digest, "bytes": image.bytes, "layers": image.layers, "base": image.base}
+
+
+def diff_json(found: DiffReport, show_all: bool = False) -> dict[str, Any]:
+    """The stable ``diff --json`` document (documented in the README): changed tags, or all with ``show_all``."""
+    return {
+        "schema": DIFF_SCHEMA,
+        "mode": found.mode,
+        "old": found.old,
+        "new": found.new,
+        "changed": found.changed,
+        "summary": {"compared": len(found.tags), **{c.value: found.count(c) for c in Change}},
+        "notes": list(found.notes),
+        "tags": [
+            {
+                "ref": t.ref,
+                "change": t.change.value,
+                "old_ref": t.old.ref if t.old else None,
+                "old_digest": t.old.digest if t.old else None,
+                "new_digest": t.new.digest if t.new else None,
+                "platforms": [
+                    {
+                        "platform": row.platform,
+                        "change": row.change.value,
+                        "old": _image_json(row.old),
+                        "new": _image_json(row.new),
+                        "bytes_delta": row.bytes_delta,
+                        "layers_delta": row.layers_delta,
+                        "base_changed": row.base_changed,
+                        "same_content": row.same_content,
+                    }
+                    for row in t.platforms
+                ],
+            }
+            for t in found.tags
+            if show_all or t.change is not Change.UNCHANGED
+        ],
+    }
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _signed(n: int, text: str) -> str:
+    return f"+{text}" if n > 0 else text if n < 0 else "±0"
+
+
+def _diff_cells(row: PlatformDiff) -> list[str]:
+    """COMPRESSED, LAYERS and BASE of one platform: old → new (delta) when both sides have it."""
+    old, new = row.old, row.new
+    if old is None or new is None:
+        one = old or new
+        assert one is not None
+        return [_size(one.bytes), str(one.layers), one.base or "-"]
+    if row.change is Change.UNCHANGED:
+        return [_size(new.bytes), str(new.layers), new.base or "-"]
+    size = f"{_size(old.bytes)} → {_size(new.bytes)} ({_signed(row.bytes_delta, _size(row.bytes_delta))})"
+    layers = f"{old.layers} → {new.layers} ({_signed(row.layers_delta, str(row.layers_delta))})"
+    base = f"{old.base or '-'} → {new.base or '-'}" if row.base_changed else new.base or "-"
+    return [size, layers, base]
+
+
+def diff_table(found: DiffReport, show_all: bool = False) -> str:
+    """One row per tag and platform: changed ones, or all with ``show_all``; a summary line at the end."""
+    shown = [t for t in found.tags if show_all or t.change is not Change.UNCHANGED]
+    rows = []
+    for t in shown:
+        ref = t.ref.removeprefix(found.registry + "/")
+        for row in t.platforms:
+            change = "changed (manifest only)" if row.same_content else row.change.value
+            rows.append([ref, name(row.platform, Scheme.SHORT), change, *_diff_cells(row)])
+    text = f"comparing {found.old} → {found.new}\n"
+    if rows:
+        text += "\n" + table(["TAG", "PLATFORM", "CHANGE", "COMPRESSED", "LAYERS", "BASE"], rows)
+    text += "".join(f"\nnote: {line}" for line in found.notes) + ("\n" if found.notes else "")
+    same = found.count(Change.UNCHANGED)
+    counts = ", ".join(f"{found.count(c)} {c.value}" for c in (Change.CHANGED, Change.NEW, Change.REMOVED))
+    hidden = f" ({'shown' if show_all else 'hidden; --all shows them'})" if same else ""
+    return text + f"\n{len(found.tags)} tags compared: {counts}, {same} unchanged{hidden}\n"

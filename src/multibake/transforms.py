@@ -159,6 +159,12 @@ def with_labels(p: Plan, labels: dict[str, tuple[str, str]]) -> Plan:
     return Plan(registry=p.registry, families=p.families, cells=cells, views=p.views)
 
 
+def with_attest(p: Plan, attest: tuple[str, ...]) -> Plan:
+    """The plan with every cell's bake ``attest`` entries replaced (``build --attest`` beats platforms.yaml)."""
+    cells = tuple(replace(c, attest=attest) for c in p.cells)
+    return Plan(registry=p.registry, families=p.families, cells=cells, views=p.views)
+
+
 def without(p: Plan, published: dict[str, str]) -> Plan:
     """The plan minus cells already published (target → image@digest); their children build FROM those."""
     cells: list[Cell] = []

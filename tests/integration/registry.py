@@ -110,3 +110,20 @@ def tags(host: str, repo: str) -> list[str]:
             return []
         raise
     return sorted(doc.get("tags") or [])
+
+
+def blob(host: str, repo: str, digest: str) -> bytes:
+    """A blob of ``repo`` (a config, a layer, an attestation's in-toto statement)."""
+    with urllib.request.urlopen(f"http://{host}/v2/{repo}/blobs/{digest}", timeout=30) as resp:
+        body: bytes = resp.read()
+    return body
+
+
+def manifest(host: str, repo: str, digest: str) -> dict[str, Any]:
+    """The manifest ``digest`` of ``repo`` (an image or attestation manifest of an index)."""
+    req = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{digest}", headers={"Accept": ", ".join(INDEX_TYPES + MANIFEST_TYPES)}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc: dict[str, Any] = json.loads(resp.read())
+    return doc

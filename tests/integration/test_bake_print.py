@@ -83,9 +83,10 @@ def _unescape(value: Any) -> Any:
 
 
 def _cache_entry(entry: Any) -> dict[str, str]:
-    """A cache-from/cache-to/output entry as a dict: bake 0.13 prints 'k=v,...' strings, newer ones objects."""
+    """A cache-from/cache-to/output/attest entry as a dict: bake 0.13 prints 'k=v,...' strings, newer ones
+    objects (with JSON booleans: ``"disabled": true`` for ``disabled=true``)."""
     if isinstance(entry, dict):
-        return {str(k): str(v) for k, v in entry.items()}
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in entry.items()}
     pairs = [part.partition("=") for part in str(entry).split(",")]
     return {k: v for k, _, v in pairs}
 
@@ -93,7 +94,7 @@ def _cache_entry(entry: Any) -> dict[str, str]:
 def _normalise(key: str, value: Any, cwd: Path) -> Any:
     if value in (None, [], {}, ""):
         return None
-    if key in ("cache-from", "cache-to", "secret"):
+    if key in ("cache-from", "cache-to", "secret", "attest"):
         return [_cache_entry(v) for v in value]
     if key == "platforms":
         # bake sorts the platforms of targets linked through `target:` contexts in place (its
@@ -314,6 +315,41 @@ def test_awkward_label_keys_in_json(stack: str, tmp_path: Path) -> None:
         labels = bake_print(dest, tmp_path, ["app-1"])["target"]["app-1"]["labels"]
         assert labels["org.example.${x}"] == "a", fmt
         assert labels["org.example.%{y}"] == "b", fmt
+
+
+@pytest.mark.parametrize("choice", ["min", "max", "off"])
+def test_attest_resolves_to_plan(stack: str, tmp_path: Path, choice: str) -> None:
+    """attest: in platforms.yaml reaches every target, per-platform pieces and views included, as bake reads it."""
+    cfg = write_config(
+        tmp_path,
+        f"""
+        registry: localhost:5000/attest
+        platforms: [linux/amd64, linux/arm64, linux/arm/v7]
+        attest: {{provenance: {choice}}}
+        images:
+          bb: {{context: bb, matrix: {{v: ["1"]}}}}
+          app: {{context: app, base: bb, platforms: [linux/arm64], matrix: {{v: ["1"]}}}}
+          split: {{context: app, base: bb, matrix: {{s: ["2"]}}, platform_args: {{ARCH: short}}}}
+        """,
+    )
+    make_context(tmp_path, "bb")
+    make_context(tmp_path, "app")
+    p = plan_file(cfg)
+    assert p.views and any(c.split for c in p.cells)
+    want = {"off": {"type": "provenance", "disabled": "true"}}.get(choice, {"type": "provenance", "mode": choice})
+    for fmt in FORMATS:
+        dest = tmp_path / f"docker-bake.{fmt}"
+        dest.write_text(hcl.render_hcl(p) if fmt == "hcl" else hcl.render_json(p), encoding="utf-8")
+        printed = bake_print(dest, tmp_path, [])["target"]
+        # bb-1, app-1, split-2's three platforms, and the views of bb-1 on one platform each they build on
+        assert set(printed) == {t for c in p.cells for t in c.bake_targets} | {v.target for v in p.views}
+        assert len(printed) == 8
+        for cell in p.cells:
+            pieces = [(piece.target, hcl.split_attrs(cell, piece)) for piece in cell.split]
+            for name, attrs in pieces or [(cell.target, hcl.target_attrs(cell))]:
+                assert_target(name, printed[name], attrs, tmp_path)
+        for name, target in printed.items():
+            assert [_cache_entry(e) for e in target["attest"]] == [want], name
 
 
 def test_platform_subset_below_a_child_family(stack: str, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from python_on_whales.exceptions import DockerException
 
 from multibake import registry
 from multibake.plan import Plan
-from multibake.registry import RegistryError
+from multibake.registry import NoSuchRepository, RegistryError
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -65,7 +65,7 @@ class FakeRegistry:
         repo, _ = _key(f"{repository}:latest")
         tags = [ref for (r, ref) in self.manifests if r == repo and not ref.startswith("sha256:")]
         if not tags:
-            raise RegistryError(f"listing the tags of {repository}: HTTP 404 NAME_UNKNOWN", transient=False)
+            raise NoSuchRepository(f"listing the tags of {repository}: HTTP 404 NAME_UNKNOWN", transient=False)
         return tags
 
     def tag(self, repository: str, *tags: str) -> None:
@@ -85,11 +85,12 @@ class FakeRegistry:
         self.manifests[(repo, digest)] = (body, media_type)
         return digest
 
-    def image(self, ref: str, platform: str, labels: Mapping[str, str] | None = None) -> str:
-        """Push a single-platform image to ``ref``; its digest."""
-        config = json.dumps({**_platform(platform), "config": {"Labels": dict(labels or {})}}).encode()
+    def image(self, ref: str, platform: str, labels: Mapping[str, str] | None = None, more: int = 0) -> str:
+        """Push a single-platform image to ``ref`` (two layers, ``more`` layers of 100 bytes on top); its digest."""
+        config = json.dumps({**_platform(platform), "config": {"Labels": dict(labels or {})}, "more": more}).encode()
         self.blobs[_digest(config)] = config
         layers = [{"digest": _digest(config + b"layer"), "size": 1000}, {"digest": _digest(config), "size": 234}]
+        layers += [{"digest": _digest(config + b"%d" % n), "size": 100} for n in range(more)]
         doc = {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": _digest(config)}, "layers": layers}
         return self.store(ref, json.dumps(doc).encode(), MANIFEST)
 
@@ -149,6 +150,9 @@ class FakeDocker:
     argvs: list[list[str]] = field(default_factory=list)  # the full argv of every bake run
     pushes: int = 0
     driver: str = "remote"  # "docker": staging tags; BuildKit's own drivers: push by digest
+    attestations: bool = True  # each pushed index carries a provenance attestation manifest
+    grown: dict[str, int] = field(default_factory=dict)  # target → layers its images have on top of the usual two
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # target → labels of its images
     buildx: Any = None
     system: Any = None
 
@@ -227,17 +231,23 @@ class FakeDocker:
 
     def _push(self, target: str, tagged: bool = True) -> str:
         built = self.targets[target]
-        entries = {p: self.registry.image(f"{built.image}:{target}-{p.replace('/', '-')}", p) for p in built.platforms}
+        entries = {
+            p: self.registry.image(
+                f"{built.image}:{target}-{p.replace('/', '-')}", p, self.labels.get(target), self.grown.get(target, 0)
+            )
+            for p in built.platforms
+        }
         # like BuildKit's provenance, an attestation manifest that records when the build ran
         self.pushes += 1
         stamp = {"buildTime": str(self.pushes)}
         attestation = self.registry.image(f"{built.image}:att-{self.pushes}", "unknown/unknown", stamp)
+        attested = {"unknown/unknown": attestation} if self.attestations else {}
         if len(built.platforms) == 1:
             (digest,) = entries.values()
             body, media = self.registry.manifests[_key(f"{built.image}@{digest}")]
             self.registry.store(built.staging, body, media)
         else:
-            digest = self.registry.index(built.staging, {**entries, "unknown/unknown": attestation})
+            digest = self.registry.index(built.staging, {**entries, **attested})
         if not tagged:  # pushed by digest: the staging tag was never written
             del self.registry.manifests[_key(built.staging)]
         return f"{built.image}@{digest}"

@@ -288,3 +288,35 @@ def test_syntax_multibake_does_not_read_is_shown_not_refused(tmp_path: Path) -> 
     assert bases.shown(bases.plan_bases(p, tmp_path)["app--image"]) == "?"
     with pytest.raises(UsageError, match=r"cell app--image: app/Dockerfile: line 1: image '' .* is empty"):
         bases.plan_bases(project(tmp_path, app="FROM ${NOPE}\n"), tmp_path)
+
+
+def test_base_labels_name_one_external_base_fully_qualified(tmp_path: Path) -> None:
+    files = {
+        "alp": "ARG V=3.20\nFROM alpine:${V}\n",
+        "multi": "ARG BASE\nFROM ${BASE}\n",  # a base per platform
+        "empty": "FROM scratch\nCOPY x /x\n",
+        "own": "FROM debian:12\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text(text, encoding="utf-8")
+    p = plan_text(
+        tmp_path,
+        """
+        registry: 127.0.0.1:5000/b
+        platforms: [linux/amd64, linux/arm64]
+        images:
+          alp: {context: alp, matrix: {v: ["3.21"]}, args: {V: "{v}"}}
+          child: {context: empty, base: alp, matrix: {v: ["3.21"]}}
+          multi: {context: multi, platform_args: {BASE: debian}}
+          empty: {context: empty}
+          own: {context: own, labels: {org.opencontainers.image.base.name: "mine"}}
+        """,
+    )
+    assert bases.base_labels(p, tmp_path) == {"alp-3_21": (bases.BASE_NAME, "docker.io/library/alpine:3.21")}
+    child = next(c for c in p.cells if c.family == "child")
+    assert dict(child.labels)[bases.BASE_NAME] == "127.0.0.1:5000/b/alp:3.21", "the parent's tag, from the plan"
+    # what `build` renders: the label is in the bake file
+    built = release.resolve(release.BuildOptions(config=tmp_path / "platforms.yaml"))
+    alp = next(c for c in built.plan.cells if c.family == "alp")
+    assert dict(alp.labels)[bases.BASE_NAME] == "docker.io/library/alpine:3.21"

@@ -168,14 +168,14 @@ def test_a_tag_list_is_read_page_by_page(monkeypatch: pytest.MonkeyPatch) -> Non
             "/v2/lib/alpine/tags/list?last=3.11": (None, None),
         }
     )
-    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: pages)
     assert registry.Http().list_tags("127.0.0.1:5000/lib/alpine") == ["3.9", "3.10", "3.11"]
     assert len(pages.asked) == 3
 
 
 def test_a_next_page_on_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     pages = _Pages({"tags/list": (["1"], "https://elsewhere.example/v2/x/tags/list?last=1")})
-    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: pages)
     with pytest.raises(registry.RegistryError, match="next page is on another host") as info:
         registry.Http().list_tags("ghcr.io/acme/app")
     assert not info.value.transient
@@ -186,7 +186,7 @@ def test_an_endless_tag_list_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None
     pages = _Pages(
         {"tags/list": (page, "/v2/x/tags/list?again"), "/v2/x/tags/list?again": (page, "/v2/x/tags/list?again")}
     )
-    monkeypatch.setattr(registry, "_client", lambda ref, timeout: pages)
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: pages)
     with pytest.raises(registry.RegistryError, match="more than 100,000 tags"):
         registry.Http().list_tags("ghcr.io/acme/app")
     assert len(pages.asked) == 11
@@ -197,7 +197,7 @@ def test_a_tag_list_failure_is_classified_and_names_the_repository(monkeypatch: 
         def _request(self, method: str, path: str) -> requests.Response:
             raise requests.ConnectionError("Failed to resolve 'registry-1.docker.io'")
 
-    monkeypatch.setattr(registry, "_client", lambda ref, timeout: Refused())
+    monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: Refused())
     with pytest.raises(registry.RegistryError) as info:
         registry.Http().list_tags("docker.io/library/alpine")
     assert info.value.transient

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from multibake import buildid, cli, display, publish, release, shards
+from multibake import buildid, cli, display, journal, publish, release, shards
 from multibake import config as cfg
 from multibake import plan as planner
 from multibake.errors import BuildError, UsageError
@@ -464,3 +464,170 @@ def test_verify_with_environment_credentials_runs_no_docker(stack: Stack, monkey
     made = stack.docker_made
     checked = release.verify(stack.config, None, (), tools)
     assert checked.ok and logins.calls == [] and stack.docker_made == made
+
+
+ATTESTED = CONFIG.replace("retry:", "attest: {provenance: min}\nretry:")
+
+
+def test_attest_on_the_command_line_beats_platforms_yaml(stack: Stack) -> None:
+    stack.config.write_text(ATTESTED, encoding="utf-8")
+    from_file = stack.build(dry_run=True, push=True)
+    assert from_file.dry_run is not None
+    assert from_file.dry_run.bake_file.count('attest     = ["type=provenance,mode=min"]') == 3
+    flag = stack.build(dry_run=True, push=True, attest=("provenance=off",))
+    assert flag.dry_run is not None
+    assert "mode=min" not in flag.dry_run.bake_file
+    assert flag.dry_run.bake_file.count('attest     = ["type=provenance,disabled=true"]') == 3
+    # a platform shard plans its cells anew, one target per platform: the flag still wins there
+    shard = stack.build(dry_run=True, push=True, shard="platform=linux/arm64", attest=("provenance=max",))
+    assert shard.dry_run is not None
+    assert "mode=min" not in shard.dry_run.bake_file and "type=provenance,mode=max" in shard.dry_run.bake_file
+
+
+def test_the_cli_passes_attest_to_the_bake_file(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    code = cli.run(["build", "--push", "--dry-run", "--attest", "provenance=max", "-c", str(stack.config)])
+    assert code == 0
+    assert capsys.readouterr().out.count('attest     = ["type=provenance,mode=max"]') == 3
+    assert cli.run(["build", "--dry-run", "--attest", "provenance=yes", "-c", str(stack.config)]) == 2
+    assert "provenance is one of min, max, off" in capsys.readouterr().err
+
+
+def test_provenance_turned_off_moves_the_tags_of_unchanged_images(stack: Stack) -> None:
+    """The same platform images without their attestation manifests: the tags move (a registry that refuses
+    attestation manifests is why one turns them off); the same again moves nothing."""
+    assert stack.build(push=True).ok
+    index = stack.registry.held(f"{REG}/app:1.0") or {}
+    assert sum(m["platform"]["os"] == "unknown" for m in index["manifests"]) == 1
+    stack.docker.attestations = False
+    off = stack.build(push=True)
+    assert set(stack.status(off).values()) == {Status.PUBLISHED}
+    index = stack.registry.held(f"{REG}/app:1.0") or {}
+    assert [m["platform"]["os"] for m in index["manifests"]] == ["linux"] * 3
+    again = stack.build(push=True)
+    assert set(stack.status(again).values()) == {Status.UNCHANGED}
+
+
+# --- the release journal and multibake diff ---------------------------------------------------------
+
+
+def _diff(stack: Stack, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.run(["diff", "-c", str(stack.config), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def cli_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    return stack
+
+
+def test_each_release_that_moves_tags_is_recorded_with_before_and_after(cli_stack: Stack) -> None:
+    stack = cli_stack
+    assert stack.build(push=True).ok
+    first = journal.last(stack.config.parent)
+    assert first is not None and first.registry == REG
+    assert {t.before for t in first.tags} == {None}, "the first release made every tag"
+    app1 = {t.ref: t for t in first.tags if t.target == APP1}
+    assert set(app1) == {f"{REG}/app:1.0", *(f"{REG}/app:1.0-{s}" for s in ("amd64", "arm64", "armv7"))}
+    assert app1[f"{REG}/app:1.0"].kind == "index" and app1[f"{REG}/app:1.0-armv7"].kind == "linux/arm/v7"
+    assert first.build_ids.keys() == {BB, APP1, APP2}
+    assert any("recorded in" in line and "last.json" in line for line in stack.said)
+
+    assert stack.build(push=True).ok  # nothing changed: the journal keeps the release that did
+    assert journal.last(stack.config.parent) == first
+
+    stack.docker.grown = {APP1: 1}
+    assert stack.build(push=True).ok
+    second = journal.last(stack.config.parent)
+    assert second is not None and [t.ref for t in second.moved] == sorted(app1, key=list(app1).index)
+    moved = second.moved[0]
+    assert moved.before == app1[moved.ref].after and moved.after != moved.before
+
+
+def test_diff_previous_shows_the_changed_cell_only(cli_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = cli_stack
+    assert stack.build(push=True).ok
+    stack.docker.grown = {APP1: 1}
+    assert stack.build(push=True).ok
+    code, out, _ = _diff(stack, "--previous", "--json", capsys=capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["mode"] == "previous" and doc["changed"] is True
+    # every tag of the release is compared (bb and app 2.0 were released unchanged), the changed ones shown
+    assert doc["summary"] == {"compared": 12, "changed": 4, "new": 0, "removed": 0, "unchanged": 8}
+    rows = {(t["ref"], p["platform"]): p for t in doc["tags"] for p in t["platforms"]}
+    assert len(rows) == 6  # app:1.0 on three platforms, and each per-platform tag
+    assert {(p["layers_delta"], p["bytes_delta"], p["change"]) for p in rows.values()} == {(1, 100, "changed")}
+    # the table, and --exit-code
+    code, out, _ = _diff(stack, "--exit-code", capsys=capsys)  # --previous is the default once a release is recorded
+    assert code == 1
+    assert "app:1.0-armv7  armv7     changed  1.2 kB → 1.3 kB (+100 B)  2 → 3 (+1)" in out
+    assert out.endswith("12 tags compared: 4 changed, 0 new, 0 removed, 8 unchanged (hidden; --all shows them)\n")
+
+
+def test_diff_against_another_namespace(cli_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = cli_stack
+    assert stack.build(push=True).ok
+    prod = "127.0.0.1:5000/prod"
+    for (repo, ref), (body, media) in list(stack.registry.manifests.items()):  # prod holds this release
+        stack.registry.manifests[(repo.replace(REG, prod), ref)] = (body, media)
+    stack.registry.index(f"{prod}/app:0.9", {})  # only prod has it
+    stack.docker.grown = {APP2: 2}
+    assert stack.build(push=True).ok
+    code, out, _ = _diff(stack, "--against", prod, "--json", "--all", capsys=capsys)
+    assert code == 0
+    doc = json.loads(out)
+    change = {t["ref"].removeprefix(REG + "/"): t["change"] for t in doc["tags"]}
+    assert change["app:0.9"] == "removed"
+    assert change["app:2.0"] == change["app:2.0-arm64"] == "changed"
+    assert change["app:1.0"] == change["bb:1.35"] == "unchanged"
+    assert not [k for k in change if "staging" in k]
+    two = next(t for t in doc["tags"] if t["ref"] == f"{REG}/app:2.0")
+    assert two["old_ref"] == f"{prod}/app:2.0"
+    assert {p["layers_delta"] for p in two["platforms"]} == {2}
+    # a selection narrows the comparison to those cells (and their parents)
+    code, out, _ = _diff(stack, "app:version=1.0", "--against", prod, "--json", "--all", capsys=capsys)
+    assert {t["ref"].rsplit("/", 1)[1].split(":")[0] for t in json.loads(out)["tags"]} == {"app", "bb"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "nothing to compare with: no release recorded in"),
+        (("--previous",), "no release recorded in"),
+        (("--previous", "--against", "127.0.0.1:5000/prod"), "choose one of --against and --previous"),
+        (("--against", REG), "that is the configured registry itself"),
+        (("--against", "127.0.0.1:5000/Prod"), "--against '127.0.0.1:5000/Prod'"),
+    ],
+)
+def test_diff_refuses_bad_usage_with_exit_2(
+    cli_stack: Stack, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
+    code, _, err = _diff(cli_stack, *args, capsys=capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_diff_previous_notes_what_it_could_not_compare(cli_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = cli_stack
+    assert stack.build(push=True).ok
+    stack.docker.grown = {APP1: 1, APP2: 1}
+    assert stack.build(push=True).ok
+    entry = journal.last(stack.config.parent)
+    assert entry is not None
+    one = next(t for t in entry.tags if t.ref == f"{REG}/app:1.0")
+    two = next(t for t in entry.tags if t.ref == f"{REG}/app:2.0")
+    del stack.registry.manifests[("127.0.0.1:5000/t/app", str(one.before))]  # garbage-collected since
+    stack.registry.publish(f"{REG}/app:2.0", PLATFORMS, {"someone": "else"})  # moved by someone else since
+    code, out, _ = _diff(stack, "--json", "--all", capsys=capsys)
+    doc = json.loads(out)
+    assert code == 0
+    assert doc["notes"][0] == f"{REG}/app:1.0: what it pointed at before ({one.before}) is no longer in the registry"
+    assert any(n.startswith(f"{REG}/app:2.0 moved since that release (to sha256:") for n in doc["notes"])
+    refs = [t["ref"] for t in doc["tags"]]
+    assert f"{REG}/app:1.0" not in refs and f"{REG}/app:2.0" in refs
+    assert two.after != two.before
