@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 from multibake import config, plan
@@ -68,3 +71,23 @@ def local_context(tmp_path: Path, source: Path) -> str:
 
         shutil.copytree(source, dest, copy_function=link)
     return source.name
+
+
+def run_cli(
+    *args: str,
+    cwd: Path = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess[str]:
+    """``multibake ARGS`` in a process of its own, as a user runs it: ``env`` on top of this process's
+    environment, or ``environ`` instead of it."""
+    return subprocess.run(
+        [sys.executable, "-m", "multibake", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+        env=dict(environ) if environ is not None else {**os.environ, **(env or {})},
+    )

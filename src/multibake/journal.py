@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from multibake.errors import UsageError
+from multibake.shards import read_model
 
 SCHEMA = "multibake.release/v1"
 DIRECTORY = Path(".multibake") / "releases"
@@ -82,17 +82,9 @@ def record(root: Path, release: Release) -> Path | None:
 def last(root: Path) -> Release | None:
     """The last recorded release, or None when there is none."""
     path = folder(root) / LAST
-    try:
-        return Release.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
+    if not path.is_file():
         return None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the release journal: {exc.strerror or exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'the document'}: {err['msg']}" for err in exc.errors()
-        )
-        raise UsageError(f"{path}: not a valid release journal ({problems}); delete it to start afresh") from exc
+    return read_model(path, Release, "release journal (delete it to start afresh)")
 
 
 def now() -> str:

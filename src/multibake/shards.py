@@ -64,10 +64,10 @@ class ShardResult(_File):
     failed: list[str] = Field(default_factory=list)
 
 
-M = TypeVar("M", bound=_File)
+M = TypeVar("M", bound=BaseModel)
 
 
-def _read(path: Path, model: type[M], what: str) -> M:
+def read_model(path: Path, model: type[M], what: str) -> M:
     """``path`` parsed into ``model``; anything else is a usage error naming the file and the problem."""
     try:
         return model.model_validate_json(path.read_bytes())
@@ -111,7 +111,7 @@ def write_lock(lock: LockFile, path: Path) -> None:
 
 def read_lock(path: Path) -> tuple[Meta, str]:
     """The Meta every shard must use, and the plan digest they must reproduce."""
-    lock = _read(path, LockFile, "lock file")
+    lock = read_model(path, LockFile, "lock file")
     m = lock.meta
     return Meta(created=m.created, revision=m.revision, source=m.source), lock.plan
 
@@ -220,7 +220,7 @@ def merge(paths: list[Path], plan: Plan, digest: str) -> tuple[dict[str, list[st
     indexes: dict[str, str] = {}
     problems: list[str] = []
     for f in files:
-        doc = _read(f, ShardResult, "shard result")
+        doc = read_model(f, ShardResult, "shard result")
         if doc.plan != digest:
             raise UsageError(f"{f}: built from another plan ({doc.plan[:19]}…); rebuild it from the same lock file")
         problems += [f"{t}: failed in shard {doc.shard}" for t in doc.failed]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import run_cli
 from tests.integration import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,15 +60,7 @@ def multibake_argv(*args: str) -> list[str]:
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        multibake_argv(*args),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=1800,
-        check=False,
-        env={**os.environ, **ENV},
-    )
+    return run_cli(*args, cwd=cwd, env=ENV)
 
 
 def plan_of(cfg: Path, reg: str) -> dict[str, Any]:

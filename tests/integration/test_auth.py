@@ -16,7 +16,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from multibake.auth import PASSWORD_ENV, USER_ENV
-from tests.helpers import local_context
+from tests.helpers import local_context, run_cli
 from tests.integration import registry
 from tests.integration.authregistry import CERTS_D, AuthRegistry, docker_config, login, make_certificates, trusted
 from tests.integration.faultproxy import FaultProxy
@@ -71,15 +70,7 @@ def environ(docker_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def multibake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "multibake", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=1200,
-        check=False,
-        env=env,
-    )
+    return run_cli(*args, environ=env, timeout=1200)
 
 
 def push(cfg: Path, env: dict[str, str], *more: str) -> subprocess.CompletedProcess[str]:

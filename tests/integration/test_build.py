@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import local_context
+from tests.helpers import local_context, run_cli
 from tests.integration import registry
 from tests.integration.faultproxy import FaultProxy
 
@@ -27,9 +27,7 @@ UNAME = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "arm
 
 
 def multibake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "multibake", *args], capture_output=True, text=True, cwd=cwd, timeout=1800, check=False
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 def build_json(*args: str) -> tuple[int, dict[str, Any], str]:

@@ -7,14 +7,14 @@ arm); the "still running" and "done" lines must name the cells and platforms of 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ROOT / "samples" / "offline" / "platforms.yaml"
@@ -25,15 +25,7 @@ _NAMED = re.compile(r"^(?:(\S+) )?(linux/\S+)(?: step (\d+)/(\d+))?$")
 
 
 def run_multibake(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "multibake", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
-        check=False,
-        env={**os.environ, **env},
-    )
+    return run_cli(*args, env=env, timeout=900)
 
 
 def still_running(line: str) -> list[tuple[str, str]]:

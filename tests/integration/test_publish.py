@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import local_context
+from tests.helpers import local_context, run_cli
 from tests.integration import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,15 +27,7 @@ S6_NAMES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "
 
 
 def multibake(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "multibake", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=1800,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def write_release(

@@ -18,8 +18,6 @@ import base64
 import json
 import os
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -120,15 +120,7 @@ class Run:
 
 def multibake(reg: TagRegistry | None, *args: str, env: Mapping[str, str] | None = None) -> Run:
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "multibake", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-        env={**os.environ, **(reg.env if reg else {}), **(env or {})},
-    )
+    proc = run_cli(*args, env={**(reg.env if reg else {}), **(env or {})}, timeout=300)
     run = Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
     assert "Traceback" not in run.err, run.err
     if reg is not None and reg.credentials:

@@ -278,7 +278,7 @@ def test_publish_refuses_an_incomplete_set_of_shards(stack: Stack) -> None:
 def test_a_family_shard_stages_its_cells_and_their_parents_stay_unpublished(stack: Stack) -> None:
     built = stack.build(push=True, shard="family=app")
     assert built.ok
-    doc = shards._read(stack.config.parent / "shards" / "family-app.json", shards.ShardResult, "shard result")
+    doc = shards.read_model(stack.config.parent / "shards" / "family-app.json", shards.ShardResult, "shard result")
     assert set(doc.cells) == {APP1, APP2} and doc.failed == []
 
 
