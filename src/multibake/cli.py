@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from enum import StrEnum
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from multibake import __version__
-from multibake.errors import EXIT_INTERRUPTED, EXIT_USAGE, MultibakeError, UsageError
+from multibake.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MultibakeError, Terminated, UsageError
 from multibake.kinds import Progress, Split
 
 if TYPE_CHECKING:
@@ -460,13 +461,25 @@ def run(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("multibake: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        typer.echo("multibake: terminated", err=True)
+        return EXIT_TERMINATED
     code = result if isinstance(result, int) else 0
     if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into that exit code, quietly
         typer.echo("multibake: interrupted", err=True)
     return code
 
 
+def _terminate(signum: int, frame: object) -> None:
+    from multibake.invocation import interrupt_children
+
+    interrupt_children()  # a bake run of ours stops too, as on Ctrl-C
+    raise Terminated
+
+
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C: a private docker config holding a login is removed, no tag moves after it
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run())
 
 

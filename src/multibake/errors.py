@@ -10,6 +10,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a CI job cancelled, a container stopped): unwind as for Ctrl-C, cleaning up."""
 
 
 class MultibakeError(Exception):

@@ -6,8 +6,11 @@ or builder driver to the next (push-by-digest, ``--allow``, metadata keys), and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +118,26 @@ def whales_runner(docker: DockerClient) -> Runner:
         return stream_buildx_logs(client_argv(docker, argv))
 
     return run
+
+
+def interrupt_children(pid: int | None = None) -> None:
+    """Send SIGINT to every process below ``pid`` (this one): a bake run cancels its build on it.
+
+    A terminal's Ctrl-C reaches the whole process group; a SIGTERM sent to multibake alone (a CI
+    runner, ``timeout``) does not, and python-on-whales leaves its child running when we unwind.
+    """
+    for child in _children(os.getpid() if pid is None else pid):
+        interrupt_children(child)
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGINT)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):  # Linux; elsewhere there are none to find
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(c) for c in task.read_text().split()]
+    return found
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -238,3 +238,21 @@ def test_a_registry_that_stalls_every_request_is_a_timeout_not_a_wait(stack: Non
     # each tag's row says why; after the first tag outlasted its attempts the others are not tried
     assert f"registry {PROXY} was still failing after 2 attempts" in checked.stdout, checked.stdout[-2000:]
     assert "Traceback" not in checked.stderr
+
+
+def test_sigterm_to_multibake_alone_stops_its_bake_exits_143_and_moves_no_tag(stack: None, tmp_path: Path) -> None:
+    reg = namespace(PROXY, "r3-term")
+    with FaultProxy():
+        cfg, plan, before = _published_once(tmp_path, reg)
+        release = Release(cfg, reg)
+        _during_build(release)
+        assert release.bake_pids()
+        release.proc.send_signal(signal.SIGTERM)  # a CI runner or `timeout` stopping the main process only
+        code = release.finish(timeout=120)
+        assert code == 143, release.stderr()[-3000:]
+        deadline = time.monotonic() + 60
+        while release.bake_pids() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert release.bake_pids() == [], "the bake process was stopped with multibake"
+        assert public_state(plan) == before
+        _converges(cfg, reg, plan)
