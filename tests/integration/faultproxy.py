@@ -12,7 +12,8 @@ With ``chaos`` (a ``Chaos``), every request instead fails at a seeded rate with 
 in the middle of a read's body), or a stall past the client's timeout that ends in a reset. Every
 injected fault is logged (``log``) with its request.
 
-With ``hold`` (method, path, user agent → bool) and ``hold_at`` = n, the n-th matching request is held:
+With ``hold`` (method, path, user agent → bool) and ``hold_at`` = n, the n-th matching request is held
+(and with ``hold_later`` every one after it):
 ``held`` is set, and the request waits until ``unhold`` is set, then its connection is reset. Tests use
 it to stop a release at a known point (the first public tag write, say) and kill it there.
 
@@ -121,11 +122,13 @@ class FaultProxy:
         chaos: Chaos | None = None,
         hold: Callable[[str, str, str], bool] | None = None,
         hold_at: int = 1,
+        hold_later: bool = False,
         token: tuple[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.hold = hold
         self.hold_at = hold_at
+        self.hold_later = hold_later  # hold every later matching request too, not only the n-th
         self.matched = 0
         self.held = threading.Event()
         self.unhold = threading.Event()
@@ -305,7 +308,7 @@ class FaultProxy:
             return False
         with self._lock:
             self.matched += 1
-            return self.matched == self.hold_at
+            return self.matched == self.hold_at or (self.hold_later and self.matched > self.hold_at)
 
     def _draw(self, method: str, path: str, agent: str) -> str | None:
         """The fault this request gets in chaos mode, or None; logged."""

@@ -273,10 +273,9 @@ def test_a_repository_the_registry_does_not_have_is_one_line_and_exit_1(
     ]
 
 
-def test_wrong_credentials_are_one_line_without_the_secret(tmp_path: Path, tag_registry: TagRegistry) -> None:
-    reg = tag_registry
-    if reg.credentials is None:
-        pytest.skip("this registry takes no credentials")
+def test_wrong_credentials_are_one_line_without_the_secret(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    reg = _with_auth(request)  # the registry that takes credentials
+    assert reg.credentials is not None
     path, ns, _ = write(tmp_path, reg)
     reg.push_tags(f"{ns}/alpine", "3.10")
     reg.push_tags(f"{ns}/s6", "v3.2.0.2")
