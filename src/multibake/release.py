@@ -23,7 +23,7 @@ from multibake import plan as planner
 from multibake import platforms as arch
 from multibake.builder import BuilderInfo, check_builder, client_argv, inspect_builder, with_config
 from multibake.config import Retry
-from multibake.errors import UsageError
+from multibake.errors import BuildError, UsageError
 from multibake.kinds import Mode, Provenance, Split, Status
 from multibake.pieces import attest_specs
 from multibake.plan import Plan
@@ -416,7 +416,13 @@ def promote(
     journal_to: Journal | None = None,
 ) -> Built:
     """Steps 5 and 6: point public tags at the complete staged indexes, then read every one back."""
-    published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
+    try:
+        published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
+    except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
+        why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
+        say(f"multibake: {why}")
+        failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
+        return Built(ok=False, report=replace(report, cells=failed))
     checks = publish.verify(planner.select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)

@@ -46,6 +46,7 @@ class FakeRegistry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     fail_next: list[RegistryError] = field(default_factory=list)  # raised by the next calls, in order
     writes: list[str] = field(default_factory=list)  # refs written through the API
+    refuse_writes: RegistryError | None = None  # raised by every manifest write (a registry that stopped taking pushes)
 
     def _maybe_fail(self) -> None:
         if self.fail_next:
@@ -75,6 +76,8 @@ class FakeRegistry:
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
         self._maybe_fail()
+        if self.refuse_writes is not None:
+            raise self.refuse_writes
         self.writes.append(ref)
         self.store(ref, body, media_type)
 

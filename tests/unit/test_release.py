@@ -17,7 +17,7 @@ from multibake import config as cfg
 from multibake import plan as planner
 from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
-from multibake.registry import Registry
+from multibake.registry import Registry, RegistryError
 from multibake.retry import RetryPolicy
 from tests.helpers import FIXED_META, make_context, write_config
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
@@ -306,6 +306,17 @@ def test_partial_promote_publishes_the_complete_cells_only(stack: Stack) -> None
     published = publish.promote(reg, p, sources, partial=True)
     assert published.promoted == (BB, APP2) and APP1 in published.held_back
     assert stack.registry.held(f"{REG}/app:1.0") is None
+
+
+def test_a_registry_failing_while_tags_move_is_a_failed_report_not_a_crash(stack: Stack) -> None:
+    stack.registry.refuse_writes = RegistryError("writing x: HTTP 503", transient=True)
+    built = stack.build(push=True)
+    assert not built.ok and built.report is not None, "the report is still there for --json"
+    statuses = stack.status(built)
+    assert set(statuses.values()) == {Status.FAILED}
+    errors = {cell.error for cell in built.report.cells}
+    assert len(errors) == 1 and "still failing after" in str(errors) and "rerun to finish" in str(errors)
+    assert any(line.startswith("multibake: publishing: ") for line in stack.said)
 
 
 def test_verify_finds_a_per_platform_tag_of_the_wrong_platform(stack: Stack) -> None:
