@@ -83,6 +83,16 @@ def reliability(session: nox.Session) -> None:
     _sample(session, "fast")
     auth = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests" / "integration").glob("test_auth*.py"))]
     session.run("pytest", *RELIABILITY, *auth, "-q", "-p", "no:cacheprovider", *session.posargs)
+    # faults and kills again on BuildKit's own driver, where images are pushed by digest (no staging tags)
+    session.run(
+        "pytest",
+        "tests/integration/test_reliability.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"BUILDX_BUILDER": "multibake-remote"},
+    )
 
 
 def _dockerfiles() -> list[str]:
