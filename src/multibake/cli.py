@@ -378,10 +378,10 @@ def diff_cmd(
 
     Without --against or --previous: --previous when a release is recorded in .multibake/releases/.
     """
-    from multibake import release, report
+    from multibake import changes, report
 
-    found = release.diff(
-        release.DiffOptions(
+    found = changes.diff(
+        changes.DiffOptions(
             config=config,
             registry=registry,
             selectors=tuple(selectors or ()),

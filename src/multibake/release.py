@@ -16,8 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import auth, bake, bases, buildid, display, invocation, journal, nodes, paths, publish, refs, shards
-from multibake import diff as compare
+from multibake import auth, bake, bases, buildid, display, invocation, journal, nodes, paths, publish, shards
 from multibake import hcl as render
 from multibake import plan as planner
 from multibake import platforms as arch
@@ -157,7 +156,7 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
         tools.say(budget(target.release.loaded.config.retry))
-    reg = _registry(target.release, tools)
+    reg = registry_for(target.release, tools)
     todo = skip_published(target, reg, tools.say) if opts.skip_existing else Todo(plan=target.plan)
     # builder: in platforms.yaml, unless --builder names another (whose nodes are then left alone)
     configured = None if opts.builder else target.release.loaded.config.builder
@@ -199,7 +198,7 @@ def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:
     return RetryPolicy(limits=release.loaded.config.retry, sleep=tools.sleep, echo=tools.echo)
 
 
-def _registry(release: shards.Resolved, tools: Tools) -> Registry:
+def registry_for(release: shards.Resolved, tools: Tools) -> Registry:
     """The release's registry client: its retries, and its per-request timeout (retry.timeout)."""
     limits = release.loaded.config.retry
     api = tools.api.with_timeout(limits.timeout) if isinstance(tools.api, Http) else tools.api
@@ -463,7 +462,7 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
             tools.say(f"multibake: {line}")
         tools.say("multibake: the release is incomplete, so no public tag was changed")
         return Checked(ok=False, checks=None)
-    reg = _registry(release, tools)
+    reg = registry_for(release, tools)
     published = publish.promote(reg, release.plan, sources, partial=False)
     for target, why in published.held_back.items():
         tools.say(f"multibake: {target}: {why}")
@@ -481,99 +480,6 @@ def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools
     """Read every planned tag back from the registry."""
     release = shards.resolve(config, registry, None, check_files=False)
     with logged_in(tools, release.plan.registry) as with_login:
-        reg = _registry(release, with_login)
+        reg = registry_for(release, with_login)
         checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DiffOptions:
-    """``multibake diff``'s options, as given."""
-
-    config: Path
-    registry: str | None = None
-    selectors: tuple[str, ...] = ()
-    against: str | None = None  # another registry namespace holding the same repositories
-    previous: bool = False
-
-
-def diff(opts: DiffOptions, tools: Tools) -> compare.Report:
-    """The published release against what the registry held before it (--previous) or against another
-    namespace (--against); without either, --previous when a release is recorded."""
-    if opts.against and opts.previous:
-        raise UsageError("choose one of --against and --previous")
-    release = shards.resolve(opts.config, opts.registry, None, check_files=False)
-    p = planner.select(release.plan, list(opts.selectors))
-    with logged_in(tools, release.plan.registry) as with_login:
-        return _diff(opts, release, p, _registry(release, with_login))
-
-
-def _diff(opts: DiffOptions, release: shards.Resolved, p: Plan, reg: Registry) -> compare.Report:
-    if opts.against:
-        return _diff_against(opts, p, reg)
-    entry = journal.last(release.loaded.root)
-    if entry is None:
-        where = journal.folder(release.loaded.root)
-        if opts.previous:
-            raise UsageError(f"no release recorded in {where}: `multibake build --push` records each release there")
-        raise UsageError(
-            f"nothing to compare with: no release recorded in {where}; pass --against REGISTRY/NAMESPACE "
-            "(another namespace holding the same images), or publish with `multibake build --push` first"
-        )
-    return _diff_previous(entry, p, reg, selected=bool(opts.selectors))
-
-
-def _diff_previous(entry: journal.Release, p: Plan, reg: Registry, *, selected: bool) -> compare.Report:
-    targets = {c.target for c in p.cells}
-    records = [t for t in entry.tags if not selected or t.target in targets]
-    pairs = compare.previous_pairs((t.ref, t.before) for t in records)
-    facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
-    notes: list[str] = []
-    kept: list[compare.Pair] = []
-    for t, pair in zip(records, pairs, strict=True):
-        if pair.old is not None and facts.get(pair.old) is None:  # deleted, or garbage-collected
-            notes.append(f"{t.ref}: what it pointed at before ({t.before}) is no longer in the registry")
-            continue
-        now = facts.get(t.ref)
-        if now is not None and t.after is not None and now.digest != t.after:
-            notes.append(f"{t.ref} moved since that release (to {now.digest})")
-        kept.append(pair)
-    return compare.Report(
-        mode="previous",
-        registry=entry.registry,
-        old=f"before the release of {entry.time}",
-        new=f"{entry.registry} now",
-        tags=compare.compare(kept, facts, facts),
-        notes=tuple(notes),
-    )
-
-
-def _diff_against(opts: DiffOptions, p: Plan, reg: Registry) -> compare.Report:
-    against = (opts.against or "").rstrip("/")
-    problem = refs.repository_problem(against)
-    if problem:
-        raise UsageError(f"--against {against!r}: {problem}")
-    if against == p.registry:
-        raise UsageError(f"--against {against}: that is the configured registry itself; name another namespace")
-    theirs = planner.select(shards.resolve(opts.config, against, None, check_files=False).plan, list(opts.selectors))
-    ours_refs, their_refs, notes = [], [], []
-    for mine, other in zip(p.cells, theirs.cells, strict=True):
-        if mine.image == other.image:  # image: host/name is not under the registry: the same on both sides
-            notes.append(f"{mine.target}: {mine.image} is not under the registry; not compared")
-            continue
-        ours_refs.append([*mine.tags, *(r for _, rs in mine.platform_tags for r in rs)])
-        their_refs.append([*other.tags, *(r for _, rs in other.platform_tags for r in rs)])
-    repos = sorted({compare.repository(r) for refs_ in (*ours_refs, *their_refs) for r in refs_})
-    # a repository only one side has is all new (or all removed) tags
-    lists = publish._parallel(lambda repo: sorted(reg.tags(repo, missing_ok=True)), repos)
-    listed = dict(zip(repos, lists, strict=True))
-    pairs = compare.against_pairs(ours_refs, their_refs, listed)
-    facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
-    return compare.Report(
-        mode="against",
-        registry=p.registry,
-        old=against,
-        new=p.registry,
-        tags=compare.compare(pairs, facts, facts),
-        notes=tuple(notes),
-    )
