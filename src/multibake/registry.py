@@ -179,7 +179,6 @@ _ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, Co
 # a connection dropped while a body was read surfaces as any of these, depending on where it broke
 _DROPPED = (
     requests.ConnectionError,
-    requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.ProtocolError,
     ConnectionError,
@@ -231,6 +230,13 @@ def _failure(what: str, exc: Exception) -> RegistryError:
     return RegistryError(f"{what}: {exc}", transient=False)
 
 
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of a failed request, None when it got no answer."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code
+    return None
+
+
 def _retry_after(value: str | None) -> float:
     """Seconds from a Retry-After header (delta-seconds; an HTTP date or garbage counts as none)."""
     try:
@@ -267,7 +273,7 @@ class Http:
         try:
             _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
         except _ERRORS as exc:
-            if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+            if _status(exc) == 404:
                 return None
             raise _failure(f"reading {ref}", exc) from exc
         media = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -307,7 +313,7 @@ class Http:
                     raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
         except _ERRORS as exc:
             failure = _failure(what, exc)
-            if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code == 404:
+            if _status(exc) == 404:
                 raise NoSuchRepository(str(failure), transient=False) from exc
             raise failure from exc
         except ValueError as exc:  # not JSON
