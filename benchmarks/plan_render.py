@@ -174,7 +174,9 @@ def profile(spec: str) -> None:
     import cProfile
     import pstats
 
-    from multibake import config, hcl, plan
+    from multibake.bake import hcl
+    from multibake.config import schema as config
+    from multibake.plan import planner as plan
 
     name, _, size = spec.partition(":")
     with tempfile.TemporaryDirectory(prefix="multibake-bench-") as tmp:

@@ -10,8 +10,9 @@ import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
-from multibake import config, plan
-from multibake.plan import Meta, Plan
+from multibake.config import schema as config
+from multibake.plan import planner as plan
+from multibake.plan.model import Meta, Plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The families the plan, render and CLI unit tests are written against (two families, a child include

@@ -1,3 +1,3 @@
-from multibake.cli import main
+from multibake.cli.app import main
 
 main()

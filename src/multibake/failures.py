@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from multibake.plan import untagged
+from multibake.refs import untagged
 
 _STEP = re.compile(r"^#(\d+) \[([^\]]*)\] (.*)$")
 _STEP_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import tenacity
 
-from multibake.config import Retry
+from multibake.config.schema import Retry
 from multibake.failures import Failure
 
 Echo = Callable[[str], None]

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from multibake.auth import PASSWORD_ENV, USER_ENV
+from multibake.registry.auth import PASSWORD_ENV, USER_ENV
 from tests.helpers import local_context, run_cli
 from tests.integration import registry
 from tests.integration.authregistry import CERTS_D, AuthRegistry, docker_config, login, make_certificates, trusted

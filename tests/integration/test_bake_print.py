@@ -26,11 +26,14 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from multibake import cli, config, hcl, provenance
-from multibake import plan as planner
 from multibake import platforms as arch
-from multibake.plan import Cell, Plan
+from multibake.bake import hcl
+from multibake.cli import app as cli
+from multibake.config import schema as config
+from multibake.plan import planner
+from multibake.plan.model import Cell, Plan
 from multibake.platforms import Scheme
+from multibake.release import provenance
 from tests.helpers import REPO_ROOT, SHIPPED_CONFIG, make_context, plan_file, write_config
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from python_on_whales.exceptions import DockerException
-
-from multibake import registry
-from multibake.plan import Plan
-from multibake.registry import NoSuchRepository, RegistryError
+from multibake.docker import DockerFailure
+from multibake.plan.model import Plan
+from multibake.registry import client as registry
+from multibake.registry.client import NoSuchRepository, RegistryError
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -163,10 +162,9 @@ class FakeDocker:
         self.buildx = SimpleNamespace(inspect=self._inspect, docker_cmd=["docker"])
         self.system = SimpleNamespace(info=self._info)
 
-    def _inspect(self, name: str | None) -> Any:
-        return SimpleNamespace(
-            name=name or "fake", driver=self.driver, nodes=[SimpleNamespace(platforms=self.platforms)]
-        )
+    def _inspect(self, name: str | None, bootstrap: bool = False) -> Any:
+        node = SimpleNamespace(name="fake0", endpoint="", platforms=self.platforms, status="running")
+        return SimpleNamespace(name=name or "fake", driver=self.driver, nodes=[node])
 
     def _info(self) -> Any:
         plugin = SimpleNamespace(name="buildx", version="0.29.1")
@@ -257,4 +255,4 @@ class FakeDocker:
 
     @staticmethod
     def _fail(lines: list[str]) -> None:
-        raise DockerException(["docker", "buildx", "bake"], 1, stderr="\n".join(lines).encode())
+        raise DockerFailure(["docker", "buildx", "bake"], "\n".join(lines))

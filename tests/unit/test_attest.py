@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from multibake import config, hcl, release
+from multibake.bake import hcl
+from multibake.config import schema as config
 from multibake.errors import UsageError
 from multibake.kinds import Provenance
-from multibake.pieces import attest_specs
-from multibake.plan import Plan
+from multibake.plan.model import Plan
+from multibake.plan.pieces import attest_specs
+from multibake.release import pipeline as release
 from tests.helpers import make_context, plan_text
 
 CONFIG = """

@@ -12,9 +12,10 @@ import pytest
 import requests
 from dxf.exceptions import DXFAuthInsecureError
 
-from multibake import auth, registry
-from multibake.auth import PASSWORD_ENV, USER_ENV, Login
 from multibake.errors import EXIT_FAILED, EXIT_USAGE, BuildError, UsageError
+from multibake.registry import auth
+from multibake.registry import client as registry
+from multibake.registry.auth import PASSWORD_ENV, USER_ENV, Login
 
 SECRET = "pa55:word-that-must-not-show"
 

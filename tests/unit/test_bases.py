@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from multibake import bases, release
-from multibake import dockerfile as df
-from multibake.config import Retry
+from multibake.config.schema import Retry
 from multibake.errors import UsageError
-from multibake.model import Plan
-from multibake.registry import RegistryError
+from multibake.plan.model import Plan
+from multibake.preflight import bases
+from multibake.preflight import dockerfile as df
+from multibake.registry.client import RegistryError
+from multibake.release import pipeline as release
 from tests.helpers import plan_text
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
 from tests.unit.test_release import Stack

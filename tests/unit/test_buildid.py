@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multibake import buildid
+from multibake.plan import buildid
 from tests.helpers import make_context, plan_text
 
 CONFIG = """

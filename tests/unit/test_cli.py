@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from multibake import __version__, cli, hcl, report
+from multibake import __version__
+from multibake.bake import hcl
+from multibake.cli import app as cli
+from multibake.cli import report
 from multibake.errors import EXIT_OK, EXIT_USAGE
 from tests.helpers import SHIPPED_CONFIG, plan_file
 
@@ -148,7 +151,10 @@ def test_plan_json_equals_report_of_the_plan(
     doc = json.loads(out)
     assert {c["labels"]["org.opencontainers.image.created"] for c in doc["cells"]} == {"2023-11-14T22:13:20Z"}
     # the CLI's plan is the library's plan with the checkout's provenance
-    from multibake import bases, config, plan, provenance
+    from multibake.config import schema as config
+    from multibake.plan import planner as plan
+    from multibake.preflight import bases
+    from multibake.release import provenance
 
     loaded = config.load(SHIPPED_CONFIG)
     p = plan.plan(loaded, provenance.resolve(loaded.root))

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from multibake import config, paths
-from multibake.config import CacheType, Config, PerPlatformTags, load
+from multibake.config import schema as config
+from multibake.config.schema import CacheType, Config, PerPlatformTags, load
 from multibake.errors import EXIT_USAGE, ConfigError
-from multibake.plan import plan
+from multibake.plan import paths
+from multibake.plan.planner import plan
 from tests.helpers import FIXED_META, SHIPPED_CONFIG, make_context, write_config
 
 MINIMAL = """

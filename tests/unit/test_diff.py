@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from multibake import journal, report
-from multibake.diff import Image, Pair, TagFacts, against_pairs, compare, compare_tag, previous_pairs
-from multibake.diff import Report as DiffReport
+from multibake.cli import report
+from multibake.compare.diff import Image, Pair, TagFacts, against_pairs, compare, compare_tag, previous_pairs
+from multibake.compare.diff import Report as DiffReport
 from multibake.errors import UsageError
 from multibake.kinds import Change
+from multibake.release import journal
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 REG = "r.example.com/team"

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from multibake import cli, display
-from multibake.bake import bake_targets
-from multibake.display import ErrorLines, Plain, Terminal, Ticker, interval, output, table
+from multibake.bake import display
+from multibake.bake.display import ErrorLines, Plain, Terminal, Ticker, interval, output, table
+from multibake.bake.progress import Row, State
+from multibake.bake.run import bake_targets
+from multibake.cli import app as cli
 from multibake.errors import UsageError
 from multibake.kinds import Progress
-from multibake.plan import Plan
-from multibake.progress import Row, State
+from multibake.plan.model import Plan
 from tests.helpers import plan_file
 
 CAPTURES = Path(__file__).parent / "progress"

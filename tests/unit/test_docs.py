@@ -64,7 +64,7 @@ def test_the_schema_page_names_every_key_of_the_schema(gen: ModuleType) -> None:
 def test_the_command_page_names_every_command_and_option() -> None:
     import typer.main
 
-    from multibake import cli
+    from multibake.cli import app as cli
 
     text = (DOCS / "commands.md").read_text(encoding="utf-8")
     root: Any = typer.main.get_command(cli.app)  # a TyperGroup: .commands maps names to commands

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from multibake import cli
+from multibake.cli import app as cli
 from multibake.errors import EXIT_USAGE
 
 CORPUS = Path(__file__).parent / "bad_configs"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multibake import invocation
+from multibake.bake import invocation
 from multibake.failures import Kind, Steps, classify
 
 TRANSIENT = [

@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from multibake import config, hcl, plan
-from multibake.plan import Plan
+from multibake.bake import hcl
+from multibake.config import schema as config
+from multibake.plan import planner as plan
+from multibake.plan.model import Plan
 from tests.helpers import FIXED_META, REPO_ROOT, SHIPPED_CONFIG, plan_file, plan_text
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -75,8 +77,10 @@ def test_rendering_twice_is_identical() -> None:
 
 _SEED_SCRIPT = """
 import sys
-from multibake import config, hcl, plan
-from multibake.plan import Meta
+from multibake.config import schema as config
+from multibake.bake import hcl
+from multibake.plan import planner as plan
+from multibake.plan.model import Meta
 meta = Meta(created=sys.argv[2], revision=sys.argv[3], source=sys.argv[4])
 p = plan.plan(config.load(sys.argv[1]), meta)
 sys.stdout.buffer.write(hcl.render_hcl(p, "x.yaml").encode() + b"\\0" + hcl.render_json(p).encode())

@@ -6,16 +6,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from python_on_whales.exceptions import DockerException
 
-from multibake import cli, nodes, release
-from multibake import config as cfg
-from multibake import plan as planner
+from multibake.cli import app as cli
+from multibake.config import schema as cfg
+from multibake.config.nodes import BuilderSpec
+from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
 from multibake.errors import ConfigError, UsageError
-from multibake.nodes import Action, BuilderSpec, Inspected, NodesDown, Observed
+from multibake.plan import planner
+from multibake.preflight import nodes
+from multibake.preflight.nodes import Action, Inspected, NodesDown, Observed
+from multibake.release import pipeline as release
 from tests.helpers import FIXED_META, make_context, write_config
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
 
@@ -146,14 +148,15 @@ def test_a_builder_that_matches_is_left_alone() -> None:
     assert nodes.plan_actions(spec(), nodes.observed(_whales(running))) == ()
 
 
-def _whales(found: Inspected) -> SimpleNamespace:
-    """What python-on-whales' Builder exposes, for ``nodes.observed``."""
-    return SimpleNamespace(
+def _whales(found: Inspected) -> BuilderFacts:
+    """What the docker door reports of a builder, for ``nodes.observed``."""
+    return BuilderFacts(
+        name="team",
         driver=found.driver,
-        nodes=[
-            SimpleNamespace(name=n.name, endpoint=n.endpoint, platforms=list(n.platforms), status=n.status)
+        nodes=tuple(
+            NodeFacts(name=n.name, endpoint=n.endpoint, platforms=tuple(n.platforms), status=n.status)
             for n in found.nodes
-        ],
+        ),
     )
 
 
@@ -299,7 +302,7 @@ def test_a_node_that_hangs_is_refused_after_the_timeout(tmp_path: Path) -> None:
 def test_a_failed_buildx_create_is_a_usage_error(tmp_path: Path) -> None:
     class Refusing(FakeBuildx):
         def run(self, argv: Sequence[str]) -> None:
-            raise DockerException(list(argv), 1, stderr=b'ERROR: failed to find driver "remote"')
+            raise DockerFailure(list(argv), 'ERROR: failed to find driver "remote"')
 
     with pytest.raises(UsageError, match='failed: ERROR: failed to find driver "remote"'):
         nodes.ensure(Refusing(), spec(), _plan(tmp_path), print)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multibake import config, paths
-from multibake import plan as planner
+from multibake.config import schema as config
+from multibake.plan import paths, planner
 from tests.helpers import FIXED_META, make_context, write_config
 
 

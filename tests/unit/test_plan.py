@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from multibake import config, hcl, provenance
+from multibake.bake import hcl
+from multibake.config import schema as config
 from multibake.errors import ConfigError, UsageError
-from multibake.plan import Cell, Meta, Plan, View, image_name, plan, restrict, select, target_name
+from multibake.plan.model import Cell, Meta, Plan, View
+from multibake.plan.pieces import target_name
+from multibake.plan.planner import plan
+from multibake.plan.transforms import restrict, select
+from multibake.refs import image_name
+from multibake.release import provenance
 from tests.helpers import FIXED_META, REPO_ROOT, SHIPPED_CONFIG, plan_file, plan_text, write_config
 
 REG = "localhost:5000/multibake"

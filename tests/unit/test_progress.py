@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from multibake.bake import bake_targets
-from multibake.plan import Plan
-from multibake.progress import Finished, Row, State, Tracker, duration, finished_line, still_running, watched
+from multibake.bake.progress import Finished, Row, State, Tracker, duration, finished_line, still_running, watched
+from multibake.bake.run import bake_targets
+from multibake.plan.model import Plan
 from tests.helpers import plan_file
 
 CAPTURES = Path(__file__).parent / "progress"

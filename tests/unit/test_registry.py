@@ -13,8 +13,8 @@ import requests
 import urllib3
 from dxf.exceptions import DXFUnauthorizedError
 
-from multibake import registry
-from multibake.registry import Ref
+from multibake.registry import client as registry
+from multibake.registry.client import Ref
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from multibake import buildid, cli, display, journal, publish, release, shards
-from multibake import config as cfg
-from multibake import plan as planner
+from multibake.bake import display
+from multibake.cli import app as cli
+from multibake.config import schema as cfg
 from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
-from multibake.registry import Registry, RegistryError
+from multibake.plan import buildid, planner
+from multibake.registry.client import Registry, RegistryError
+from multibake.release import journal, publish, shards
+from multibake.release import pipeline as release
 from multibake.retry import RetryPolicy
 from tests.helpers import FIXED_META, make_context, write_config
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from multibake.config import Retry
+from multibake.config.schema import Retry
 from multibake.errors import BuildError
-from multibake.registry import Registry, RegistryError
+from multibake.registry.client import Registry, RegistryError
 from multibake.retry import RetryPolicy
 from tests.unit.fakes import FakeRegistry
 

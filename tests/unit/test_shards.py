@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from multibake import cli, shards
+from multibake.cli import app as cli
 from multibake.errors import EXIT_USAGE, UsageError
 from multibake.kinds import Split
+from multibake.release import shards
 from tests.helpers import FIXED_META, SHIPPED_CONFIG, make_context, plan_file, plan_text
 
 BASE = """

@@ -17,8 +17,9 @@ import jsonschema
 import pytest
 import yaml
 
-from multibake import cli, hcl
-from multibake.plan import Plan
+from multibake.bake import hcl
+from multibake.cli import app as cli
+from multibake.plan.model import Plan
 from tests.helpers import RELEASE_CONFIG, REPO_ROOT, SHIPPED_CONFIG, plan_file
 
 ALPINE_NODEJS = {"3.19": "20", "3.20": "20", "3.21": "22", "3.22": "22", "3.23": "24"}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from multibake.invocation import _children, interrupt_children
+from multibake.bake.invocation import _children, interrupt_children
 
 
 def test_interrupt_children_reaches_children_and_grandchildren() -> None:
@@ -23,7 +23,7 @@ def test_interrupt_children_reaches_children_and_grandchildren() -> None:
 def test_sigterm_ends_the_cli_with_143_and_a_line_not_a_traceback() -> None:
     script = (
         "import time, typer\n"
-        "from multibake import cli\n"
+        "from multibake.cli import app as cli\n"
         "@cli.app.command('sleepy')\n"
         "def sleepy() -> None:\n"
         "    print('ready', flush=True)\n"

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from multibake import cli, config, update
-from multibake.config import UpdateRule
+from multibake.cli import app as cli
+from multibake.compare import update
+from multibake.compare.update import AxisUpdate, Target, version
+from multibake.config import schema as config
+from multibake.config.schema import UpdateRule
 from multibake.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BuildError, ConfigError
-from multibake.registry import RegistryError
-from multibake.update import AxisUpdate, Target, version
+from multibake.registry.client import RegistryError
 from tests.helpers import RELEASE_CONFIG, write_config
 from tests.unit.fakes import FakeRegistry
 
@@ -505,7 +507,7 @@ def test_the_shipped_rules_update_alpine_everywhere_and_node_only_where_nodes_ta
 
 
 def test_the_edit_of_each_shipped_and_sample_file_changes_only_the_values(tmp_path: Path) -> None:
-    from multibake.roundtrip import replace_sequences
+    from multibake.compare.roundtrip import replace_sequences
 
     for source in [RELEASE_CONFIG, *sorted(RELEASE_CONFIG.parent.glob("samples/*/platforms.yaml"))]:
         text = source.read_text()
@@ -519,7 +521,7 @@ def test_the_edit_of_each_shipped_and_sample_file_changes_only_the_values(tmp_pa
 
 
 def test_a_layout_ruamel_cannot_reproduce_is_refused_not_reformatted() -> None:
-    from multibake.roundtrip import replace_sequences
+    from multibake.compare.roundtrip import replace_sequences
 
     text = textwrap.dedent(
         """\
@@ -537,7 +539,7 @@ def test_a_layout_ruamel_cannot_reproduce_is_refused_not_reformatted() -> None:
 
 
 def test_block_sequences_keep_their_comments_when_they_grow_or_shrink() -> None:
-    from multibake.roundtrip import replace_sequences
+    from multibake.compare.roundtrip import replace_sequences
 
     text = textwrap.dedent(
         """\

@@ -1,0 +1,100 @@
+"""The paths rule: build contexts and Dockerfiles are files of the project, checked before anything runs.
+
+A local context, and the Dockerfile in it, must resolve (symlinks followed) inside the project: the git
+work tree that holds platforms.yaml, or its directory outside git. An absolute path, a ``..`` or a
+symlink leading elsewhere is refused, so a config cannot send a build (or its cache) to files outside
+the checkout it came with. Remote contexts (git URLs, ``target:`` and ``docker-image://`` references)
+are left to buildx.
+
+The same rule gives bake its file-system entitlements: buildx >= 0.20 refuses to read paths outside
+the directory it runs in unless ``--allow fs.read=PATH`` names them, so multibake names exactly the
+context directories (and local cache folders) that lie outside that directory, and nothing more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from multibake.errors import config_error
+
+if TYPE_CHECKING:
+    from multibake.config.schema import Loaded
+    from multibake.plan.model import Plan
+
+RULE = "contexts and Dockerfiles must resolve inside the git work tree holding the config (else its directory)"
+
+
+def project_root(config_dir: Path) -> Path:
+    """The git work tree holding ``config_dir`` (a ``.git`` directory or file), else ``config_dir``."""
+    here = config_dir.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def is_remote(context: str) -> bool:
+    return "://" in context or context.startswith(("target:", "git@"))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
+    """Refuse a missing or escaping build context or Dockerfile.
+
+    ``items`` are (family, context, dockerfile) as the plan resolved them.
+    """
+    base, root = loaded.root.resolve(), project_root(loaded.root)
+    seen: set[tuple[str, str]] = set()
+    for family, context, dockerfile in items:
+        if (context, dockerfile) in seen or is_remote(context):
+            continue
+        seen.add((context, dockerfile))
+        ctx = base / context
+        ctx_loc = loaded.loc(("images", family, "context"))
+        file_loc = loaded.loc(("images", family, "dockerfile"))
+        if not _inside(ctx, root):
+            raise config_error(ctx_loc, f"build context {context!r} is outside {root.name or '/'}/", RULE)
+        if not ctx.is_dir():
+            raise config_error(ctx_loc, f"build context {context!r} is not a directory")
+        if not _inside(ctx / dockerfile, root):
+            raise config_error(file_loc, f"Dockerfile {dockerfile!r} is outside {root.name or '/'}/", RULE)
+        if not (ctx / dockerfile).is_file():
+            raise config_error(file_loc, f"no Dockerfile at {context}/{dockerfile}")
+
+
+def check_files(loaded: Loaded, plan: Plan) -> None:
+    """``validate``'s checks on disk for every cell: contexts and Dockerfiles exist, inside the project."""
+    check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in plan.cells])
+
+
+def entitlements(loaded: Loaded, plan: Plan) -> tuple[str, ...]:
+    """The ``--allow`` entitlements bake needs for this plan's paths outside ``loaded.root``.
+
+    Contexts, local cache folders and secret files: bake asks for each of them when it lies elsewhere.
+    """
+    root = loaded.root.resolve()
+    reads: set[Path] = set()
+    writes: set[Path] = set()
+    for cell in plan.cells:
+        if not is_remote(cell.context):
+            reads.add((root / cell.context).resolve())
+        for entry in (*cell.cache_from, *cell.cache_to, *cell.secrets):
+            fields = dict(part.partition("=")[::2] for part in entry.split(","))
+            if fields.get("type") == "local" or ("id" in fields and "src" in fields):  # a local cache, a secret file
+                (reads if "src" in fields else writes).add((root / (fields.get("src") or fields["dest"])).resolve())
+    return tuple(
+        sorted(
+            f"fs.{kind}={path}"
+            for kind, paths in (("read", reads), ("write", writes))
+            for path in paths
+            if not _inside(path, root)
+        )
+    )

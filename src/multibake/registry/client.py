@@ -1,0 +1,518 @@
+"""The registry API in process: manifests read and written as exact bytes, blobs read.
+
+Publishing is dozens of small registry round-trips (staged indexes read back, public and
+per-platform tags written, every tag verified); one HTTP session per repository and thread makes
+each a few milliseconds instead of a process start. python-dxf speaks the API and its auth flows
+(Basic, Bearer tokens); credentials come from ``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's
+registry host (auth.py), else from docker's own config, as docker and buildx find them.
+Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
+makes in the one retry rule (retry.py), including merging images into one index.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import os
+import re
+import ssl
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from dxf import DXF, DXFBase
+from dxf.exceptions import DXFAuthInsecureError, DXFError, DXFUnauthorizedError
+
+from multibake import __version__
+from multibake.config.schema import Retry
+from multibake.errors import BuildError
+from multibake.failures import Failure, Kind
+from multibake.refs import is_host, untagged
+from multibake.registry.auth import HUB_AUTH_KEY, Login, auth_key
+from multibake.retry import RetryPolicy, Transient
+
+T = TypeVar("T")
+
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+_DOCKER_HUB = "registry-1.docker.io"
+TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
+MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
+_local = threading.local()
+
+
+class RegistryError(Exception):
+    def __init__(self, message: str, *, transient: bool, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after  # seconds the registry asked us to wait (429/503 Retry-After)
+
+
+class NoSuchRepository(RegistryError):
+    """A tag list asked of a repository the registry does not know (404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    host: str  # as written in the reference (docker.io for Docker Hub)
+    repo: str
+    reference: str  # tag or digest
+
+    @property
+    def api_host(self) -> str:
+        return _DOCKER_HUB if self.host == "docker.io" else self.host
+
+
+def parse(ref: str) -> Ref:
+    """``host/repo:tag`` or ``host/repo@sha256:…`` → its parts (docker's rules for the host part)."""
+    name, at, reference = ref.partition("@")
+    if not at:
+        name = untagged(ref)
+        reference = ref[len(name) + 1 :] or "latest"
+    first, sep, rest = name.partition("/")
+    if sep and is_host(first):
+        host, repo = first, rest
+    else:
+        host, repo = "docker.io", name
+    if host == "docker.io" and "/" not in repo:
+        repo = f"library/{repo}"
+    return Ref(host, repo, reference)
+
+
+def plain_http(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> bool:
+    """Plain HTTP only for registries on this machine (dockerd's default insecure ones), unless docker
+    holds a CA for the host: a registry served over TLS there is reached over TLS, and verified."""
+    return host.startswith(("localhost", "127.")) and not (certs_root / host / "ca.crt").is_file()
+
+
+def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | bool:
+    """What to verify ``host``'s TLS certificate against, as docker does.
+
+    docker's per-registry CA (``/etc/docker/certs.d/<host>/ca.crt``) first, then the system's trust
+    store (where an in-house CA is installed), else requests' own bundle.
+    """
+    own = certs_root / host / "ca.crt"
+    if own.is_file():
+        return str(own)
+    system = ssl.get_default_verify_paths().cafile
+    return system if system and Path(system).is_file() else True
+
+
+def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | None:
+    """(user, secret) for ``host`` from docker's config: a credential helper, else ``auths``."""
+    folder = config_dir or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    key = auth_key(host)
+    helpers = config.get("credHelpers") or {}
+    # docker's rule: a host listed in credHelpers uses that helper, none when it is "" (the file)
+    helper = helpers[key] if key in helpers else config.get("credsStore")
+    if helper:
+        try:
+            proc = subprocess.run(
+                [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
+            )
+        except OSError as exc:  # as docker, refuse rather than go on without the credentials it names
+            raise RegistryError(
+                f"docker's credential helper docker-credential-{helper} (named in {folder / 'config.json'}) "
+                f"cannot run: {exc.strerror}",
+                transient=False,
+            ) from exc
+        if proc.returncode == 0:
+            found = json.loads(proc.stdout)
+            return str(found["Username"]), str(found["Secret"])
+    # docker writes plain host names, but older clients wrote URLs: https://host or https://host/v1/
+    auths = {_auth_host(k): v for k, v in (config.get("auths") or {}).items()}
+    entry = auths.get(_auth_host(key)) or {}
+    if entry.get("auth"):
+        user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+        return user, secret
+    return None
+
+
+def credentials_for(host: str, login: Login | None) -> tuple[str, str] | None:
+    """``login``'s credentials when they are for ``host`` (from the environment), else docker's."""
+    if login is not None and login.host == host:
+        return login.user, login.password
+    return credentials(host)
+
+
+def _auth_host(key: str) -> str:
+    if key == HUB_AUTH_KEY:
+        return key
+    return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+
+
+def _client(ref: Ref, timeout: float = TIMEOUT, login: Login | None = None) -> DXF:
+    clients: dict[tuple[str, str, float, Login | None], DXF] = _local.__dict__.setdefault("clients", {})
+    key = (ref.host, ref.repo, timeout, login)
+    if key not in clients:
+
+        def auth(dxf: DXFBase, response: requests.Response) -> None:
+            user, secret = credentials_for(ref.host, login) or (None, None)
+            dxf.authenticate(
+                user, secret, response=response, actions=["pull", "push"], user_agent=f"multibake/{__version__}"
+            )
+
+        clients[key] = DXF(
+            ref.api_host,
+            ref.repo,
+            auth=auth,
+            insecure=plain_http(ref.host),
+            tlsverify=ca_bundle(ref.api_host),
+            timeout=timeout,
+        )
+    return clients[key]
+
+
+_ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
+# a connection dropped while a body was read surfaces as any of these, depending on where it broke
+_DROPPED = (
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    ConnectionError,
+)
+
+
+_UNAUTHORIZED = (
+    "401 unauthorized: the registry refused the credentials, or got none "
+    "(docker login, a credential helper, or $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD)"
+)
+
+
+_TLS_REASON = re.compile(r"certificate verify failed[^()'\"]*|wrong version number|hostname mismatch[^()'\"]*")
+
+
+def _failure(what: str, exc: Exception) -> RegistryError:
+    """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
+    if isinstance(exc, DXFUnauthorizedError):
+        return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
+    if isinstance(exc, DXFAuthInsecureError):
+        return RegistryError(
+            f"{what}: the registry asks for credentials over plain HTTP, and multibake sends them only over TLS "
+            "(serve it over TLS, its CA in /etc/docker/certs.d/HOST/ca.crt)",
+            transient=False,
+        )
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        if status == 401:
+            return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
+        detail = _detail(exc.response.text)
+        transient = status >= 500 or status == 429
+        wait = _retry_after(exc.response.headers.get("Retry-After"))
+        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
+    if isinstance(exc, requests.exceptions.SSLError):  # a ConnectionError to requests, but it lasts
+        found = _TLS_REASON.search(str(exc))
+        reason = found.group(0).strip() if found else "TLS handshake failed"
+        return RegistryError(
+            f"{what}: the registry's TLS certificate is not trusted ({reason}); "
+            "docker and multibake take a registry's CA from /etc/docker/certs.d/HOST/ca.crt",
+            transient=False,
+        )
+    if isinstance(exc, requests.Timeout):
+        return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
+    if isinstance(exc, _DROPPED):
+        why = "cannot connect (refused, reset, or the host does not resolve)"
+        if not isinstance(exc, requests.ConnectionError):
+            why = "the connection dropped mid-answer"
+        return RegistryError(f"{what}: {type(exc).__name__}: {why}", transient=True)
+    return RegistryError(f"{what}: {exc}", transient=False)
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of a failed request, None when it got no answer."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code
+    return None
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds; an HTTP date or garbage counts as none)."""
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _detail(body: str) -> str:
+    """A registry's error body in a few words: ``CODE: message`` from its JSON errors, else its first line."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return f"{first['code']}: {first['message']}"[:200]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return body.strip().splitlines()[0][:200] if body.strip() else ""
+
+
+class Http:
+    """The registry API over HTTP(S), one session per repository and thread."""
+
+    def __init__(self, timeout: float = TIMEOUT, login: Login | None = None) -> None:
+        self.timeout = timeout  # seconds per request (connect, and each read)
+        self.login = login  # credentials for login.host, beating docker's config
+
+    def with_timeout(self, timeout: float) -> Http:
+        return Http(timeout, self.login)
+
+    def with_login(self, login: Login) -> Http:
+        return Http(self.timeout, login)
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
+        """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
+        parsed = parse(ref)
+        try:
+            _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
+        except _ERRORS as exc:
+            if _status(exc) == 404:
+                return None
+            raise _failure(f"reading {ref}", exc) from exc
+        media = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return response.content, media
+
+    def get_blob(self, ref: str, digest: str) -> bytes:
+        """A blob (an image config) of ``ref``'s repository, checked against its digest."""
+        parsed = parse(ref)
+        try:
+            return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout, self.login).pull_blob(digest)))
+        except _ERRORS as exc:
+            raise _failure(f"reading blob {digest} of {ref}", exc) from exc
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
+        """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
+        parsed = parse(ref)
+        try:
+            _client(parsed, self.timeout, self.login)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
+                "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
+            )
+        except _ERRORS as exc:
+            raise _failure(f"writing {ref}", exc) from exc
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
+        parsed = parse(f"{repository}:latest")
+        what = f"listing the tags of {repository}"
+        client = _client(parsed, self.timeout, self.login)
+        tags: list[str] = []
+        path: str | None = "tags/list"
+        try:
+            while path:
+                response = client._request("get", path)  # type: ignore[no-untyped-call]  # dxf's own paging follows any host
+                tags.extend(str(t) for t in (response.json().get("tags") or []))
+                path = _next_page(response, parsed.api_host)
+                if len(tags) > MAX_TAGS:
+                    raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
+        except _ERRORS as exc:
+            failure = _failure(what, exc)
+            if _status(exc) == 404:
+                raise NoSuchRepository(str(failure), transient=False) from exc
+            raise failure from exc
+        except ValueError as exc:  # not JSON
+            raise RegistryError(f"{what}: the answer is not a tag list", transient=False) from exc
+        return tags
+
+
+def _next_page(response: requests.Response, host: str) -> str | None:
+    """The next page of a paginated list, on the same registry only (credentials go with each request)."""
+    nxt = response.links.get("next", {}).get("url")
+    if not nxt:
+        return None
+    url = urlsplit(nxt)
+    if url.netloc and url.netloc != host:
+        raise RegistryError(f"the registry's next page is on another host ({url.netloc[:80]})", transient=False)
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
+class Api(Protocol):
+    """The registry calls a release makes (Http in use, an in-memory registry in tests)."""
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None: ...
+
+    def list_tags(self, repository: str) -> list[str]: ...
+
+    def get_blob(self, ref: str, digest: str) -> bytes: ...
+
+    def put_manifest(self, ref: str, body: bytes, media_type: str) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RawManifest:
+    """A manifest as the registry serves it; ``digest`` is the sha256 of its exact bytes."""
+
+    media_type: str
+    digest: str
+    doc: dict[str, Any]
+    body: bytes = field(default=b"", repr=False)  # the exact bytes, to tag them elsewhere unchanged
+
+    @property
+    def is_index(self) -> bool:
+        return "index" in self.media_type or "manifest.list" in self.media_type
+
+    def entries(self) -> dict[str, str]:
+        """platform → digest of an index's images; attestation manifests (unknown/unknown) left out."""
+        out: dict[str, str] = {}
+        for m in self.doc.get("manifests", []):
+            p = m.get("platform") or {}
+            if p.get("os") in (None, "unknown"):
+                continue
+            out[platform_name(p)] = m["digest"]
+        return out
+
+    def attestations(self) -> int:
+        return sum((m.get("platform") or {}).get("os") == "unknown" for m in self.doc.get("manifests", []))
+
+
+def platform_name(p: Mapping[str, Any]) -> str:
+    """``os/architecture[/variant]`` of an index entry's platform or an image config."""
+    return f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registry:
+    """Every registry read and write of a release, each retried on transient failures.
+
+    A failure that is not transient, or still failing after the last attempt, is a BuildError. A host
+    that outlasted every attempt once is not tried again by this client: a registry that is down ends
+    a release (or a verify of hundreds of tags) within one retry budget, not one per tag.
+    """
+
+    policy: RetryPolicy
+    api: Api = field(default_factory=Http)
+    _down: dict[str, str] = field(default_factory=dict)  # host → why it is given up on
+
+    def _call(self, ref: str, what: str, call: Callable[[], T]) -> T:
+        host = parse(ref).host
+        if host in self._down:
+            raise BuildError(f"{what}: not tried, registry {host} {self._down[host]}")
+
+        def once() -> T:
+            try:
+                return call()
+            except RegistryError as exc:
+                if exc.transient:
+                    raise Transient(Failure(Kind.TRANSIENT, str(exc), ()), retry_after=exc.retry_after) from exc
+                raise BuildError(str(exc)) from exc
+
+        try:
+            return self.policy.call(what, once)
+        except Transient as exc:
+            self._down.setdefault(host, f"was still failing after {self.policy.limits.attempts} attempts")
+            reason = str(exc).removeprefix(f"{what}: ")  # the failure names the call already
+            raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {reason}") from exc
+
+    def manifest(self, ref: str) -> RawManifest | None:
+        """What ``ref`` points at in the registry, or None when there is no such tag."""
+        got = self._call(ref, f"reading {ref}", lambda: self.api.get_manifest(ref))
+        if got is None:
+            return None
+        body, served = got
+        doc = json.loads(body)
+        media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
+        return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
+
+    def tags(self, repository: str, *, missing_ok: bool = False) -> list[str]:
+        """Every tag of ``repository`` (``host/name``, docker's rules for the host), as the registry lists them.
+
+        A repository the registry does not know is an error, or no tags with ``missing_ok``.
+        """
+
+        def listed() -> list[str]:
+            try:
+                return self.api.list_tags(repository)
+            except NoSuchRepository:
+                if missing_ok:
+                    return []
+                raise
+
+        return self._call(repository, f"listing the tags of {repository}", listed)
+
+    def image_config(self, ref: str) -> dict[str, Any]:
+        """The config (platform, labels, ...) of a single-platform image."""
+        return self.config_of(ref, self.manifest(ref))
+
+    def config_of(self, ref: str, held: RawManifest | None) -> dict[str, Any]:
+        """The config of ``held``, the single-platform image ``ref`` was read as."""
+        if held is None or held.is_index or "config" not in held.doc:
+            raise BuildError(f"{ref}: not a single-platform image in the registry")
+        digest = str(held.doc["config"]["digest"])
+        body = self._call(ref, f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
+        config: dict[str, Any] = json.loads(body)
+        return config
+
+    def image_platform(self, ref: str) -> str:
+        """The platform a single-platform image's config declares."""
+        return platform_name(self.image_config(ref))
+
+    def write(self, held: RawManifest, tags: Sequence[str], annotations: Mapping[str, str] | None = None) -> None:
+        """Point ``tags`` (in ``held``'s repository) at ``held``: the same bytes and digest, unless annotated."""
+        body = held.body
+        if annotations:
+            doc = {**held.doc, "annotations": {**held.doc.get("annotations", {}), **annotations}}
+            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        for tag in tags:
+            self._call(tag, f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
+
+    def merge(self, sources: Sequence[str]) -> RawManifest:
+        """One index of ``sources`` (images, or indexes whose entries are taken), pushed by digest: no tag.
+
+        Written here rather than by ``buildx imagetools create``: that needs a tag to push to (which
+        would stay in the registry), wraps a lone image differently across buildx versions, and costs a
+        process per cell. The same sources give the same bytes, so the same index digest.
+        """
+        repos = {(ref.host, ref.repo) for ref in map(parse, sources)}
+        if len(repos) != 1:
+            raise BuildError(f"cannot merge images of several repositories into one index: {', '.join(sources)}")
+        entries: dict[str, dict[str, Any]] = {}
+        for source in sources:
+            held = self.manifest(source)
+            if held is None:
+                raise BuildError(f"{source} is not in the registry")
+            for entry in held.doc.get("manifests", []) if held.is_index else [self._entry(source, held)]:
+                entries.setdefault(entry["digest"], entry)
+        docker_types = any("docker" in str(e.get("mediaType")) for e in entries.values())
+        media = _DOCKER_LIST if docker_types else _OCI_INDEX
+        doc = {"schemaVersion": 2, "mediaType": media, "manifests": list(entries.values())}
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        (host, repo) = repos.pop()
+        ref = f"{host}/{repo}@{digest}"
+        self._call(ref, f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))
+        return RawManifest(media_type=media, digest=digest, doc=doc, body=body)
+
+    def _entry(self, source: str, held: RawManifest) -> dict[str, Any]:
+        """An index entry for a single-platform image: its digest, size and the platform of its config."""
+        config = self.image_config(source)
+        platform = {"architecture": config["architecture"], "os": config["os"]}
+        if config.get("variant"):
+            platform["variant"] = config["variant"]
+        return {"mediaType": held.media_type, "digest": held.digest, "size": len(held.body), "platform": platform}
+
+
+def impatient(
+    api: Api,
+    retry: Retry,
+    sleep: Callable[[float], None],
+    echo: Callable[[str], None],
+    *,
+    timeout: float,
+    attempts: int,
+) -> Registry:
+    """A client with short timeouts and few attempts, for reads a command must not hang on (a dead host).
+
+    ``retry`` (platforms.yaml's) still caps the attempts and the first delay; an ``Http`` api is
+    replaced by one with ``timeout``, an injected one (tests) is kept.
+    """
+    limits = Retry(attempts=min(attempts, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
+    return Registry(
+        policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
+        api=api.with_timeout(timeout) if isinstance(api, Http) else api,
+    )

@@ -1,0 +1,332 @@
+"""publish and verify: point public tags at complete staged indexes, then read back what the registry holds.
+
+``build --push`` never pushes a public tag directly. On the docker driver buildx pushes twice, the
+second time through dockerd, which writes each platform's manifest to the tag before the index: the
+public tag would point at a single platform for a while, or for good if that push fails. So bake
+pushes to a private staging tag per cell; here every staged index is first checked to hold exactly
+its planned platforms, and only then are public tags written, one manifest write each through the
+registry API (registry.py): multi-arch tags get the index, per-platform tags get that platform's
+manifest itself, byte for byte (same digest as its entry in the index, a plain manifest that old ARM
+boards and manifest-tool accept).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeVar
+
+from multibake.errors import BuildError
+from multibake.kinds import Status
+from multibake.plan import buildid
+from multibake.plan.model import Cell, Plan
+from multibake.registry.client import RawManifest, Registry
+from multibake.release.shards import ShardCell
+
+if TYPE_CHECKING:
+    from multibake.bake.run import BuildReport
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Registry round-trips are I/O bound: a few at a time keep a release's publish step short.
+WORKERS = 8
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``fn`` over ``items`` on a few threads, results in input order. Never nested: the pool is shared,
+    so its threads keep their registry connections from one step of a release to the next."""
+    global _pool
+    work = list(items)
+    if len(work) <= 1:
+        return [fn(x) for x in work]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="registry")
+    return list(_pool.map(fn, work))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TagCheck:
+    """What the registry holds for one planned tag, compared with the plan."""
+
+    ref: str
+    target: str
+    kind: str  # "index" (multi-arch tag) or the platform of a per-platform tag
+    ok: bool
+    digest: str | None = None
+    platforms: tuple[tuple[str, str], ...] = ()  # platform → digest, attestations aside
+    attestations: int = 0
+    problem: str | None = None
+    sizes: tuple[tuple[str, int, int], ...] = ()  # (platform, compressed bytes, layers), the cell's first index
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Published:
+    promoted: tuple[str, ...] = ()  # targets whose public tags now point at the release
+    unchanged: tuple[str, ...] = ()  # promoted targets whose tags already held exactly this release
+    held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
+    before: Mapping[str, str | None] = field(default_factory=dict)  # public tag → its digest before (None: new)
+
+
+def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
+    if held is None:
+        return "not in the registry"
+    if not held.is_index:
+        return f"a single manifest ({held.media_type}), not a multi-arch index"
+    have, want = set(held.entries()), set(cell.platforms)
+    if have != want:
+        parts = []
+        if want - have:
+            parts.append("missing " + ", ".join(sorted(want - have)))
+        if have - want:
+            parts.append("unplanned " + ", ".join(sorted(have - want)))
+        return "; ".join(parts)
+    return None
+
+
+def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
+    """What each cell built by this machine staged: its index, or one image per platform.
+
+    Pinned by the digest BuildKit pushed where the build output says it: the staging tag itself
+    may have been left on a single platform by a failed second push (see above).
+    """
+    built = {c.target for c in report.cells if c.status is Status.BUILT}
+
+    def pinned(target: str, staging: str) -> str:
+        return report.pushed.get(target, staging)
+
+    return {
+        c.target: [pinned(piece.target, piece.staging) for piece in c.split]
+        if c.split
+        else [pinned(c.target, c.staging)]
+        for c in plan.cells
+        if c.target in built
+    }
+
+
+def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool) -> Published:
+    """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
+
+    ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
+    (a cell built per platform, or a release whose platforms were built on several machines).
+    """
+    held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
+    candidates = [c for c in plan.cells if c.target in sources]
+    staged: dict[str, RawManifest] = {}
+    for cell, got in zip(candidates, _parallel(lambda c: _stage(reg, c, sources[c.target]), candidates), strict=True):
+        if isinstance(got, str):
+            held_back[cell.target] = got
+        else:
+            staged[cell.target] = got
+    if held_back and not partial:
+        reason = "the release is incomplete, so no public tag was changed"
+        return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
+
+    ready = [c for c in plan.cells if c.target in staged]
+
+    def write_index(cell: Cell) -> dict[str, RawManifest | None]:
+        held = {t: reg.manifest(t) for t in cell.tags}
+        moved = [t for t in cell.tags if not _holds(held[t], staged[cell.target], dict(cell.annotations))]
+        if moved:
+            reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
+        return {t: held[t] for t in moved}
+
+    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> dict[str, RawManifest | None]:
+        cell, platform, refs = item
+        source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
+        image = reg.manifest(source)
+        if image is None:
+            raise BuildError(f"{source} ({platform}) is not in the registry")
+        held = {ref: reg.manifest(ref) for ref in refs}
+        moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
+        if moved:
+            reg.write(image, moved)
+        return {ref: held[ref] for ref in moved}
+
+    # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
+    # link on every write of that image, and an index write that checks its images at that moment
+    # is refused ("blob unknown"). So no per-platform tag is written while an index is.
+    index_round = list(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
+    singles = [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs]
+    platform_round = list(zip([c.target for c, _, _ in singles], _parallel(write_platform, singles), strict=True))
+    moves: Counter[str] = Counter()
+    before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
+    for owner, moved in index_round + platform_round:
+        moves[owner] += len(moved)
+        before.update((ref, held.digest if held else None) for ref, held in moved.items())
+    unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
+    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back, before=before)
+
+
+def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
+    """A public tag already holds the staged release: the same platform images and annotations.
+
+    The attestation manifests' contents are left out: provenance records when the build ran (mode=max
+    also every material and build arg), so a rebuild from cache that changed nothing still makes new
+    attestation manifests and a new index digest, and moving the tag for it would tell every digest
+    pin, tag watcher and mirror that a new image exists. Their number counts: provenance turned on or
+    off is a change of what the tag serves (a registry that refuses attestation manifests, say).
+    """
+    if current is None or not current.is_index:
+        return False
+    want = {**staged.doc.get("annotations", {}), **annotations}
+    return (
+        current.entries() == staged.entries()
+        and current.attestations() == staged.attestations()
+        and current.doc.get("annotations", {}) == want
+    )
+
+
+def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
+    """The complete staged index of ``cell``, or why there is none."""
+    ref = refs[0] if len(refs) == 1 and not cell.split else None  # one staged index: used as it is
+    try:
+        held = reg.manifest(ref) if ref else None
+        if ref is None or (held is not None and not held.is_index):
+            # per-platform images, or a lone image: their index is made here, pushed by digest
+            held = reg.merge(refs)
+            ref = f"{cell.image}@{held.digest}"
+    except BuildError as exc:
+        return str(exc)
+    problem = _index_problem(cell, held)
+    return f"staged {ref}: {problem}" if problem or held is None else held
+
+
+def verify(plan: Plan, reg: Registry) -> list[TagCheck]:
+    """Read every planned tag back from the registry and compare it with the plan.
+
+    Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
+    manifests of their platform whose digest is that platform's entry in the cell's first index.
+    """
+    indexes = [(cell, ref) for cell in plan.cells for ref in cell.tags]
+    index_checks = _parallel(lambda item: _check_index_tag(reg, item[0], item[1]), indexes)
+    entries: dict[str, dict[str, str]] = {}  # target → platform → digest, from the cell's first index found
+    for (cell, _), check in zip(indexes, index_checks, strict=True):
+        if check.platforms and cell.target not in entries:
+            entries[cell.target] = dict(check.platforms)
+    singles = [(cell, platform, ref) for cell in plan.cells for platform, refs in cell.platform_tags for ref in refs]
+    single_checks = _parallel(
+        lambda item: _check_platform_tag(reg, item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1])),
+        singles,
+    )
+    index_checks = _with_sizes(reg, plan, index_checks)
+    by_target: dict[str, list[TagCheck]] = {}
+    for check in [*index_checks, *single_checks]:
+        by_target.setdefault(check.target, []).append(check)
+    return [check for cell in plan.cells for check in by_target.get(cell.target, [])]
+
+
+def _with_sizes(reg: Registry, plan: Plan, checks: list[TagCheck]) -> list[TagCheck]:
+    """The first index check of each cell, with each platform image's compressed size and layer count.
+
+    What release engineers ask after a base bump ("what grew?"): the sum of the layer sizes the registry
+    serves, as ``docker pull`` downloads them, and the number of layers.
+    """
+    first: dict[str, int] = {}
+    for i, check in enumerate(checks):
+        if check.platforms and check.target not in first:
+            first[check.target] = i
+    image = {c.target: c.image for c in plan.cells}
+    wanted = [(i, p, d) for i in first.values() for p, d in checks[i].platforms]
+
+    def size(item: tuple[int, str, str]) -> tuple[int, int]:
+        held = reg.manifest(f"{image[checks[item[0]].target]}@{item[2]}")
+        layers = held.doc.get("layers", []) if held is not None else []
+        return sum(int(layer.get("size", 0)) for layer in layers), len(layers)
+
+    out = list(checks)
+    for (i, platform, _), (total, count) in zip(wanted, _parallel(size, wanted), strict=True):
+        out[i] = replace(out[i], sizes=(*out[i].sizes, (platform, total, count)))
+    return out
+
+
+def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
+    try:
+        held = reg.manifest(ref)
+    except BuildError as exc:
+        return TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc))
+    problem = _index_problem(cell, held)
+    found = held.entries() if held is not None and held.is_index else {}
+    return TagCheck(
+        ref=ref,
+        target=cell.target,
+        kind="index",
+        ok=problem is None,
+        digest=held.digest if held else None,
+        platforms=tuple(sorted(found.items())),
+        attestations=held.attestations() if held else 0,
+        problem=problem,
+    )
+
+
+def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:
+    def result(ok: bool, problem: str | None = None, digest: str | None = None) -> TagCheck:
+        return TagCheck(ref=ref, target=cell.target, kind=platform, ok=ok, digest=digest, problem=problem)
+
+    try:
+        held = reg.manifest(ref)
+        if held is None:
+            return result(False, "not in the registry")
+        if held.is_index:
+            return result(False, f"an index ({held.media_type}), not a single-platform manifest", held.digest)
+        if expected is not None and held.digest == expected:
+            # the index lists this digest under this platform: the platform is proven, no config read
+            return result(True, None, held.digest)
+        declared = reg.image_platform(ref)
+    except BuildError as exc:
+        return result(False, str(exc))
+    if declared != platform:
+        return result(False, f"its image is {declared}", held.digest)
+    if expected is not None:
+        return result(False, f"digest {held.digest} is not the index's {platform} entry {expected}", held.digest)
+    return result(True, None, held.digest)
+
+
+def staged_refs(
+    reg: Registry, plan: Plan, members: set[str], report: BuildReport
+) -> tuple[dict[str, ShardCell], list[str]]:
+    """A shard's result: the staged images of its cells, pinned by digest, and the cells that failed."""
+    status = {c.target: c.status for c in report.cells}
+    failed = sorted(t for t in members if status.get(t) is not Status.BUILT)
+    cells: dict[str, ShardCell] = {}
+
+    def pin(target: str, ref: str, image: str) -> str:
+        if target in report.pushed:
+            return report.pushed[target]
+        held = reg.manifest(ref)
+        if held is None:
+            raise BuildError(f"{ref} is not in the registry after the build")
+        return f"{image}@{held.digest}"
+
+    for cell in plan.cells:
+        if cell.target not in members or cell.target in failed:
+            continue
+        if cell.split:
+            cells[cell.target] = ShardCell(
+                platforms={piece.platform: pin(piece.target, piece.staging, cell.image) for piece in cell.split}
+            )
+        else:
+            cells[cell.target] = ShardCell(index=pin(cell.target, cell.staging, cell.image))
+    return cells, failed
+
+
+def already_published(reg: Registry, plan: Plan, ids: Mapping[str, str]) -> dict[str, str]:
+    """Cells whose public image already holds their build id: target → image@index digest."""
+
+    def check(cell: Cell) -> str | None:
+        try:
+            held = reg.manifest(cell.tags[0])
+            if held is None or _index_problem(cell, held):
+                return None
+            first = next(iter(held.entries().values()))
+            labels = reg.image_config(f"{cell.image}@{first}").get("config", {}).get("Labels") or {}
+        except BuildError:
+            return None
+        return f"{cell.image}@{held.digest}" if labels.get(buildid.LABEL) == ids.get(cell.target) else None
+
+    found = _parallel(check, plan.cells)
+    return {c.target: ref for c, ref in zip(plan.cells, found, strict=True) if ref is not None}
