@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multibake.config.load import load
+
 PLATFORMS = "[linux/amd64, linux/arm64, linux/arm/v7]"
 HEADER = f"registry: 127.0.0.1:5000/bench\nplatforms: {PLATFORMS}\nper_platform_tags: suffix\nimages:\n"
 
@@ -175,7 +177,6 @@ def profile(spec: str) -> None:
     import pstats
 
     from multibake.bake import hcl
-    from multibake.config import schema as config
     from multibake.plan import planner as plan
 
     name, _, size = spec.partition(":")
@@ -185,7 +186,7 @@ def profile(spec: str) -> None:
         path.write_text(SHAPES[name].make(root, int(size)), encoding="utf-8")
         profiler = cProfile.Profile()
         profiler.enable()
-        loaded = config.load(path)
+        loaded = load(path)
         full: Any = plan.plan(loaded, plan.Meta(created="2024-01-01T00:00:00Z"))
         hcl.render_hcl(full)
         profiler.disable()

@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.plan import planner as plan
 from multibake.plan.model import Meta, Plan
 
@@ -47,7 +47,7 @@ def make_context(directory: Path, context: str, dockerfile: str = "Dockerfile") 
 
 def plan_file(path: Path, registry: str | None = None, meta: Meta = FIXED_META) -> Plan:
     """load → plan with a fixed Meta (pure: no git, no clock)."""
-    return plan.plan(config.load(path, registry), meta)
+    return plan.plan(load(path, registry), meta)
 
 
 def plan_text(directory: Path, text: str, registry: str | None = None, meta: Meta = FIXED_META) -> Plan:

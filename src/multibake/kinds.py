@@ -5,6 +5,7 @@ Standard library only, so the CLI can declare its options without importing the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -66,3 +67,6 @@ class Change(StrEnum):
     REMOVED = "removed"
     CHANGED = "changed"
     UNCHANGED = "unchanged"
+
+
+Echo = Callable[[str], None]  # where a line of output goes (stderr, a list in tests)

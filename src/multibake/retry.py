@@ -16,8 +16,8 @@ import tenacity
 
 from multibake.config.schema import Retry
 from multibake.failures import Failure
+from multibake.kinds import Echo
 
-Echo = Callable[[str], None]
 T = TypeVar("T")
 
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from multibake import platforms as arch
 from multibake.bake import hcl
 from multibake.cli import app as cli
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.plan import planner
 from multibake.plan.model import Cell, Plan
 from multibake.platforms import Scheme
@@ -168,7 +168,7 @@ def render_with_cli(cfg: Path, fmt: str, dest: Path) -> None:
 
 def cli_plan(cfg: Path) -> Plan:
     """The plan the CLI renders: the file with the checkout's provenance (SOURCE_DATE_EPOCH fixed)."""
-    loaded = config.load(cfg)
+    loaded = load(cfg)
     return planner.plan(loaded, provenance.resolve(loaded.root))
 
 

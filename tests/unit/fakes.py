@@ -19,14 +19,15 @@ from typing import Any
 from multibake.docker import DockerFailure
 from multibake.plan.model import Plan
 from multibake.registry import client as registry
-from multibake.registry.client import NoSuchRepository, RegistryError
+from multibake.registry import connect
+from multibake.registry.errors import NoSuchRepository, RegistryError
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _key(ref: str) -> tuple[str, str]:
-    parsed = registry.parse(ref)
+    parsed = connect.parse(ref)
     return f"{parsed.host}/{parsed.repo}", parsed.reference
 
 

@@ -13,7 +13,7 @@ from multibake.errors import UsageError
 from multibake.kinds import Provenance
 from multibake.plan.model import Plan
 from multibake.plan.pieces import attest_specs
-from multibake.release import pipeline as release
+from multibake.release.resolve import attest_option
 from tests.helpers import make_context, plan_text
 
 CONFIG = """
@@ -90,7 +90,7 @@ def test_the_schema_describes_attest() -> None:
     ],
 )
 def test_attest_option(items: tuple[str, ...], want: Provenance | None) -> None:
-    assert release.attest_option(items) is want
+    assert attest_option(items) is want
 
 
 @pytest.mark.parametrize(
@@ -103,4 +103,4 @@ def test_attest_option(items: tuple[str, ...], want: Provenance | None) -> None:
 )
 def test_a_bad_attest_option_is_a_usage_error(item: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        release.attest_option((item,))
+        attest_option((item,))

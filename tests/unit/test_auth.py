@@ -13,8 +13,9 @@ import requests
 from dxf.exceptions import DXFAuthInsecureError
 
 from multibake.errors import EXIT_FAILED, EXIT_USAGE, BuildError, UsageError
-from multibake.registry import auth
+from multibake.registry import auth, connect
 from multibake.registry import client as registry
+from multibake.registry import errors as rerrors
 from multibake.registry.auth import PASSWORD_ENV, USER_ENV, Login
 
 SECRET = "pa55:word-that-must-not-show"
@@ -132,22 +133,22 @@ def test_a_refused_login_fails_naming_the_registry_and_never_the_password() -> N
 def test_the_registry_client_takes_the_login_for_its_host_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     login = Login(host="ghcr.io", user="ci", password=SECRET)
-    assert registry.credentials_for("ghcr.io", login) == ("ci", SECRET)
-    assert registry.credentials_for("quay.io", login) is None  # docker's config: empty here
+    assert connect.credentials_for("ghcr.io", login) == ("ci", SECRET)
+    assert connect.credentials_for("quay.io", login) is None  # docker's config: empty here
     assert registry.Http(login=login).with_timeout(5).login == login
 
 
 def test_an_empty_credential_helper_means_the_file_as_docker_reads_it(tmp_path: Path) -> None:
     doc = {"credsStore": "no-such-helper", "credHelpers": {"ghcr.io": ""}, "auths": {"ghcr.io": {"auth": "Y2k6cHc="}}}
     (tmp_path / "config.json").write_text(json.dumps(doc))
-    assert registry.credentials("ghcr.io", tmp_path) == ("ci", "pw")
+    assert connect.credentials("ghcr.io", tmp_path) == ("ci", "pw")
 
 
 def test_a_loopback_registry_is_reached_over_tls_when_docker_has_its_ca(tmp_path: Path) -> None:
-    assert registry.plain_http("127.0.0.1:5443", tmp_path)
+    assert connect.plain_http("127.0.0.1:5443", tmp_path)
     (tmp_path / "127.0.0.1:5443").mkdir()
     (tmp_path / "127.0.0.1:5443" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-    assert not registry.plain_http("127.0.0.1:5443", tmp_path)
+    assert not connect.plain_http("127.0.0.1:5443", tmp_path)
 
 
 def _http_error(status: int, text: str) -> requests.HTTPError:
@@ -173,14 +174,14 @@ def _http_error(status: int, text: str) -> requests.HTTPError:
     ],
 )
 def test_refused_credentials_and_untrusted_certificates_are_not_retried(exc: Exception, said: str) -> None:
-    failure = registry._failure("reading 10.0.0.1:5443/x:1", exc)
+    failure = rerrors.failure_of("reading 10.0.0.1:5443/x:1", exc)
     assert failure.transient is False
     assert str(failure).startswith("reading 10.0.0.1:5443/x:1: ") and said in str(failure)
 
 
 def test_a_credential_helper_that_cannot_run_is_said_not_skipped(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"credsStore": "mb-no-such-helper"}))
-    with pytest.raises(registry.RegistryError) as err:
-        registry.credentials("ghcr.io", tmp_path)
+    with pytest.raises(rerrors.RegistryError) as err:
+        connect.credentials("ghcr.io", tmp_path)
     assert err.value.transient is False
     assert "docker-credential-mb-no-such-helper" in str(err.value) and "cannot run" in str(err.value)

@@ -14,8 +14,8 @@ from multibake.errors import UsageError
 from multibake.plan.model import Plan
 from multibake.preflight import bases
 from multibake.preflight import dockerfile as df
-from multibake.registry.client import RegistryError
-from multibake.release import pipeline as release
+from multibake.registry.errors import RegistryError
+from multibake.release.resolve import BuildOptions, resolve
 from tests.helpers import plan_text
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
 from tests.unit.test_release import Stack
@@ -281,7 +281,7 @@ def test_build_refuses_before_docker_and_no_preflight_builds(tmp_path: Path, mon
     built = stack.build(push=True, preflight=False)
     assert built.ok and built.report is not None
     assert built.report.bases == {"bb--image": LOCAL, "app--image": "<bb>"}
-    assert release.BuildOptions(config=tmp_path).preflight  # on unless --no-preflight
+    assert BuildOptions(config=tmp_path).preflight  # on unless --no-preflight
 
 
 def test_syntax_multibake_does_not_read_is_shown_not_refused(tmp_path: Path) -> None:
@@ -318,6 +318,6 @@ def test_base_labels_name_one_external_base_fully_qualified(tmp_path: Path) -> N
     child = next(c for c in p.cells if c.family == "child")
     assert dict(child.labels)[bases.BASE_NAME] == "127.0.0.1:5000/b/alp:3.21", "the parent's tag, from the plan"
     # what `build` renders: the label is in the bake file
-    built = release.resolve(release.BuildOptions(config=tmp_path / "platforms.yaml"))
+    built = resolve(BuildOptions(config=tmp_path / "platforms.yaml"))
     alp = next(c for c in built.plan.cells if c.family == "alp")
     assert dict(alp.labels)[bases.BASE_NAME] == "docker.io/library/alpine:3.21"

@@ -11,7 +11,8 @@ import pytest
 from multibake import __version__
 from multibake.bake import hcl
 from multibake.cli import app as cli
-from multibake.cli import report
+from multibake.cli import options, report
+from multibake.config.load import load
 from multibake.errors import EXIT_OK, EXIT_USAGE
 from tests.helpers import SHIPPED_CONFIG, plan_file
 
@@ -151,12 +152,11 @@ def test_plan_json_equals_report_of_the_plan(
     doc = json.loads(out)
     assert {c["labels"]["org.opencontainers.image.created"] for c in doc["cells"]} == {"2023-11-14T22:13:20Z"}
     # the CLI's plan is the library's plan with the checkout's provenance
-    from multibake.config import schema as config
     from multibake.plan import planner as plan
     from multibake.preflight import bases
     from multibake.release import provenance
 
-    loaded = config.load(SHIPPED_CONFIG)
+    loaded = load(SHIPPED_CONFIG)
     p = plan.plan(loaded, provenance.resolve(loaded.root))
     assert doc == report.plan_json(p, bases.plan_bases(p, loaded.root))
 
@@ -286,7 +286,7 @@ def _interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_plan", interrupted)
+    monkeypatch.setattr(options, "load_plan", interrupted)
 
 
 def test_keyboard_interrupt_exits_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from multibake.config import schema as config
-from multibake.config.schema import CacheType, Config, PerPlatformTags, load
+from multibake.config import settings
+from multibake.config.load import Loaded, load
+from multibake.config.schema import CacheType, Config, PerPlatformTags
 from multibake.errors import EXIT_USAGE, ConfigError
 from multibake.plan import paths
 from multibake.plan.planner import plan
@@ -44,7 +46,7 @@ def test_shipped_config_loads() -> None:
     ]
     assert loaded.root == SHIPPED_CONFIG.parent
     assert loaded.file == str(SHIPPED_CONFIG)
-    assert loaded.registry_source == "file"
+    assert loaded.registry_override is None
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -147,26 +149,41 @@ def test_anchors_and_aliases_work(tmp_path: Path) -> None:
 # --- registry precedence: --registry > $MULTIBAKE_REGISTRY > file ---------------------------------
 
 
+def _source(loaded: Loaded) -> str:
+    return loaded.registry_override.named if loaded.registry_override else "file"
+
+
 def test_registry_from_file(tmp_path: Path) -> None:
-    loaded = load(write_config(tmp_path, MINIMAL))
-    assert (loaded.config.registry, loaded.registry_source) == ("localhost:5000/test", "file")
+    loaded = load(write_config(tmp_path, MINIMAL), environ={})
+    assert (loaded.config.registry, _source(loaded)) == ("localhost:5000/test", "file")
 
 
-def test_registry_from_env_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MULTIBAKE_REGISTRY", "registry.example.com/env")
-    loaded = load(write_config(tmp_path, MINIMAL))
-    assert (loaded.config.registry, loaded.registry_source) == ("registry.example.com/env", "$MULTIBAKE_REGISTRY")
+def test_registry_from_env_beats_file(tmp_path: Path) -> None:
+    loaded = load(write_config(tmp_path, MINIMAL), environ={"MULTIBAKE_REGISTRY": "registry.example.com/env"})
+    assert (loaded.config.registry, _source(loaded)) == ("registry.example.com/env", "$MULTIBAKE_REGISTRY")
 
 
-def test_registry_flag_beats_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MULTIBAKE_REGISTRY", "registry.example.com/env")
-    loaded = load(write_config(tmp_path, MINIMAL), registry="flag.example.com/cli")
-    assert (loaded.config.registry, loaded.registry_source) == ("flag.example.com/cli", "--registry")
+def test_registry_flag_beats_env_and_file(tmp_path: Path) -> None:
+    environ = {"MULTIBAKE_REGISTRY": "registry.example.com/env"}
+    loaded = load(write_config(tmp_path, MINIMAL), registry="flag.example.com/cli", environ=environ)
+    assert (loaded.config.registry, _source(loaded)) == ("flag.example.com/cli", "--registry")
 
 
-def test_empty_env_registry_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MULTIBAKE_REGISTRY", "")
-    assert load(write_config(tmp_path, MINIMAL)).config.registry == "localhost:5000/test"
+def test_empty_env_registry_is_ignored(tmp_path: Path) -> None:
+    assert load(write_config(tmp_path, MINIMAL), environ={"MULTIBAKE_REGISTRY": ""}).config.registry == (
+        "localhost:5000/test"
+    )
+
+
+def test_settings_precedence_flag_environment_default() -> None:
+    env = {"MULTIBAKE_CONFIG": "ci/platforms.yaml", "MULTIBAKE_DEBUG": "1"}
+    assert settings.config_path(Path("mine.yaml"), env) == Path("mine.yaml")
+    assert settings.config_path(None, env) == Path("ci/platforms.yaml")
+    assert settings.config_path(None, {}) == Path("platforms.yaml")
+    assert settings.debug(False, env) and settings.debug(True, {}) and not settings.debug(False, {})
+    assert settings.registry(None, {}) is None
+    override = settings.registry("r.example/x", {"MULTIBAKE_REGISTRY": "e.example/y"})
+    assert override is not None and override.source is settings.Source.COMMAND_LINE
 
 
 def test_registry_override_supplies_a_missing_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

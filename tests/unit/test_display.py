@@ -17,7 +17,7 @@ from multibake.bake import display
 from multibake.bake.display import ErrorLines, Plain, Terminal, Ticker, interval, output, table
 from multibake.bake.progress import Row, State
 from multibake.bake.run import bake_targets
-from multibake.cli import app as cli
+from multibake.cli import options as cli
 from multibake.errors import UsageError
 from multibake.kinds import Progress
 from multibake.plan.model import Plan
@@ -281,7 +281,7 @@ def test_progress_modes_choose_what_is_shown(progress: Progress, shown: list[str
 
 
 def test_the_cli_hands_the_release_its_output(capsys: pytest.CaptureFixture[str]) -> None:
-    tools = cli._tools(Progress.QUIET)
+    tools = cli.tools(Progress.QUIET)
     tools.echo("#3 [a 1/2] RUN x")
     tools.echo("multibake: hello")
     assert capsys.readouterr().err == "multibake: hello\n"

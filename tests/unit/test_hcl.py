@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from multibake.bake import hcl
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.plan import planner as plan
 from multibake.plan.model import Plan
 from tests.helpers import FIXED_META, REPO_ROOT, SHIPPED_CONFIG, plan_file, plan_text
@@ -77,12 +77,12 @@ def test_rendering_twice_is_identical() -> None:
 
 _SEED_SCRIPT = """
 import sys
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.bake import hcl
 from multibake.plan import planner as plan
 from multibake.plan.model import Meta
 meta = Meta(created=sys.argv[2], revision=sys.argv[3], source=sys.argv[4])
-p = plan.plan(config.load(sys.argv[1]), meta)
+p = plan.plan(load(sys.argv[1]), meta)
 sys.stdout.buffer.write(hcl.render_hcl(p, "x.yaml").encode() + b"\\0" + hcl.render_json(p).encode())
 """
 
@@ -295,7 +295,7 @@ def test_json_keys_are_escaped(tmp_path: Path) -> None:
 
 def test_render_is_pure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # no clock, no environment, no files: same bytes whatever the surroundings
-    p = plan.plan(config.load(SHIPPED_CONFIG), FIXED_META)
+    p = plan.plan(load(SHIPPED_CONFIG), FIXED_META)
     before = hcl.render_hcl(p), hcl.render_json(p)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")

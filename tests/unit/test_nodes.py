@@ -11,6 +11,7 @@ import pytest
 
 from multibake.cli import app as cli
 from multibake.config import schema as cfg
+from multibake.config.load import load, validate
 from multibake.config.nodes import BuilderSpec
 from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
 from multibake.errors import ConfigError, UsageError
@@ -18,6 +19,8 @@ from multibake.plan import planner
 from multibake.preflight import nodes
 from multibake.preflight.nodes import Action, Inspected, NodesDown, Observed
 from multibake.release import pipeline as release
+from multibake.release.resolve import BuildOptions
+from multibake.release.tools import Tools
 from tests.helpers import FIXED_META, make_context, write_config
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
 
@@ -43,7 +46,7 @@ def spec(text: str = BUILDER) -> BuilderSpec:
     data, positions, keys = cfg.parse_yaml(
         f"registry: {REG}\nplatforms: [linux/amd64]\nimages: {{app: {{context: app}}}}\n{text}", "p.yaml"
     )
-    builder = cfg.validate(data, "p.yaml", positions, keys).builder
+    builder = validate(data, "p.yaml", positions, keys).builder
     assert builder is not None
     return builder
 
@@ -253,7 +256,7 @@ class FakeBuildx:
 def _plan(tmp_path: Path, platforms: str = "[linux/amd64, linux/arm64, linux/arm/v7]") -> planner.Plan:
     make_context(tmp_path, "app")
     path = write_config(tmp_path, CONFIG.replace("[linux/amd64, linux/arm64, linux/arm/v7]", platforms))
-    return planner.plan(cfg.load(path), FIXED_META)
+    return planner.plan(load(path), FIXED_META)
 
 
 def test_ensure_creates_once_then_leaves_the_builder_alone(tmp_path: Path) -> None:
@@ -311,8 +314,8 @@ def test_a_failed_buildx_create_is_a_usage_error(tmp_path: Path) -> None:
 # --- the release pipeline ----------------------------------------------------------------------------
 
 
-def _tools(docker: FakeDocker, buildx: FakeBuildx, said: list[str]) -> release.Tools:
-    return release.Tools(
+def _tools(docker: FakeDocker, buildx: FakeBuildx, said: list[str]) -> Tools:
+    return Tools(
         docker=lambda: docker,  # type: ignore[arg-type,return-value]  # a duck-typed fake
         echo=lambda line: None,
         say=said.append,
@@ -330,18 +333,18 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_build_makes_the_configured_builder_and_bakes_on_it(project: Path) -> None:
-    plan = planner.plan(cfg.load(project), FIXED_META)
+    plan = planner.plan(load(project), FIXED_META)
     docker, buildx, said = FakeDocker(registry=FakeRegistry(), targets=targets_of(plan)), FakeBuildx(), list[str]()
-    built = release.build(release.BuildOptions(config=project), _tools(docker, buildx, said))
+    built = release.build(BuildOptions(config=project), _tools(docker, buildx, said))
     assert built.ok
     assert [a[6] for a in buildx.ran] == ["x86", "pi"]
     assert docker.argvs[0][docker.argvs[0].index("--builder") + 1] == "team-builder"
 
 
 def test_builder_on_the_command_line_leaves_the_configured_nodes_alone(project: Path) -> None:
-    plan = planner.plan(cfg.load(project), FIXED_META)
+    plan = planner.plan(load(project), FIXED_META)
     docker, buildx = FakeDocker(registry=FakeRegistry(), targets=targets_of(plan)), FakeBuildx()
-    built = release.build(release.BuildOptions(config=project, builder="mine"), _tools(docker, buildx, []))
+    built = release.build(BuildOptions(config=project, builder="mine"), _tools(docker, buildx, []))
     assert built.ok
     assert buildx.ran == [] and buildx.inspected == 0
     assert docker.argvs[0][docker.argvs[0].index("--builder") + 1] == "mine"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.plan import paths, planner
 from tests.helpers import FIXED_META, make_context, write_config
 
 
 def _entitlements(project: Path, text: str) -> tuple[str, ...]:
     (project / "release").mkdir(exist_ok=True)
-    loaded = config.load(write_config(project / "release", text))
+    loaded = load(write_config(project / "release", text))
     return paths.entitlements(loaded, planner.plan(loaded, FIXED_META))
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from multibake.bake import hcl
 from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.errors import ConfigError, UsageError
 from multibake.plan.model import Cell, Meta, Plan, View
 from multibake.plan.pieces import target_name
@@ -312,7 +313,7 @@ def test_created_honours_source_date_epoch(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     meta = provenance.resolve(tmp_path)
     assert meta.created == "2023-11-14T22:13:20Z"
-    p = plan(config.load(SHIPPED_CONFIG), meta)
+    p = plan(load(SHIPPED_CONFIG), meta)
     assert {dict(c.labels)["org.opencontainers.image.created"] for c in p.cells} == {"2023-11-14T22:13:20Z"}
 
 
@@ -989,7 +990,7 @@ def test_max_cells_is_configurable(tmp_path: Path, limit: int, ok: bool) -> None
 
 
 def test_default_ceiling_is_documented_value(tmp_path: Path) -> None:
-    loaded = config.load(write_config(tmp_path, "registry: r\nplatforms: [amd64]\nimages: {a: {context: a}}\n"))
+    loaded = load(write_config(tmp_path, "registry: r\nplatforms: [amd64]\nimages: {a: {context: a}}\n"))
     assert loaded.config.limits.max_cells == config.DEFAULT_MAX_CELLS == 100_000
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from multibake.bake.progress import Finished, Row, State, Tracker, duration, finished_line, still_running, watched
+from multibake.bake.lines import duration, finished_line, still_running
+from multibake.bake.progress import Finished, Row, State, Tracker, watched
 from multibake.bake.run import bake_targets
 from multibake.plan.model import Plan
 from tests.helpers import plan_file

@@ -14,7 +14,9 @@ import urllib3
 from dxf.exceptions import DXFUnauthorizedError
 
 from multibake.registry import client as registry
-from multibake.registry.client import Ref
+from multibake.registry import connect
+from multibake.registry import errors as rerrors
+from multibake.registry.connect import Ref
 
 
 @pytest.mark.parametrize(
@@ -30,26 +32,26 @@ from multibake.registry.client import Ref
     ],
 )
 def test_parse_follows_dockers_rules_for_the_host_part(ref: str, want: Ref) -> None:
-    assert registry.parse(ref) == want
+    assert connect.parse(ref) == want
 
 
 def test_docker_hub_is_reached_through_its_api_host() -> None:
-    assert registry.parse("alpine").api_host == "registry-1.docker.io"
-    assert registry.parse("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
+    assert connect.parse("alpine").api_host == "registry-1.docker.io"
+    assert connect.parse("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
 
 
 @pytest.mark.parametrize(
     ("host", "plain"), [("127.0.0.1:5000", True), ("localhost:5000", True), ("ghcr.io", False), ("docker.io", False)]
 )
 def test_plain_http_only_on_this_machine(host: str, plain: bool) -> None:
-    assert registry.plain_http(host) is plain
+    assert connect.plain_http(host) is plain
 
 
 def test_a_registrys_own_ca_comes_first_as_docker_does(tmp_path: Path) -> None:
     (tmp_path / "registry.example:5000").mkdir()
     (tmp_path / "registry.example:5000" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-    assert registry.ca_bundle("registry.example:5000", tmp_path) == str(tmp_path / "registry.example:5000" / "ca.crt")
-    other = registry.ca_bundle("ghcr.io", tmp_path)
+    assert connect.ca_bundle("registry.example:5000", tmp_path) == str(tmp_path / "registry.example:5000" / "ca.crt")
+    other = connect.ca_bundle("ghcr.io", tmp_path)
     assert other is True or Path(str(other)).is_file()
 
 
@@ -62,11 +64,11 @@ def _config(folder: Path, doc: dict[str, object]) -> Path:
 def test_credentials_from_auths(tmp_path: Path) -> None:
     token = base64.b64encode(b"robot:s3cr:et").decode()
     folder = _config(tmp_path, {"auths": {"ghcr.io": {"auth": token}, "https://index.docker.io/v1/": {"auth": token}}})
-    assert registry.credentials("ghcr.io", folder) == ("robot", "s3cr:et")
-    assert registry.credentials("docker.io", folder) == ("robot", "s3cr:et")
-    assert registry.credentials("quay.io", folder) is None
+    assert connect.credentials("ghcr.io", folder) == ("robot", "s3cr:et")
+    assert connect.credentials("docker.io", folder) == ("robot", "s3cr:et")
+    assert connect.credentials("quay.io", folder) is None
     legacy = _config(tmp_path / "legacy", {"auths": {"https://registry.example:5000/v1/": {"auth": token}}})
-    assert registry.credentials("registry.example:5000", legacy) == ("robot", "s3cr:et")
+    assert connect.credentials("registry.example:5000", legacy) == ("robot", "s3cr:et")
 
 
 def test_credentials_from_a_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,11 +78,11 @@ def test_credentials_from_a_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
     folder = _config(tmp_path / "cfg", {"credHelpers": {"ghcr.io": "fake"}, "auths": {"ghcr.io": {"auth": "eDp5"}}})
-    assert registry.credentials("ghcr.io", folder) == ("u-ghcr.io", "pw")
+    assert connect.credentials("ghcr.io", folder) == ("u-ghcr.io", "pw")
 
 
 def test_no_config_means_anonymous(tmp_path: Path) -> None:
-    assert registry.credentials("ghcr.io", tmp_path) is None
+    assert connect.credentials("ghcr.io", tmp_path) is None
 
 
 def _http_error(status: int, text: str = "") -> requests.HTTPError:
@@ -107,7 +109,7 @@ def _http_error(status: int, text: str = "") -> requests.HTTPError:
     ],
 )
 def test_failures_are_classified_once(exc: Exception, transient: bool) -> None:
-    failure = registry._failure("writing 127.0.0.1:5000/x:1", exc)
+    failure = rerrors.failure_of("writing 127.0.0.1:5000/x:1", exc)
     assert failure.transient is transient
     assert str(failure).startswith("writing 127.0.0.1:5000/x:1: ")
 
@@ -119,22 +121,22 @@ def test_a_429_keeps_the_wait_its_retry_after_asks(header: str | None, wait: flo
     exc = _http_error(429)
     if header is not None:
         exc.response.headers["Retry-After"] = header
-    failure = registry._failure("reading 127.0.0.1:5000/x:1", exc)
+    failure = rerrors.failure_of("reading 127.0.0.1:5000/x:1", exc)
     assert failure.transient and failure.retry_after == wait
 
 
 def test_a_registry_error_body_is_said_in_a_few_words() -> None:
     body = '{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{}}]}'
-    assert str(registry._failure("listing the tags of x", _http_error(404, body))) == (
+    assert str(rerrors.failure_of("listing the tags of x", _http_error(404, body))) == (
         "listing the tags of x: HTTP 404 NAME_UNKNOWN: repository name not known to registry"
     )
-    assert str(registry._failure("reading x", _http_error(502, "<html>bad gateway\n</html>"))) == (
+    assert str(rerrors.failure_of("reading x", _http_error(502, "<html>bad gateway\n</html>"))) == (
         "reading x: HTTP 502 <html>bad gateway"
     )
 
 
 def test_a_failure_message_never_carries_credentials() -> None:
-    failure = registry._failure("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
+    failure = rerrors.failure_of("reading ghcr.io/acme/app:1", DXFUnauthorizedError())
     assert "401" in str(failure) and "Authorization" not in str(failure)
 
 
@@ -176,7 +178,7 @@ def test_a_tag_list_is_read_page_by_page(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_next_page_on_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     pages = _Pages({"tags/list": (["1"], "https://elsewhere.example/v2/x/tags/list?last=1")})
     monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: pages)
-    with pytest.raises(registry.RegistryError, match="next page is on another host") as info:
+    with pytest.raises(rerrors.RegistryError, match="next page is on another host") as info:
         registry.Http().list_tags("ghcr.io/acme/app")
     assert not info.value.transient
 
@@ -187,7 +189,7 @@ def test_an_endless_tag_list_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None
         {"tags/list": (page, "/v2/x/tags/list?again"), "/v2/x/tags/list?again": (page, "/v2/x/tags/list?again")}
     )
     monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: pages)
-    with pytest.raises(registry.RegistryError, match="more than 100,000 tags"):
+    with pytest.raises(rerrors.RegistryError, match="more than 100,000 tags"):
         registry.Http().list_tags("ghcr.io/acme/app")
     assert len(pages.asked) == 11
 
@@ -198,7 +200,7 @@ def test_a_tag_list_failure_is_classified_and_names_the_repository(monkeypatch: 
             raise requests.ConnectionError("Failed to resolve 'registry-1.docker.io'")
 
     monkeypatch.setattr(registry, "_client", lambda ref, timeout, login=None: Refused())
-    with pytest.raises(registry.RegistryError) as info:
+    with pytest.raises(rerrors.RegistryError) as info:
         registry.Http().list_tags("docker.io/library/alpine")
     assert info.value.transient
     assert str(info.value) == (

@@ -14,13 +14,17 @@ import pytest
 
 from multibake.bake import display
 from multibake.cli import app as cli
-from multibake.config import schema as cfg
+from multibake.cli import options
+from multibake.config.load import load
 from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
 from multibake.plan import buildid, planner
-from multibake.registry.client import Registry, RegistryError
+from multibake.registry.client import Registry
+from multibake.registry.errors import RegistryError
 from multibake.release import journal, publish, shards
 from multibake.release import pipeline as release
+from multibake.release.resolve import BuildOptions
+from multibake.release.tools import Tools
 from multibake.retry import RetryPolicy
 from tests.helpers import FIXED_META, make_context, write_config
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
@@ -56,12 +60,12 @@ class Stack:
     sleeps: list[float] = field(default_factory=list)
     docker_made: int = 0
 
-    def tools(self) -> release.Tools:
+    def tools(self) -> Tools:
         def make() -> object:
             self.docker_made += 1
             return self.docker
 
-        return release.Tools(
+        return Tools(
             docker=make,  # type: ignore[arg-type]  # a duck-typed fake
             echo=self.echoed.append,
             say=self.said.append,
@@ -71,7 +75,7 @@ class Stack:
         )
 
     def build(self, **options: object) -> release.Built:
-        opts = release.BuildOptions(config=self.config, result_dir=self.config.parent / "shards")
+        opts = BuildOptions(config=self.config, result_dir=self.config.parent / "shards")
         return release.build(replace(opts, **options), self.tools())  # type: ignore[arg-type]
 
     def status(self, built: release.Built) -> dict[str, Status]:
@@ -85,7 +89,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     make_context(tmp_path, "bb")
     make_context(tmp_path, "app")
     config = write_config(tmp_path, CONFIG)
-    loaded = cfg.load(config)
+    loaded = load(config)
     plans = planner.plan(loaded, FIXED_META), planner.plan(loaded, FIXED_META, split_all=True)
     fake = FakeRegistry()
     yield Stack(config=config, registry=fake, docker=FakeDocker(registry=fake, targets=targets_of(*plans)))
@@ -234,7 +238,7 @@ def test_keep_going_skips_the_children_of_a_failed_base(stack: Stack) -> None:
 
 
 def test_skip_existing_builds_only_cells_whose_build_id_is_not_published(stack: Stack) -> None:
-    ids = buildid.compute(planner.plan(cfg.load(stack.config), FIXED_META), stack.config.parent)
+    ids = buildid.compute(planner.plan(load(stack.config), FIXED_META), stack.config.parent)
     stack.registry.publish(f"{REG}/bb:1.35", PLATFORMS, {buildid.LABEL: ids[BB]})
     stack.registry.publish(f"{REG}/app:1.0", PLATFORMS, {buildid.LABEL: "sha256:stale"})
     built = stack.build(push=True, skip_existing=True)
@@ -245,7 +249,7 @@ def test_skip_existing_builds_only_cells_whose_build_id_is_not_published(stack: 
 
 
 def test_skip_existing_with_nothing_changed_runs_no_bake(stack: Stack) -> None:
-    ids = buildid.compute(planner.plan(cfg.load(stack.config), FIXED_META), stack.config.parent)
+    ids = buildid.compute(planner.plan(load(stack.config), FIXED_META), stack.config.parent)
     for tag, target in ((f"{REG}/bb:1.35", BB), (f"{REG}/app:1.0", APP1), (f"{REG}/app:2.0", APP2)):
         stack.registry.publish(tag, PLATFORMS, {buildid.LABEL: ids[target]})
     built = stack.build(push=True, skip_existing=True)
@@ -286,7 +290,7 @@ def test_a_family_shard_stages_its_cells_and_their_parents_stay_unpublished(stac
 
 
 def _promote_setup(stack: Stack) -> tuple[Registry, planner.Plan, dict[str, list[str]]]:
-    p = planner.plan(cfg.load(stack.config), FIXED_META)
+    p = planner.plan(load(stack.config), FIXED_META)
     sources = {}
     for cell in p.cells:
         platforms = PLATFORMS[:2] if cell.target == APP1 else PLATFORMS  # app 1.0 staged without arm/v7
@@ -373,7 +377,7 @@ def test_debug_logs_each_bake_command(stack: Stack, caplog: pytest.LogCaptureFix
 def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    monkeypatch.setattr(options, "tools", lambda progress=None: stack.tools())
     stack.docker.broken = {APP1}
     code = cli.run(["build", "--push", "--keep-going", "--json", "-c", str(stack.config)])
     doc = json.loads(capsys.readouterr().out)
@@ -402,7 +406,7 @@ def test_a_watched_build_says_each_cell_as_it_finishes(stack: Stack) -> None:
     tools = replace(stack.tools(), echo=plain.echo, watch=plain.watch)
     stack.docker.broken = {APP1}
     built = release.build(
-        release.BuildOptions(config=stack.config, push=True, keep_going=True, result_dir=stack.config.parent), tools
+        BuildOptions(config=stack.config, push=True, keep_going=True, result_dir=stack.config.parent), tools
     )
     assert not built.ok
     said = [line for line in out if line.startswith(("multibake: done", "multibake: failed", "multibake: cached"))]
@@ -435,7 +439,7 @@ class Logins:
         return docker
 
 
-def _with_logins(stack: Stack, logins: Logins, monkeypatch: pytest.MonkeyPatch, password: str) -> release.Tools:
+def _with_logins(stack: Stack, logins: Logins, monkeypatch: pytest.MonkeyPatch, password: str) -> Tools:
     monkeypatch.setenv("DOCKER_CONFIG", str(stack.config.parent / "docker-home"))
     monkeypatch.setenv("MULTIBAKE_REGISTRY_USER", "ci")
     monkeypatch.setenv("MULTIBAKE_REGISTRY_PASSWORD", password)
@@ -447,7 +451,7 @@ def test_environment_credentials_log_docker_in_once_into_a_config_of_the_run(
 ) -> None:
     logins = Logins()
     tools = _with_logins(stack, logins, monkeypatch, "s3cret")
-    opts = release.BuildOptions(config=stack.config, push=True)
+    opts = BuildOptions(config=stack.config, push=True)
     built = release.build(opts, tools)
     assert built.ok and stack.docker.runs == [[BB, APP1, APP2]]
     [(argv, stdin)] = logins.calls
@@ -465,14 +469,14 @@ def test_a_refused_login_ends_the_release_before_anything_is_built(
     logins = Logins(returncode=1)
     tools = _with_logins(stack, logins, monkeypatch, "wrong")
     with pytest.raises(BuildError, match=r"^registry 127\.0\.0\.1:5000: docker login as ci .*401"):
-        release.build(release.BuildOptions(config=stack.config, push=True), tools)
+        release.build(BuildOptions(config=stack.config, push=True), tools)
     assert stack.docker.runs == [] and stack.registry.writes == []
     assert len(logins.calls) == 1, "a refused password is not retried"
     assert not logins.folders[0].exists()
 
 
 def test_verify_with_environment_credentials_runs_no_docker(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert release.build(release.BuildOptions(config=stack.config, push=True), stack.tools()).ok
+    assert release.build(BuildOptions(config=stack.config, push=True), stack.tools()).ok
     logins = Logins()
     tools = _with_logins(stack, logins, monkeypatch, "s3cret")
     made = stack.docker_made
@@ -501,7 +505,7 @@ def test_attest_on_the_command_line_beats_platforms_yaml(stack: Stack) -> None:
 def test_the_cli_passes_attest_to_the_bake_file(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    monkeypatch.setattr(options, "tools", lambda progress=None: stack.tools())
     code = cli.run(["build", "--push", "--dry-run", "--attest", "provenance=max", "-c", str(stack.config)])
     assert code == 0
     assert capsys.readouterr().out.count('attest     = ["type=provenance,mode=max"]') == 3
@@ -535,7 +539,7 @@ def _diff(stack: Stack, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple
 
 @pytest.fixture
 def cli_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    monkeypatch.setattr(cli, "_tools", lambda progress=None: stack.tools())
+    monkeypatch.setattr(options, "tools", lambda progress=None: stack.tools())
     return stack
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from multibake.config.schema import Retry
 from multibake.errors import BuildError
-from multibake.registry.client import Registry, RegistryError
+from multibake.registry.client import Registry
+from multibake.registry.errors import RegistryError
 from multibake.retry import RetryPolicy
 from tests.unit.fakes import FakeRegistry
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from multibake.cli import app as cli
+from multibake.cli import options
 from multibake.compare import update
 from multibake.compare.update import AxisUpdate, Target, version
-from multibake.config import schema as config
+from multibake.config.load import load
 from multibake.config.schema import UpdateRule
 from multibake.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BuildError, ConfigError
-from multibake.registry.client import RegistryError
+from multibake.registry.errors import RegistryError
 from tests.helpers import RELEASE_CONFIG, write_config
 from tests.unit.fakes import FakeRegistry
 
@@ -185,7 +186,7 @@ images:
 def test_a_top_level_rule_applies_to_every_family_with_the_axis_unless_the_family_says_otherwise(
     tmp_path: Path,
 ) -> None:
-    loaded = config.load(write_config(tmp_path, TWO_FAMILIES))
+    loaded = load(write_config(tmp_path, TWO_FAMILIES))
     found = [(t.family, t.axis, t.rule.source, t.rule.keep) for t in update.targets(loaded.config)]
     assert found == [
         ("base", "alpine", ALPINE, None),
@@ -195,7 +196,7 @@ def test_a_top_level_rule_applies_to_every_family_with_the_axis_unless_the_famil
 
 
 def test_propose_reads_each_rules_own_source(tmp_path: Path) -> None:
-    loaded = config.load(write_config(tmp_path, TWO_FAMILIES))
+    loaded = load(write_config(tmp_path, TWO_FAMILIES))
     tags = {ALPINE: ["3.22", "3.23"], "127.0.0.1:5000/mirror/alpine": ["3.22", "3.30"], NODE: ["22", "24", "25"]}
     got = {(a.family, a.axis): a.new for a in update.propose(loaded.config, update.targets(loaded.config), tags)}
     assert got == {("base", "alpine"): ("3.22", "3.23"), ("app", "alpine"): ("3.30",), ("app", "node"): ("25",)}
@@ -239,7 +240,7 @@ def _axis(family: str, axis: str, old: tuple[str, ...], new: tuple[str, ...]) ->
 def test_excludes_includes_and_conditions_naming_a_removed_value_are_warned_about_with_their_place(
     tmp_path: Path,
 ) -> None:
-    loaded = config.load(write_config(tmp_path, STALE))
+    loaded = load(write_config(tmp_path, STALE))
     axes = [_axis("app", "alpine", ("3.21", "3.22"), ("3.22", "3.23"))]
     got = [(w.location.line, w.location.column, w.location.path, w.message) for w in update.stale(loaded, axes)]
     assert [g[:3] for g in got] == [
@@ -253,7 +254,7 @@ def test_excludes_includes_and_conditions_naming_a_removed_value_are_warned_abou
 
 
 def test_a_condition_naming_a_value_no_cell_keeps_is_warned_about(tmp_path: Path) -> None:
-    loaded = config.load(write_config(tmp_path, STALE))
+    loaded = load(write_config(tmp_path, STALE))
     axes = [_axis("app", "alpine", ("3.21", "3.22"), ("3.21", "3.23"))]
     got = [str(w) for w in update.stale(loaded, axes)]
     assert any(w.endswith("no cell would have it, which is an error; edit the condition") for w in got)
@@ -261,7 +262,7 @@ def test_a_condition_naming_a_value_no_cell_keeps_is_warned_about(tmp_path: Path
 
 
 def test_a_child_whose_parent_cells_leave_is_warned_about(tmp_path: Path) -> None:
-    loaded = config.load(write_config(tmp_path, STALE.split("    exclude:", maxsplit=1)[0]))
+    loaded = load(write_config(tmp_path, STALE.split("    exclude:", maxsplit=1)[0]))
     parent = _axis("base", "alpine", ("3.21", "3.22"), ("3.22", "3.23"))
     got = update.stale(loaded, [parent])
     assert [(w.location.path, w.message) for w in got] == [
@@ -275,7 +276,7 @@ def test_a_child_whose_parent_cells_leave_is_warned_about(tmp_path: Path) -> Non
 
 
 def test_a_child_include_whose_parent_cell_leaves_is_warned_about(tmp_path: Path) -> None:
-    loaded = config.load(write_config(tmp_path, STALE))
+    loaded = load(write_config(tmp_path, STALE))
     both = [
         _axis("base", "alpine", ("3.21", "3.22"), ("3.22", "3.23")),
         _axis("app", "alpine", ("3.21", "3.22"), ("3.22", "3.23")),
@@ -349,7 +350,7 @@ def test_write_changes_only_the_values_and_a_second_run_finds_nothing(tmp_path: 
     assert path.read_text() == WRITTEN  # comments, order, quotes and layout as they were
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["platforms.yaml"]  # no temporary file left
-    assert config.load(path).config.images["base"].matrix["alpine"] == ["3.10", "3.11"]
+    assert load(path).config.images["base"].matrix["alpine"] == ["3.10", "3.11"]
     again = run(path, fake, write=True)
     assert again.exit_code == EXIT_OK and not again.changed and not again.written
     assert path.read_text() == WRITTEN
@@ -368,7 +369,7 @@ def test_plain_and_single_quoted_values_keep_their_style(tmp_path: Path) -> None
     path = write_config(tmp_path, text)
     run(path, registry_with(alpine=["3.20", "3.100"], s6=["v3.1.6.2", "v3.2.0.2"]), write=True)
     assert "alpine: [3.20, 3.100]" in path.read_text()
-    assert config.load(path).config.images["base"].matrix["alpine"] == ["3.20", "3.100"]  # not 3.2, 3.1
+    assert load(path).config.images["base"].matrix["alpine"] == ["3.20", "3.100"]  # not 3.2, 3.1
 
 
 def test_a_registry_that_fails_ends_the_command_with_a_line_naming_it(tmp_path: Path) -> None:
@@ -411,7 +412,7 @@ def test_a_file_without_rules_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.fixture
 def cli_registry(monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
     fake = registry_with(alpine=["3.9", "3.10", "3.11"], s6=["v3.1.6.2", "v3.2.0.2", "v3.2.10.0"])
-    monkeypatch.setattr(cli, "_registry_api", lambda: fake)
+    monkeypatch.setattr(options, "registry_api", lambda: fake)
     return fake
 
 
@@ -493,7 +494,7 @@ def test_cli_bad_rule_exits_2_naming_the_key(
 
 
 def test_the_shipped_rules_update_alpine_everywhere_and_node_only_where_nodes_tags_decide() -> None:
-    loaded = config.load(RELEASE_CONFIG)
+    loaded = load(RELEASE_CONFIG)
     found = [(t.family, t.axis) for t in update.targets(loaded.config)]
     assert found == [("alpine-s6-overlay", "alpine"), ("alpine-s6-nodejs", "alpine"), ("node-app", "node")]
     tags = {ALPINE: ALPINE_TAGS, NODE: ["20", "21", "22", "23", "24", "25", "26", "27", "28-alpha", "lts", "22.1.0"]}
@@ -511,7 +512,7 @@ def test_the_edit_of_each_shipped_and_sample_file_changes_only_the_values(tmp_pa
 
     for source in [RELEASE_CONFIG, *sorted(RELEASE_CONFIG.parent.glob("samples/*/platforms.yaml"))]:
         text = source.read_text()
-        data = config.load(source).config
+        data = load(source).config
         family, fam = next((n, f) for n, f in data.images.items() if f.matrix)
         axis = next(iter(fam.matrix))
         got = replace_sequences(text, {("images", family, "matrix", axis): ["9.1", "9.2"]}, str(source))

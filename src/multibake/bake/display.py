@@ -25,29 +25,19 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from multibake.bake.progress import (
-    Clock,
-    Finished,
-    Row,
-    State,
-    Tracker,
-    duration,
-    finished_line,
-    step_text,
-    still_running,
-)
+from multibake.bake.lines import duration, finished_line, step_text, still_running
+from multibake.bake.progress import Clock, Finished, Row, State, Tracker
 from multibake.bake.progress import watched as watched_runner
 from multibake.docker import Runner
 from multibake.errors import UsageError
 from multibake.failures import IGNORED_ERROR
-from multibake.kinds import Progress
+from multibake.kinds import Echo, Progress
 from multibake.plan.model import Plan
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.table import Table
 
-Echo = Callable[[str], None]
 Wrap = Callable[[Runner], Runner]  # a bake runner → the same, followed
 Watch = Callable[[Plan, int], AbstractContextManager[Wrap]]  # (plan, builder nodes) → a context around the bake runs
 

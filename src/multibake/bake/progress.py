@@ -42,7 +42,6 @@ _LINE = re.compile(r"^#(\d+) (.*)$")
 _BRACKETS = re.compile(r"^\[([^\]]*)\]\s*(.*)$")
 _STEP = re.compile(r"^(\d+)/(\d+)$")
 _SETUP = re.compile(r"^(building with|importing cache manifest|load |resolve image config)")
-_SHOWN = 8  # running rows named in one "still running" line
 
 
 class State(StrEnum):
@@ -95,11 +94,21 @@ class _Source:
     own: bool  # the cell's own target; False: a view of it, built for a child on fewer platforms
 
 
+class VertexKind(StrEnum):
+    """What a vertex of BuildKit's graph is to its cell."""
+
+    STEP = "step"  # a numbered Dockerfile step
+    EXPORT = "export"  # the image written (the cell's end on a node)
+    PROVENANCE = "provenance"  # the attestation resolved (the very end, when attestations are on)
+    WORK = "work"  # other work of the cell
+    SETUP = "setup"  # before the cell's steps (loading the Dockerfile, resolving images)
+
+
 @dataclass(slots=True)
 class _Vertex:
     target: str
     keys: tuple[Key, ...]
-    kind: str  # step | export | provenance | work | setup
+    kind: VertexKind
     cached: bool = False
 
 
@@ -122,17 +131,17 @@ def _platform_of(token: str, platforms: tuple[str, ...]) -> tuple[str, ...]:
     return hit[:1] or platforms
 
 
-def _kind(tokens: Sequence[str], op: str, step: bool) -> str:
+def _kind(tokens: Sequence[str], op: str, step: bool) -> VertexKind:
     """What a vertex is to its cell: a step, its end (export, provenance), other work, or setup before it."""
     if step:
-        return "step"
+        return VertexKind.STEP
     if op.startswith("resolving provenance"):
-        return "provenance"
+        return VertexKind.PROVENANCE
     if op.startswith("exporting to "):  # image, oci/docker image format, client directory
-        return "export"
+        return VertexKind.EXPORT
     if "internal" in tokens or _SETUP.match(op):
-        return "setup"
-    return "work"
+        return VertexKind.SETUP
+    return VertexKind.WORK
 
 
 class Tracker:
@@ -146,7 +155,10 @@ class Tracker:
         self._lock = threading.Lock()
         self._run: tuple[str, ...] = ()
         self._vertices: dict[str, _Vertex] = {}
-        self._ends: dict[str, Counter[str]] = {"provenance": Counter(), "export": Counter()}  # kind → target → nodes
+        self._ends: dict[VertexKind, Counter[str]] = {
+            VertexKind.PROVENANCE: Counter(),
+            VertexKind.EXPORT: Counter(),
+        }  # kind → target → nodes
         self._announced: set[str] = set()
         self._settled = False  # a platform finished since finished() last looked
         self._previous = ""  # the last line's vertex id; "" after any other line
@@ -187,7 +199,7 @@ class Tracker:
         with self._lock:
             now = self._clock()
             for target in self._run:
-                if ok or (target in self._sources and self._ended(target, "export")):
+                if ok or (target in self._sources and self._ended(target, VertexKind.EXPORT)):
                     self._finish(target, now)
                 else:
                     self._set(self._own_keys(target), State.CANCELED, now)
@@ -243,7 +255,7 @@ class Tracker:
         known = self._vertices.get(vid)
         self._vertices[vid] = _Vertex(target, keys, kind, cached=known.cached if known else False)
         # BuildKit names a vertex again when it prints more of it: only a new one moves the step on
-        if kind in ("step", "work", "export") and (known is None or known.keys != keys):
+        if kind in (VertexKind.STEP, VertexKind.WORK, VertexKind.EXPORT) and (known is None or known.keys != keys):
             self._start(keys, (int(step.group(1)), int(step.group(2))) if step else None, now)
 
     def _start(self, keys: tuple[Key, ...], step: tuple[int, int] | None, now: float) -> None:
@@ -255,18 +267,18 @@ class Tracker:
             self._rows[key] = replace(row, state=State.RUNNING, started=started, step=step or row.step)
 
     def _ran(self, vertex: _Vertex) -> None:
-        if vertex.kind == "step" and not vertex.cached:
+        if vertex.kind is VertexKind.STEP and not vertex.cached:
             for key in vertex.keys:
                 self._rows[key] = replace(self._rows[key], executed=True)
 
     def _done(self, vertex: _Vertex, now: float) -> None:
         self._ran(vertex)
-        if vertex.kind in ("provenance", "export") and self._sources[vertex.target].own:
+        if vertex.kind in (VertexKind.PROVENANCE, VertexKind.EXPORT) and self._sources[vertex.target].own:
             self._ends[vertex.kind][vertex.target] += 1
-            if self._ended(vertex.target, "provenance"):
+            if self._ended(vertex.target, VertexKind.PROVENANCE):
                 self._finish(vertex.target, now)
 
-    def _ended(self, target: str, kind: str) -> bool:
+    def _ended(self, target: str, kind: VertexKind) -> bool:
         """Whether every node that built part of ``target`` said it ended (never more nodes than platforms)."""
         return self._ends[kind][target] >= min(self._nodes, len(self._sources[target].platforms))
 
@@ -358,45 +370,3 @@ def _trailing(argv: Sequence[str], known: frozenset[str]) -> Iterator[str]:
 
 
 # --- what is said -------------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    """``4.2s``, ``45s``, ``2m10s``, ``1h02m``."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
-def step_text(row: Row) -> str:
-    return f"{row.step[0]}/{row.step[1]}" if row.step else ""
-
-
-def still_running(rows: Sequence[Row], began: float | None, now: float) -> str | None:
-    """``multibake: still running after 2m10s (3 queued, 5 finished): nodejs-22 linux/arm64 step 4/7, linux/arm/v7
-    step 3/7; nodejs-20 linux/amd64 step 2/7``; None when nothing runs."""
-    running = [r for r in rows if r.state is State.RUNNING]
-    if not running or began is None:
-        return None
-    by_cell: dict[str, list[str]] = {}
-    for r in running[:_SHOWN]:
-        by_cell.setdefault(r.cell, []).append(r.platform + (f" step {step_text(r)}" if r.step else ""))
-    named = [f"{cell} {', '.join(platforms)}" for cell, platforms in by_cell.items()]
-    if len(running) > _SHOWN:
-        named.append(f"and {len(running) - _SHOWN} more")
-    queued = sum(r.state is State.QUEUED for r in rows)
-    ended = sum(r.state.finished for r in rows)
-    counts = ", ".join(f"{n} {what}" for n, what in ((queued, "queued"), (ended, "finished")) if n)
-    return (
-        f"multibake: still running after {duration(now - began)}{f' ({counts})' if counts else ''}: {'; '.join(named)}"
-    )
-
-
-def finished_line(cell: Finished) -> str:
-    """``multibake: done nodejs-22 (linux/amd64, linux/arm64) in 1m02s``."""
-    what = {State.DONE: "done", State.CACHED: "cached", State.FAILED: "failed"}[cell.state]
-    return f"multibake: {what} {cell.cell} ({', '.join(cell.platforms)}) in {duration(cell.seconds)}"

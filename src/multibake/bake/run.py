@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from multibake.bake.invocation import (
 )
 from multibake.docker import DockerFailure, Runner
 from multibake.failures import Failure, Kind, Steps, classify
-from multibake.kinds import Mode, Status
+from multibake.kinds import Echo, Mode, Status
 from multibake.plan.model import Cell, Plan
 from multibake.preflight.builder import BuilderInfo
 from multibake.retry import RetryPolicy, Transient
@@ -39,7 +39,6 @@ from multibake.retry import RetryPolicy, Transient
 if TYPE_CHECKING:
     pass
 
-Echo = Callable[[str], None]
 Span = tuple[float, float]  # monotonic time of a target's first and last progress line
 
 # python-on-whales streams bake without logging its command; --debug shows it through this logger
@@ -276,7 +275,7 @@ def _explained(job: _Job, failure: Failure, cell: Cell) -> str:
     """
     if failure.kind is not Kind.TRANSIENT:
         return failure.reason
-    from multibake.registry.client import parse
+    from multibake.registry.connect import parse
 
     attempts = job.policy.limits.attempts
     return f"registry {parse(cell.image).host}: still failing after {attempts} attempts: {failure.reason}"

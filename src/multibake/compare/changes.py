@@ -16,7 +16,7 @@ from multibake.plan import planner
 from multibake.plan.model import Plan
 from multibake.registry.client import Registry
 from multibake.release import journal, publish, shards
-from multibake.release import pipeline as release_
+from multibake.release.tools import Tools, logged_in, registry_for
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,15 +30,15 @@ class DiffOptions:
     previous: bool = False
 
 
-def diff(opts: DiffOptions, tools: release_.Tools) -> compare.Report:
+def diff(opts: DiffOptions, tools: Tools) -> compare.Report:
     """The published release against what the registry held before it (--previous) or against another
     namespace (--against); without either, --previous when a release is recorded."""
     if opts.against and opts.previous:
         raise UsageError("choose one of --against and --previous")
     release = shards.resolve(opts.config, opts.registry, None, check_files=False)
     p = planner.select(release.plan, list(opts.selectors))
-    with release_.logged_in(tools, release.plan.registry) as with_login:
-        return _diff(opts, release, p, release_.registry_for(release, with_login))
+    with logged_in(tools, release.plan.registry) as with_login:
+        return _diff(opts, release, p, registry_for(release, with_login))
 
 
 def _diff(opts: DiffOptions, release: shards.Resolved, p: Plan, reg: Registry) -> compare.Report:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from multibake.config import schema as cfg
-from multibake.config.schema import Config, Loaded, UpdateRule
+from multibake.config.load import Loaded, from_text, read_text
+from multibake.config.schema import Config, UpdateRule
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import EXIT_FAILED, EXIT_OK, BuildError, Location, config_error
 
@@ -279,8 +279,8 @@ def run(
     from multibake.registry.client import impatient
 
     file = os.fspath(path)
-    text = cfg.read_text(file)
-    loaded = cfg.from_text(text, file)
+    text = read_text(file)
+    loaded = from_text(text, file)
     found = targets(loaded.config)
     if not found:
         raise config_error(Location(file, 0, 0, ""), "no update: rules", NO_RULES_HINT)

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 
 from multibake import platforms as arch
-from multibake.config.schema import Family, Loaded
+from multibake.config.load import Loaded
+from multibake.config.schema import Family
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import config_error, did_you_mean
 

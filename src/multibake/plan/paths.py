@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from multibake.errors import config_error
 
 if TYPE_CHECKING:
-    from multibake.config.schema import Loaded
+    from multibake.config.load import Loaded
     from multibake.plan.model import Plan
 
 RULE = "contexts and Dockerfiles must resolve inside the git work tree holding the config (else its directory)"

@@ -9,7 +9,8 @@ import re
 from collections.abc import Iterable
 
 from multibake import platforms as arch
-from multibake.config.schema import CacheType, Family, Loaded, PerPlatformTags, TagRule
+from multibake.config.load import Loaded
+from multibake.config.schema import CacheType, Family, PerPlatformTags, TagRule
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import config_error, did_you_mean
 from multibake.kinds import Provenance

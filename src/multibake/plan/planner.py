@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from multibake.config.schema import Family, Loaded, PerPlatformTags
+from multibake.config.load import Loaded
+from multibake.config.schema import Family, PerPlatformTags
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import UsageError, config_error
 from multibake.lowgc import paused
@@ -224,8 +225,10 @@ def _check_image(ref: str, loaded: Loaded, path: KeyPath) -> None:
         return
     # a credential is never repeated; a long name is shortened
     shown = "" if problem == CREDENTIALS_ADVICE else f" {ref!r}" if len(ref) <= 100 else f" '{ref[:60]}…'"
-    if path == ("registry",) and loaded.registry_source != "file":
-        raise UsageError(f"{loaded.registry_source}: invalid registry{shown}: {problem}")  # the override is wrong
+    if path == ("registry",) and loaded.registry_override is not None:
+        raise UsageError(
+            f"{loaded.registry_override.named}: invalid registry{shown}: {problem}"
+        )  # the override is wrong
     raise config_error(loaded.loc(path), f"invalid repository name{shown}: {problem}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from multibake.config.schema import Loaded
+from multibake.config.load import Loaded
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import config_error, did_you_mean
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from multibake import platforms as arch
 from multibake.config.schema import Retry
 from multibake.errors import BuildError, UsageError
+from multibake.kinds import Echo
 from multibake.plan.model import Cell, Plan
 from multibake.plan.paths import is_remote
 from multibake.platforms import Scheme
@@ -35,7 +36,6 @@ if TYPE_CHECKING:  # the registry client (requests, tenacity) is imported only w
     # `multibake plan` shows the bases without reading any registry, and starts faster for it
     from multibake.registry.client import Api, Registry
 
-Echo = Callable[[str], None]
 TIMEOUT = 10.0  # seconds per request: an unreachable host costs at most ATTEMPTS of these
 ATTEMPTS = 2
 THREADS = 4
@@ -180,7 +180,7 @@ def covers(published: frozenset[str], platform: str) -> bool:
 
 def canonical_ref(ref: str) -> str:
     """``alpine:3.21`` → ``docker.io/library/alpine:3.21`` (docker's rules): one read per image."""
-    from multibake.registry.client import parse
+    from multibake.registry.connect import parse
 
     name, at, digest = ref.partition("@")
     parsed = parse(f"{untagged(name)}@{digest}" if at else name)
@@ -219,7 +219,7 @@ def read_all(reg: Registry, refs: list[str], threads: int = THREADS) -> _Reads:
     """Read each reference once, ``threads`` at a time. A host that failed transiently (unreachable,
     timing out, 5xx after retries) is not asked again in this run: one timeout per host, not per image.
     """
-    from multibake.registry.client import parse
+    from multibake.registry.connect import parse
     from multibake.retry import Transient
 
     reads = _Reads(held={}, failed={})

@@ -11,146 +11,34 @@ makes in the one retry rule (retry.py), including merging images into one index.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
-import os
-import re
-import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 from dxf import DXF, DXFBase
-from dxf.exceptions import DXFAuthInsecureError, DXFError, DXFUnauthorizedError
 
 from multibake import __version__
 from multibake.config.schema import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
-from multibake.refs import is_host, untagged
-from multibake.registry.auth import HUB_AUTH_KEY, Login, auth_key
+from multibake.registry.auth import Login
+from multibake.registry.connect import Ref, ca_bundle, credentials_for, parse, plain_http
+from multibake.registry.errors import REQUEST_ERRORS, NoSuchRepository, RegistryError, failure_of, status_of
 from multibake.retry import RetryPolicy, Transient
 
 T = TypeVar("T")
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-_DOCKER_HUB = "registry-1.docker.io"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
 MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
 _local = threading.local()
-
-
-class RegistryError(Exception):
-    def __init__(self, message: str, *, transient: bool, retry_after: float = 0.0) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.retry_after = retry_after  # seconds the registry asked us to wait (429/503 Retry-After)
-
-
-class NoSuchRepository(RegistryError):
-    """A tag list asked of a repository the registry does not know (404)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    host: str  # as written in the reference (docker.io for Docker Hub)
-    repo: str
-    reference: str  # tag or digest
-
-    @property
-    def api_host(self) -> str:
-        return _DOCKER_HUB if self.host == "docker.io" else self.host
-
-
-def parse(ref: str) -> Ref:
-    """``host/repo:tag`` or ``host/repo@sha256:…`` → its parts (docker's rules for the host part)."""
-    name, at, reference = ref.partition("@")
-    if not at:
-        name = untagged(ref)
-        reference = ref[len(name) + 1 :] or "latest"
-    first, sep, rest = name.partition("/")
-    if sep and is_host(first):
-        host, repo = first, rest
-    else:
-        host, repo = "docker.io", name
-    if host == "docker.io" and "/" not in repo:
-        repo = f"library/{repo}"
-    return Ref(host, repo, reference)
-
-
-def plain_http(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> bool:
-    """Plain HTTP only for registries on this machine (dockerd's default insecure ones), unless docker
-    holds a CA for the host: a registry served over TLS there is reached over TLS, and verified."""
-    return host.startswith(("localhost", "127.")) and not (certs_root / host / "ca.crt").is_file()
-
-
-def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | bool:
-    """What to verify ``host``'s TLS certificate against, as docker does.
-
-    docker's per-registry CA (``/etc/docker/certs.d/<host>/ca.crt``) first, then the system's trust
-    store (where an in-house CA is installed), else requests' own bundle.
-    """
-    own = certs_root / host / "ca.crt"
-    if own.is_file():
-        return str(own)
-    system = ssl.get_default_verify_paths().cafile
-    return system if system and Path(system).is_file() else True
-
-
-def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | None:
-    """(user, secret) for ``host`` from docker's config: a credential helper, else ``auths``."""
-    folder = config_dir or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    key = auth_key(host)
-    helpers = config.get("credHelpers") or {}
-    # docker's rule: a host listed in credHelpers uses that helper, none when it is "" (the file)
-    helper = helpers[key] if key in helpers else config.get("credsStore")
-    if helper:
-        try:
-            proc = subprocess.run(
-                [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, check=False
-            )
-        except OSError as exc:  # as docker, refuse rather than go on without the credentials it names
-            raise RegistryError(
-                f"docker's credential helper docker-credential-{helper} (named in {folder / 'config.json'}) "
-                f"cannot run: {exc.strerror}",
-                transient=False,
-            ) from exc
-        if proc.returncode == 0:
-            found = json.loads(proc.stdout)
-            return str(found["Username"]), str(found["Secret"])
-    # docker writes plain host names, but older clients wrote URLs: https://host or https://host/v1/
-    auths = {_auth_host(k): v for k, v in (config.get("auths") or {}).items()}
-    entry = auths.get(_auth_host(key)) or {}
-    if entry.get("auth"):
-        user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
-        return user, secret
-    return None
-
-
-def credentials_for(host: str, login: Login | None) -> tuple[str, str] | None:
-    """``login``'s credentials when they are for ``host`` (from the environment), else docker's."""
-    if login is not None and login.host == host:
-        return login.user, login.password
-    return credentials(host)
-
-
-def _auth_host(key: str) -> str:
-    if key == HUB_AUTH_KEY:
-        return key
-    return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
 
 
 def _client(ref: Ref, timeout: float = TIMEOUT, login: Login | None = None) -> DXF:
@@ -175,85 +63,6 @@ def _client(ref: Ref, timeout: float = TIMEOUT, login: Login | None = None) -> D
     return clients[key]
 
 
-_ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
-# a connection dropped while a body was read surfaces as any of these, depending on where it broke
-_DROPPED = (
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError,
-    ConnectionError,
-)
-
-
-_UNAUTHORIZED = (
-    "401 unauthorized: the registry refused the credentials, or got none "
-    "(docker login, a credential helper, or $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD)"
-)
-
-
-_TLS_REASON = re.compile(r"certificate verify failed[^()'\"]*|wrong version number|hostname mismatch[^()'\"]*")
-
-
-def _failure(what: str, exc: Exception) -> RegistryError:
-    """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
-    if isinstance(exc, DXFUnauthorizedError):
-        return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
-    if isinstance(exc, DXFAuthInsecureError):
-        return RegistryError(
-            f"{what}: the registry asks for credentials over plain HTTP, and multibake sends them only over TLS "
-            "(serve it over TLS, its CA in /etc/docker/certs.d/HOST/ca.crt)",
-            transient=False,
-        )
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        if status == 401:
-            return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
-        detail = _detail(exc.response.text)
-        transient = status >= 500 or status == 429
-        wait = _retry_after(exc.response.headers.get("Retry-After"))
-        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
-    if isinstance(exc, requests.exceptions.SSLError):  # a ConnectionError to requests, but it lasts
-        found = _TLS_REASON.search(str(exc))
-        reason = found.group(0).strip() if found else "TLS handshake failed"
-        return RegistryError(
-            f"{what}: the registry's TLS certificate is not trusted ({reason}); "
-            "docker and multibake take a registry's CA from /etc/docker/certs.d/HOST/ca.crt",
-            transient=False,
-        )
-    if isinstance(exc, requests.Timeout):
-        return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
-    if isinstance(exc, _DROPPED):
-        why = "cannot connect (refused, reset, or the host does not resolve)"
-        if not isinstance(exc, requests.ConnectionError):
-            why = "the connection dropped mid-answer"
-        return RegistryError(f"{what}: {type(exc).__name__}: {why}", transient=True)
-    return RegistryError(f"{what}: {exc}", transient=False)
-
-
-def _status(exc: Exception) -> int | None:
-    """The HTTP status of a failed request, None when it got no answer."""
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code
-    return None
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (delta-seconds; an HTTP date or garbage counts as none)."""
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0
-
-
-def _detail(body: str) -> str:
-    """A registry's error body in a few words: ``CODE: message`` from its JSON errors, else its first line."""
-    try:
-        first = json.loads(body)["errors"][0]
-        return f"{first['code']}: {first['message']}"[:200]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return body.strip().splitlines()[0][:200] if body.strip() else ""
-
-
 class Http:
     """The registry API over HTTP(S), one session per repository and thread."""
 
@@ -272,10 +81,10 @@ class Http:
         parsed = parse(ref)
         try:
             _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
-        except _ERRORS as exc:
-            if _status(exc) == 404:
+        except REQUEST_ERRORS as exc:
+            if status_of(exc) == 404:
                 return None
-            raise _failure(f"reading {ref}", exc) from exc
+            raise failure_of(f"reading {ref}", exc) from exc
         media = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.content, media
 
@@ -284,8 +93,8 @@ class Http:
         parsed = parse(ref)
         try:
             return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout, self.login).pull_blob(digest)))
-        except _ERRORS as exc:
-            raise _failure(f"reading blob {digest} of {ref}", exc) from exc
+        except REQUEST_ERRORS as exc:
+            raise failure_of(f"reading blob {digest} of {ref}", exc) from exc
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
         """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
@@ -294,8 +103,8 @@ class Http:
             _client(parsed, self.timeout, self.login)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
                 "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
             )
-        except _ERRORS as exc:
-            raise _failure(f"writing {ref}", exc) from exc
+        except REQUEST_ERRORS as exc:
+            raise failure_of(f"writing {ref}", exc) from exc
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
@@ -311,9 +120,9 @@ class Http:
                 path = _next_page(response, parsed.api_host)
                 if len(tags) > MAX_TAGS:
                     raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
-        except _ERRORS as exc:
-            failure = _failure(what, exc)
-            if _status(exc) == 404:
+        except REQUEST_ERRORS as exc:
+            failure = failure_of(what, exc)
+            if status_of(exc) == 404:
                 raise NoSuchRepository(str(failure), transient=False) from exc
             raise failure from exc
         except ValueError as exc:  # not JSON

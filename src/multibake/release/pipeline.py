@@ -9,98 +9,29 @@ in tests without docker.
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake import docker as door
-from multibake import platforms as arch
-from multibake.bake import display, invocation
 from multibake.bake import hcl as render
+from multibake.bake import invocation
 from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
-from multibake.config.schema import Retry
-from multibake.docker import Runner
-from multibake.errors import BuildError, UsageError
-from multibake.kinds import Mode, Provenance, Split, Status
+from multibake.errors import BuildError
+from multibake.kinds import Echo, Mode, Status
 from multibake.plan import buildid, paths, planner
 from multibake.plan.model import Plan
-from multibake.plan.pieces import attest_specs
 from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
-from multibake.registry import auth
-from multibake.registry.client import Api, Http, Registry
+from multibake.registry.client import Registry
 from multibake.release import journal, publish, shards
 from multibake.release.publish import TagCheck
-from multibake.retry import RetryPolicy
+from multibake.release.resolve import BuildOptions, Target, Todo, resolve
+from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 
 if TYPE_CHECKING:
     from multibake.docker import Client
-
-Echo = Callable[[str], None]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Tools:
-    """What a release talks to; tests pass fakes."""
-
-    docker: Callable[[], Client]  # made only when something is about to run docker
-    echo: Echo  # buildx's progress and multibake's running commentary
-    say: Echo  # messages that are always shown (stderr)
-    watch: display.Watch = display.unwatched  # follows the bake runs: a live table, "still running" lines
-    sleep: Callable[[float], None] = time.sleep
-    api: Api = field(default_factory=Http)  # the registry API
-    bake_runner: Callable[[Client], Runner] = door.streaming  # how a bake argv is run
-    buildx: Callable[[Client], nodes.Buildx] = nodes.WhalesBuildx  # a configured builder's create/inspect
-    configured: Callable[[Client, Path], Client] = door.with_config  # the client on another DOCKER_CONFIG
-    login_runner: auth.Runner = door.run_with_input  # runs `docker login --password-stdin`
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BuildOptions:
-    """``multibake build``'s options, as given."""
-
-    config: Path
-    registry: str | None = None
-    selectors: tuple[str, ...] = ()
-    platforms: tuple[str, ...] = ()
-    push: bool = False
-    load: bool = False
-    output: str | None = None
-    builder: str | None = None
-    sets: tuple[str, ...] = ()  # target.key=value
-    keep_going: bool = False
-    dry_run: bool = False
-    shard: str | None = None
-    lock: Path | None = None
-    result_dir: Path = Path(".multibake/shards")
-    skip_existing: bool = False
-    preflight: bool = True  # check every base image's platforms in the registry before building
-    attest: tuple[str, ...] = ()  # provenance=min|max|off: beats platforms.yaml's attest:
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Target:
-    """What this run builds: the selected plan, narrowed to a shard or to platforms, and how."""
-
-    release: shards.Resolved
-    plan: Plan
-    ids: Mapping[str, str]  # target → build id, from the whole release
-    mode: Mode
-    sets: Mapping[str, str]
-    shard: shards.Shard | None = None
-    members: frozenset[str] = frozenset()  # a shard's own cells
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Todo:
-    """What is left to build once published cells are set aside."""
-
-    plan: Plan
-    up_to_date: tuple[bake.CellResult, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,33 +54,6 @@ class Built:
 class Checked:
     ok: bool
     checks: tuple[TagCheck, ...] | None  # None: refused before anything was checked
-
-
-@contextlib.contextmanager
-def logged_in(tools: Tools, registry: str) -> Iterator[Tools]:
-    """``tools`` using $MULTIBAKE_REGISTRY_USER/PASSWORD for ``registry``'s host, when they are set.
-
-    The registry client takes them as they are; docker is logged in when first needed, into a
-    DOCKER_CONFIG private to this run and removed when the block ends (auth.py).
-    """
-    login = auth.from_env(registry)
-    if login is None:
-        yield tools
-        return
-    api = tools.api.with_login(login) if isinstance(tools.api, Http) else tools.api
-    with contextlib.ExitStack() as stack:
-        made: list[Client] = []
-
-        def docker() -> Client:
-            if not made:
-                folder = stack.enter_context(auth.docker_config(login))
-                client = tools.configured(tools.docker(), folder)
-                auth.docker_login(tools.login_runner, door.command(client, ["docker"]), login)
-                tools.say(f"multibake: docker logged in to {login.host} as {login.user} (${auth.USER_ENV})")
-                made.append(client)
-            return made[0]
-
-        yield replace(tools, api=api, docker=docker)
 
 
 def build(opts: BuildOptions, tools: Tools) -> Built:
@@ -189,110 +93,6 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
         recorded = Journal(release=target.release, ids=target.ids)
         return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded)
     return Built(ok=report.ok, report=report)
-
-
-def budget(limits: Retry) -> str:
-    """The retry budget, said before a release starts: how long a bad registry day can cost at most."""
-    waits = (limits.attempts - 1) * limits.max_delay
-    return (
-        f"multibake: transient registry failures: up to {limits.attempts} attempts per step, waits up to "
-        f"{limits.max_delay:g} s each ({waits:g} s in all), a stalled request gives up after {limits.timeout:g} s "
-        "(retry: in platforms.yaml)"
-    )
-
-
-def _policy(release: shards.Resolved, tools: Tools) -> RetryPolicy:
-    return RetryPolicy(limits=release.loaded.config.retry, sleep=tools.sleep, echo=tools.echo)
-
-
-def registry_for(release: shards.Resolved, tools: Tools) -> Registry:
-    """The release's registry client: its retries, and its per-request timeout (retry.timeout)."""
-    limits = release.loaded.config.retry
-    api = tools.api.with_timeout(limits.timeout) if isinstance(tools.api, Http) else tools.api
-    return Registry(policy=_policy(release, tools), api=api)
-
-
-def _mode(opts: BuildOptions) -> Mode:
-    modes = [m for m, on in ((Mode.PUSH, opts.push), (Mode.LOAD, opts.load), (Mode.OUTPUT, opts.output)) if on]
-    if len(modes) > 1:
-        raise UsageError("choose one of --push, --load and --output")
-    return modes[0] if modes else Mode.CACHE
-
-
-def _sets(items: tuple[str, ...]) -> dict[str, str]:
-    sets: dict[str, str] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or "." not in key:
-            raise UsageError(f"--set {item!r}: expected target.key=value")
-        sets[key] = value
-    return sets
-
-
-def attest_option(items: tuple[str, ...]) -> Provenance | None:
-    """``--attest provenance=min|max|off`` (the last one given wins); None when not given."""
-    chosen = None
-    for item in items:
-        key, eq, value = item.partition("=")
-        if key != "provenance" or not eq:
-            raise UsageError(f"--attest {item!r}: expected provenance=min, provenance=max or provenance=off")
-        try:
-            chosen = Provenance(value)
-        except ValueError:
-            raise UsageError(f"--attest {item!r}: provenance is one of min, max, off") from None
-    return chosen
-
-
-def resolve(opts: BuildOptions) -> Target:
-    """Step 1: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
-    mode, sets, provenance = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
-    release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
-    p = planner.select(release.plan, list(opts.selectors))
-    # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
-    ids = buildid.compute(p, release.loaded.root)
-    target = Target(release=release, plan=p, ids=ids, mode=mode, sets=sets)
-    if opts.shard is not None:
-        target = _shard(target, opts.shard, opts.selectors)
-    if opts.platforms:
-        target = replace(target, plan=_platforms(target, opts.platforms))
-    labels = {t: (buildid.LABEL, i) for t, i in ids.items()}
-    p = planner.with_labels(target.plan, labels)
-    p = planner.with_labels(p, bases.base_labels(p, release.loaded.root, sets))
-    if provenance is not None:  # like --set, the command line is not part of the plan a lock pins
-        p = planner.with_attest(p, attest_specs(provenance))
-    return replace(target, plan=p)
-
-
-def _shard(target: Target, spec: str, selectors: tuple[str, ...]) -> Target:
-    if target.mode is not Mode.PUSH:
-        raise UsageError("--shard stages a slice of a release in the registry: add --push")
-    shard = shards.parse_shard(spec, target.plan)
-    if shard.kind is Split.PLATFORM:
-        # every cell built one target per platform, this platform only; publish merges them
-        release = target.release
-        split = planner.select(planner.plan(release.loaded, release.meta, split_all=True), list(selectors))
-        p = planner.restrict(split, [shard.value])
-    else:
-        p = planner.select(target.plan, [shard.value])
-    return replace(target, plan=p, shard=shard, members=frozenset(shards.shard_members(shard, p)))
-
-
-def _platforms(target: Target, spellings: tuple[str, ...]) -> Plan:
-    wanted = []
-    for spelling in spellings:
-        try:
-            wanted.append(arch.normalize(spelling))
-        except ValueError as exc:
-            raise UsageError(f"--platform {spelling}: {exc}") from exc
-    if target.mode is Mode.PUSH:
-        raise UsageError(
-            "--platform with --push would publish multi-arch tags missing platforms; "
-            "build all planned platforms, shard the release (--shard platform=P), or build without --push"
-        )
-    p = planner.restrict(target.plan, wanted)
-    if not p.cells:
-        raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
-    return p
 
 
 def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:

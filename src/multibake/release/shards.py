@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from multibake import platforms as arch
-from multibake.config import schema as cfg
+from multibake.config.load import Loaded, load
 from multibake.errors import UsageError
 from multibake.kinds import Split
 from multibake.plan import paths, planner
@@ -121,14 +121,14 @@ def read_lock(path: Path) -> tuple[Meta, str]:
 class Resolved:
     """A release resolved once: its loaded config, provenance and full plan."""
 
-    loaded: cfg.Loaded
+    loaded: Loaded
     meta: Meta
     plan: Plan
 
 
 def resolve(config: Path, registry: str | None, lock: Path | None, check_files: bool) -> Resolved:
     """load → plan, each resolved once; with a lock file, its time and revision, and its plan or an error."""
-    loaded = cfg.load(config, registry)
+    loaded = load(config, registry)
     if lock is not None:
         meta, locked = read_lock(lock)
     else:

@@ -1,0 +1,135 @@
+"""The release commands: build, publish (shard results) and verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from multibake.cli import options
+from multibake.cli.options import ConfigOpt, LockOpt, RegistryOpt, Selectors, render_build, render_checks
+from multibake.config.settings import DEFAULT_CONFIG
+from multibake.kinds import Progress
+
+
+def build(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="Build only these platforms (repeatable).")
+    ] = None,
+    push: Annotated[bool, typer.Option("--push", help="Push multi-arch images to the registry.")] = False,
+    load: Annotated[bool, typer.Option("--load", help="Load images into the local image store.")] = False,
+    output: Annotated[str | None, typer.Option("--output", help="A buildx output spec for every cell.")] = None,
+    builder: Annotated[str | None, typer.Option("--builder", help="The buildx builder to use.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a target value: target.key=value (repeatable).")
+    ] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Build every other cell when one fails.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the bake file and command, build nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (shape in the README).")] = False,
+    progress: Annotated[
+        Progress,
+        typer.Option(
+            "--progress",
+            help="tty: a live table of cells and platforms; plain: buildx's lines, and every "
+            "$MULTIBAKE_PROGRESS_INTERVAL seconds (30) what still runs; quiet: multibake's lines and errors only; "
+            "auto: tty on a terminal.",
+        ),
+    ] = Progress.AUTO,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="Build one slice of a release (platform=P, family=NAME, cell=TARGET), staged only."
+        ),
+    ] = None,
+    lock: LockOpt = None,
+    result_dir: Annotated[Path, typer.Option("--result-dir", help="Where a shard writes its result file.")] = Path(
+        ".multibake/shards"
+    ),
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip cells whose published image has the same build id.")
+    ] = False,
+    no_preflight: Annotated[
+        bool,
+        typer.Option("--no-preflight", help="Do not check in the registry that base images publish every platform."),
+    ] = False,
+    attest: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attest",
+            help="provenance=min|max|off: the provenance attestation of every image; beats attest: in platforms.yaml.",
+        ),
+    ] = None,
+) -> int:
+    """Build the plan with docker buildx bake: all platforms, cached, pushes retried.
+
+    Registry credentials: docker's own (docker login, credHelpers, credsStore), or, for the host of the
+    release's registry, $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD (docker is logged in
+    with them for this run only, the password on its stdin).
+    """
+    from multibake.release import pipeline as release
+    from multibake.release.resolve import BuildOptions
+
+    return render_build(
+        release.build(
+            BuildOptions(
+                config=config,
+                registry=registry,
+                selectors=tuple(selectors or ()),
+                platforms=tuple(platform or ()),
+                push=push,
+                load=load,
+                output=output,
+                builder=builder,
+                sets=tuple(set_ or ()),
+                keep_going=keep_going,
+                dry_run=dry_run,
+                shard=shard,
+                lock=lock,
+                result_dir=result_dir,
+                skip_existing=skip_existing,
+                preflight=not no_preflight,
+                attest=tuple(attest or ()),
+            ),
+            options.tools(progress),
+        ),
+        as_json,
+    )
+
+
+def publish_cmd(
+    from_: Annotated[list[Path], typer.Option("--from", help="Shard result files or directories (repeatable).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    lock: LockOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verify report as JSON.")] = False,
+) -> int:
+    """Merge shard results into manifest lists and public tags, all or nothing, then verify.
+
+    Registry credentials: as for build ($MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD for the
+    release's registry host, else docker's own).
+    """
+    from multibake.release import pipeline as release
+
+    checked = release.publish_shards(config, registry, lock, tuple(from_), options.tools())
+    return render_checks(checked, as_json)
+
+
+def verify(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (shape in the README).")] = False,
+) -> int:
+    """Read the registry and check every planned tag; exit 1 on any mismatch.
+
+    Registry credentials: as for build ($MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD for the
+    release's registry host, else docker's own).
+    """
+    from multibake.release import pipeline as release
+
+    checked = release.verify(config, registry, tuple(selectors or ()), options.tools())
+    return render_checks(checked, as_json)
