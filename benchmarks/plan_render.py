@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from multibake.config.load import load
+from multibake.plan.model import Meta
 
 PLATFORMS = "[linux/amd64, linux/arm64, linux/arm/v7]"
 HEADER = f"registry: 127.0.0.1:5000/bench\nplatforms: {PLATFORMS}\nper_platform_tags: suffix\nimages:\n"
@@ -187,7 +188,7 @@ def profile(spec: str) -> None:
         profiler = cProfile.Profile()
         profiler.enable()
         loaded = load(path)
-        full: Any = plan.plan(loaded, plan.Meta(created="2024-01-01T00:00:00Z"))
+        full: Any = plan.plan(loaded, Meta(created="2024-01-01T00:00:00Z"))
         hcl.render_hcl(full)
         profiler.disable()
     pstats.Stats(profiler).sort_stats("tottime").print_stats(20)

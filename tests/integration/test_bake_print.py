@@ -31,7 +31,8 @@ from multibake.bake import hcl
 from multibake.cli import app as cli
 from multibake.config.load import load
 from multibake.plan import planner
-from multibake.plan.model import Cell, Plan
+from multibake.plan.model import Cell, Plan, View
+from multibake.plan.transforms import select
 from multibake.platforms import Scheme
 from multibake.release import provenance
 from tests.helpers import REPO_ROOT, SHIPPED_CONFIG, make_context, plan_file, write_config
@@ -124,7 +125,7 @@ def assert_target(name: str, got: dict[str, Any], want: dict[str, Any], cwd: Pat
     assert not problems, f"target {name!r} resolves differently:\n" + "\n".join(problems)
 
 
-def view_expectation(p: Plan, view: planner.View) -> dict[str, Any]:
+def view_expectation(p: Plan, view: View) -> dict[str, Any]:
     """A view as bake should resolve it: its parent's attributes overlaid with the view's own
     (inherits), i.e. narrowed platforms, no tags, no cache export, maybe its own base context."""
     want = hcl.target_attrs(p.cell(view.parent))
@@ -376,7 +377,7 @@ def test_platform_subset_below_a_child_family(stack: str, tmp_path: Path) -> Non
         dest.write_text(hcl.render_hcl(p) if fmt == "hcl" else hcl.render_json(p), encoding="utf-8")
         check_plan_against_bake(p, dest, tmp_path)
         # selecting only the grandchild still brings every narrowed link along
-        only_c = planner.select(p, ["c"])
+        only_c = select(p, ["c"])
         dest.write_text(hcl.render_hcl(only_c) if fmt == "hcl" else hcl.render_json(only_c), encoding="utf-8")
         check_plan_against_bake(only_c, dest, tmp_path)
 
@@ -828,7 +829,7 @@ def test_random_configs_resolve_to_plan(stack: str, fixed_time: None, tmp_path: 
         last = p.cells[-1].target
         code = cli.run(["hcl", "-c", str(cfg), "-o", str(root / "selected.hcl"), last])
         assert code == 0
-        selected = planner.select(p, [last])
+        selected = select(p, [last])
         assert [c.target for c in selected.cells][-1] == last
         check_plan_against_bake(selected, root / "selected.hcl", root)
 

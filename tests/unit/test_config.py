@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from multibake.config import schema as config
 from multibake.config import settings
 from multibake.config.load import Loaded, load
 from multibake.config.schema import CacheType, Config, PerPlatformTags
+from multibake.config.yamlpos import format_path
 from multibake.errors import EXIT_USAGE, ConfigError
 from multibake.plan import paths
 from multibake.plan.planner import plan
@@ -217,9 +217,9 @@ def test_loc_falls_back_to_nearest_ancestor(tmp_path: Path) -> None:
 
 
 def test_format_path() -> None:
-    assert config.format_path(("images", "a", "tags", 0, "when", "x")) == "images.a.tags[0].when.x"
-    assert config.format_path(()) == ""
-    assert config.format_path(("platforms", 2)) == "platforms[2]"
+    assert format_path(("images", "a", "tags", 0, "when", "x")) == "images.a.tags[0].when.x"
+    assert format_path(()) == ""
+    assert format_path(("platforms", 2)) == "platforms[2]"
 
 
 # --- reading the file --------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from multibake.cli import app as cli
 from multibake.config import schema as cfg
 from multibake.config.load import load, validate
 from multibake.config.nodes import BuilderSpec
+from multibake.config.yamlpos import parse_yaml
 from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
 from multibake.errors import ConfigError, UsageError
 from multibake.plan import planner
+from multibake.plan.model import Plan
 from multibake.preflight import nodes
 from multibake.preflight.nodes import Action, Inspected, NodesDown, Observed
 from multibake.release import pipeline as release
@@ -43,7 +45,7 @@ PI = ("tcp://buildkit-arm.internal:1234", ("linux/arm64", "linux/arm/v7"))
 
 
 def spec(text: str = BUILDER) -> BuilderSpec:
-    data, positions, keys = cfg.parse_yaml(
+    data, positions, keys = parse_yaml(
         f"registry: {REG}\nplatforms: [linux/amd64]\nimages: {{app: {{context: app}}}}\n{text}", "p.yaml"
     )
     builder = validate(data, "p.yaml", positions, keys).builder
@@ -253,7 +255,7 @@ class FakeBuildx:
         self.builder = Inspected(driver=driver, nodes=kept)
 
 
-def _plan(tmp_path: Path, platforms: str = "[linux/amd64, linux/arm64, linux/arm/v7]") -> planner.Plan:
+def _plan(tmp_path: Path, platforms: str = "[linux/amd64, linux/arm64, linux/arm/v7]") -> Plan:
     make_context(tmp_path, "app")
     path = write_config(tmp_path, CONFIG.replace("[linux/amd64, linux/arm64, linux/arm/v7]", platforms))
     return planner.plan(load(path), FIXED_META)

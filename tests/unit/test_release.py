@@ -19,6 +19,7 @@ from multibake.config.load import load
 from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
 from multibake.plan import buildid, planner
+from multibake.plan.model import Plan
 from multibake.registry.client import Registry
 from multibake.registry.errors import RegistryError
 from multibake.release import journal, publish, shards
@@ -289,7 +290,7 @@ def test_a_family_shard_stages_its_cells_and_their_parents_stay_unpublished(stac
     assert set(doc.cells) == {APP1, APP2} and doc.failed == []
 
 
-def _promote_setup(stack: Stack) -> tuple[Registry, planner.Plan, dict[str, list[str]]]:
+def _promote_setup(stack: Stack) -> tuple[Registry, Plan, dict[str, list[str]]]:
     p = planner.plan(load(stack.config), FIXED_META)
     sources = {}
     for cell in p.cells:

@@ -221,21 +221,26 @@ class Tracker:
         header = rest.startswith("[") or self._previous != vid
         self._previous = vid
         vertex = self._vertices.get(vid)
+        if vertex is not None and self._event(vertex, rest, now):
+            return
+        if header and rest != "..." and not rest.startswith(("DONE", "ERROR")) and rest not in ("CACHED", "CANCELED"):
+            self._header(vid, rest, now)
+
+    def _event(self, vertex: _Vertex, rest: str, now: float) -> bool:
+        """A known vertex cached, done, failed or canceled; False when the line is none of those."""
         if rest == "CACHED":
-            if vertex is not None:
-                vertex.cached = True
+            vertex.cached = True
         elif rest.startswith("DONE"):
-            if vertex is not None:
-                self._done(vertex, now)
+            self._done(vertex, now)
         elif rest.startswith("ERROR"):
-            if vertex is not None and not IGNORED_ERROR.search(rest):
+            if not IGNORED_ERROR.search(rest):
                 self._ran(vertex)  # a step that failed ran
                 self._set(vertex.keys, State.FAILED, now)
         elif rest == "CANCELED":
-            if vertex is not None:
-                self._set(vertex.keys, State.CANCELED, now)
-        elif header and rest != "...":
-            self._header(vid, rest, now)
+            self._set(vertex.keys, State.CANCELED, now)
+        else:
+            return False
+        return True
 
     def _header(self, vid: str, rest: str, now: float) -> None:
         brackets = _BRACKETS.match(rest)

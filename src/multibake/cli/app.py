@@ -19,7 +19,7 @@ from multibake import __version__
 from multibake.cli import commands, release
 from multibake.cli.options import State
 from multibake.config import settings
-from multibake.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MultibakeError, Terminated, UsageError
+from multibake.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MultibakeError, Terminated
 
 app = typer.Typer(
     name="multibake",
@@ -102,6 +102,3 @@ def main() -> None:
     # SIGTERM unwinds like Ctrl-C: a private docker config holding a login is removed, no tag moves after it
     signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run())
-
-
-__all__ = ["UsageError", "app", "main", "run"]

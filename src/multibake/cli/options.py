@@ -76,11 +76,11 @@ def load_plan(
     check_files: bool = True,
 ) -> Any:
     """load → plan → select, shared by every command that needs a plan."""
-    from multibake.plan import planner
+    from multibake.plan.transforms import select
     from multibake.release import shards
 
     release = shards.resolve(config, registry, None, check_files)
-    return release.loaded, planner.select(release.plan, selectors or [])
+    return release.loaded, select(release.plan, selectors or [])
 
 
 def tools(progress: Progress = Progress.PLAIN) -> Tools:

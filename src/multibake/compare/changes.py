@@ -12,8 +12,8 @@ from pathlib import Path
 from multibake import refs
 from multibake.compare import diff as compare
 from multibake.errors import UsageError
-from multibake.plan import planner
 from multibake.plan.model import Plan
+from multibake.plan.transforms import select
 from multibake.registry.client import Registry
 from multibake.release import journal, publish, shards
 from multibake.release.tools import Tools, logged_in, registry_for
@@ -36,7 +36,7 @@ def diff(opts: DiffOptions, tools: Tools) -> compare.Report:
     if opts.against and opts.previous:
         raise UsageError("choose one of --against and --previous")
     release = shards.resolve(opts.config, opts.registry, None, check_files=False)
-    p = planner.select(release.plan, list(opts.selectors))
+    p = select(release.plan, list(opts.selectors))
     with logged_in(tools, release.plan.registry) as with_login:
         return _diff(opts, release, p, registry_for(release, with_login))
 
@@ -88,7 +88,7 @@ def _diff_against(opts: DiffOptions, p: Plan, reg: Registry) -> compare.Report:
         raise UsageError(f"--against {against!r}: {problem}")
     if against == p.registry:
         raise UsageError(f"--against {against}: that is the configured registry itself; name another namespace")
-    theirs = planner.select(shards.resolve(opts.config, against, None, check_files=False).plan, list(opts.selectors))
+    theirs = select(shards.resolve(opts.config, against, None, check_files=False).plan, list(opts.selectors))
     ours_refs, their_refs, notes = [], [], []
     for mine, other in zip(p.cells, theirs.cells, strict=True):
         if mine.image == other.image:  # image: host/name is not under the registry: the same on both sides

@@ -61,31 +61,32 @@ class Loaded(BaseModel):
         return Location(self.file, line, col, format_path(path))
 
 
+# The model owning the mapping at a key path ("*": any key, 0: any list index), for unknown-key hints.
+_OWNERS: tuple[tuple[tuple[str | int, ...], type[BaseModel]], ...] = (
+    ((), Config),
+    (("cache",), Cache),
+    (("retry",), Retry),
+    (("limits",), Limits),
+    (("attest",), Attest),
+    (("builder",), nodes.BuilderSpec),
+    (("builder", "nodes", 0), nodes.NodeSpec),
+    (("images", "*", "secrets", "*"), Secret),
+    (("images", "*"), Family),
+    (("update", "*"), UpdateRule),
+    (("images", "*", "update", "*"), UpdateRule),
+    (("images", "*", "tags", 0), TagRule),
+)
+
+
+def _fits(pattern: tuple[str | int, ...], path: KeyPath) -> bool:
+    return len(pattern) == len(path) and all(
+        (isinstance(p, int) and isinstance(k, int)) or p in ("*", k) for p, k in zip(pattern, path, strict=True)
+    )
+
+
 def _model_for(path: KeyPath) -> type[BaseModel] | None:
     """The model that owns the mapping at ``path`` (for unknown-key hints)."""
-    if path == ():
-        return Config
-    if path == ("cache",):
-        return Cache
-    if path == ("retry",):
-        return Retry
-    if path == ("limits",):
-        return Limits
-    if path == ("attest",):
-        return Attest
-    if path == ("builder",):
-        return nodes.BuilderSpec
-    if len(path) == 3 and path[:2] == ("builder", "nodes"):
-        return nodes.NodeSpec
-    if len(path) == 4 and path[0] == "images" and path[2] == "secrets":
-        return Secret
-    if len(path) == 2 and path[0] == "images":
-        return Family
-    if (len(path) == 2 and path[0] == "update") or (len(path) == 4 and path[0] == "images" and path[2] == "update"):
-        return UpdateRule
-    if len(path) == 4 and path[0] == "images" and path[2] == "tags" and isinstance(path[3], int):
-        return TagRule
-    return None
+    return next((model for pattern, model in _OWNERS if _fits(pattern, path)), None)
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> KeyPath:

@@ -22,12 +22,8 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.config import nodes
-from multibake.config.yamlpos import KeyPath, Positions, format_path, parse_yaml
 from multibake.kinds import Provenance
 from multibake.platforms import Scheme
-
-__all__ = ["Config", "Family", "KeyPath", "Loaded", "Positions", "format_path", "load", "parse_yaml", "validate"]
-
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # far above any real matrix; a bigger file is refused unread
 DEFAULT_MAX_CELLS = 100_000

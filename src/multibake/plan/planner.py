@@ -21,7 +21,7 @@ from multibake.config.yamlpos import KeyPath
 from multibake.errors import UsageError, config_error
 from multibake.lowgc import paused
 from multibake.plan.matrix import RawCell, expand, matches, platform_list
-from multibake.plan.model import Cell, FamilyPlan, Meta, Pairs, Plan, PlatformTarget, View
+from multibake.plan.model import Cell, FamilyPlan, Meta, Plan, PlatformTarget, View
 from multibake.plan.pieces import (
     TARGET_UNSAFE,
     TagRules,
@@ -35,42 +35,17 @@ from multibake.plan.pieces import (
     secret_specs,
     split_targets,
     tag_rules,
-    target_name,
 )
 from multibake.plan.templates import Template, compile_template, render
-from multibake.plan.transforms import narrowed, restrict, select, select_targets, with_attest, with_labels, without
+from multibake.plan.transforms import narrowed
 from multibake.refs import (
     CREDENTIALS_ADVICE,
     MAX_TAG,
     TAG,
     bounded_tag,
     image_name,
-    is_host,
     repository_problem,
-    untagged,
 )
-
-__all__ = [
-    "Cell",
-    "FamilyPlan",
-    "Meta",
-    "Pairs",
-    "Plan",
-    "PlatformTarget",
-    "View",
-    "image_name",
-    "is_host",
-    "plan",
-    "platform_tag",
-    "restrict",
-    "select",
-    "select_targets",
-    "target_name",
-    "untagged",
-    "with_attest",
-    "with_labels",
-    "without",
-]
 
 _SECRET_ARG = re.compile(r"_TOKEN$|PASSWORD|_KEY$|SECRET", re.IGNORECASE)
 Owner = tuple[str, dict[str, str] | str, str]  # family, cell values (or a description), role

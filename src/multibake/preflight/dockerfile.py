@@ -62,29 +62,41 @@ class Use:
     final: bool  # the built stage's own base, followed through stage references
 
 
-def instructions(text: str) -> Iterator[tuple[int, str, str]]:
-    """(line, KEYWORD, rest) per instruction: continuations joined, comments and heredoc bodies dropped."""
-    lines = text.splitlines()
+def _escape(lines: list[str]) -> str:
+    """The escape character: parser directives come first; only ``escape`` changes how lines join."""
     escape = "\\"
-    for line in lines:  # parser directives come first; only `escape` changes how lines join
+    for line in lines:
         if not line.startswith("#"):
             break
         if m := _ESCAPE_DIRECTIVE.match(line):
             escape = m.group(1)
+    return escape
+
+
+def _joined(lines: list[str], i: int, escape: str) -> tuple[int, str]:
+    """The instruction starting at line ``i``, its continuations joined; and the index after it."""
+    parts: list[str] = []
+    while i < len(lines):
+        raw = lines[i].strip()
+        i += 1
+        if raw.startswith("#") or (not raw and parts):
+            continue  # comments and blank lines inside a continued instruction
+        if raw.endswith(escape):
+            parts.append(raw[:-1])
+            continue
+        parts.append(raw)
+        break
+    return i, " ".join(p for p in parts if p)
+
+
+def instructions(text: str) -> Iterator[tuple[int, str, str]]:
+    """(line, KEYWORD, rest) per instruction: continuations joined, comments and heredoc bodies dropped."""
+    lines = text.splitlines()
+    escape = _escape(lines)
     i = 0
     while i < len(lines):
-        start, parts = i + 1, list[str]()
-        while i < len(lines):
-            raw = lines[i].strip()
-            i += 1
-            if raw.startswith("#") or (not raw and parts):
-                continue  # comments and blank lines inside a continued instruction
-            if raw.endswith(escape):
-                parts.append(raw[:-1])
-                continue
-            parts.append(raw)
-            break
-        joined = " ".join(p for p in parts if p)
+        start = i + 1
+        i, joined = _joined(lines, i, escape)
         if not joined:
             continue
         keyword, _, rest = joined.partition(" ")

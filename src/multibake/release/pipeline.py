@@ -20,8 +20,9 @@ from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Status
-from multibake.plan import buildid, paths, planner
+from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
+from multibake.plan.transforms import select, select_targets, without
 from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
 from multibake.registry.client import Registry
@@ -102,7 +103,7 @@ def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
     for c in skipped:
         say(f"multibake: {c.target} is up to date ({found[c.target]})")
     return Todo(
-        plan=planner.without(target.plan, found),
+        plan=without(target.plan, found),
         up_to_date=tuple(bake.up_to_date(c, found[c.target]) for c in skipped),
     )
 
@@ -229,7 +230,7 @@ def promote(
         say(f"multibake: {why}")
         failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
-    checks = publish.verify(planner.select_targets(plan, published.promoted), reg)
+    checks = publish.verify(select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)
     indexes = {check.ref: check for check in checks if check.kind == "index"}
@@ -288,5 +289,5 @@ def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools
     release = shards.resolve(config, registry, None, check_files=False)
     with logged_in(tools, release.plan.registry) as with_login:
         reg = registry_for(release, with_login)
-        checks = publish.verify(planner.select(release.plan, list(selectors)), reg)
+        checks = publish.verify(select(release.plan, list(selectors)), reg)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

@@ -1,4 +1,7 @@
-"""Step 1 of a release: the options a user gave, resolved into the plan to build (lock, selection, shard, platforms, labels)."""
+"""Step 1 of a release: the options a user gave, resolved into the plan to build.
+
+The lock, the selection, a shard or some platforms, the build-id and base labels, attestations.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from multibake.kinds import Mode, Provenance, Split
 from multibake.plan import buildid, planner
 from multibake.plan.model import Plan
 from multibake.plan.pieces import attest_specs
+from multibake.plan.transforms import restrict, select, with_attest, with_labels
 from multibake.preflight import bases
 from multibake.release import shards
 
@@ -100,7 +104,7 @@ def resolve(opts: BuildOptions) -> Target:
     """Step 1: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
     mode, sets, provenance = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
     release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
-    p = planner.select(release.plan, list(opts.selectors))
+    p = select(release.plan, list(opts.selectors))
     # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
     ids = buildid.compute(p, release.loaded.root)
     target = Target(release=release, plan=p, ids=ids, mode=mode, sets=sets)
@@ -109,10 +113,10 @@ def resolve(opts: BuildOptions) -> Target:
     if opts.platforms:
         target = replace(target, plan=_platforms(target, opts.platforms))
     labels = {t: (buildid.LABEL, i) for t, i in ids.items()}
-    p = planner.with_labels(target.plan, labels)
-    p = planner.with_labels(p, bases.base_labels(p, release.loaded.root, sets))
+    p = with_labels(target.plan, labels)
+    p = with_labels(p, bases.base_labels(p, release.loaded.root, sets))
     if provenance is not None:  # like --set, the command line is not part of the plan a lock pins
-        p = planner.with_attest(p, attest_specs(provenance))
+        p = with_attest(p, attest_specs(provenance))
     return replace(target, plan=p)
 
 
@@ -123,10 +127,10 @@ def _shard(target: Target, spec: str, selectors: tuple[str, ...]) -> Target:
     if shard.kind is Split.PLATFORM:
         # every cell built one target per platform, this platform only; publish merges them
         release = target.release
-        split = planner.select(planner.plan(release.loaded, release.meta, split_all=True), list(selectors))
-        p = planner.restrict(split, [shard.value])
+        split = select(planner.plan(release.loaded, release.meta, split_all=True), list(selectors))
+        p = restrict(split, [shard.value])
     else:
-        p = planner.select(target.plan, [shard.value])
+        p = select(target.plan, [shard.value])
     return replace(target, plan=p, shard=shard, members=frozenset(shards.shard_members(shard, p)))
 
 
@@ -142,7 +146,7 @@ def _platforms(target: Target, spellings: tuple[str, ...]) -> Plan:
             "--platform with --push would publish multi-arch tags missing platforms; "
             "build all planned platforms, shard the release (--shard platform=P), or build without --push"
         )
-    p = planner.restrict(target.plan, wanted)
+    p = restrict(target.plan, wanted)
     if not p.cells:
         raise UsageError(f"no selected cell is planned for {', '.join(wanted)}")
     return p

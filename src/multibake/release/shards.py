@@ -210,32 +210,49 @@ def write_result(shard: Shard, digest: str, cells: dict[str, ShardCell], failed:
     path.write_text(json.dumps(doc.model_dump(by_alias=True, exclude_none=True), indent=2) + "\n")
 
 
-def merge(paths: list[Path], plan: Plan, digest: str) -> tuple[dict[str, list[str]], list[str]]:
-    """Per cell, the staged refs to publish; and what is missing or failed (an incomplete release)."""
+def _result_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
         raise UsageError(f"no shard result files in {', '.join(map(str, paths))}")
-    pieces: dict[str, dict[str, str]] = {}
-    indexes: dict[str, str] = {}
-    problems: list[str] = []
+    return files
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Staged:
+    """What the shards staged: whole indexes per cell, or per-platform images to join into one."""
+
+    indexes: dict[str, str]
+    pieces: dict[str, dict[str, str]]  # cell → platform → staged ref
+    failed: list[str]
+
+
+def _read_results(files: list[Path], digest: str) -> _Staged:
+    staged = _Staged(indexes={}, pieces={}, failed=[])
     for f in files:
         doc = read_model(f, ShardResult, "shard result")
         if doc.plan != digest:
             raise UsageError(f"{f}: built from another plan ({doc.plan[:19]}…); rebuild it from the same lock file")
-        problems += [f"{t}: failed in shard {doc.shard}" for t in doc.failed]
+        staged.failed.extend(f"{t}: failed in shard {doc.shard}" for t in doc.failed)
         for target, got in doc.cells.items():
             if got.index is not None:
-                indexes[target] = got.index
+                staged.indexes[target] = got.index
             for platform, ref in (got.platforms or {}).items():
-                pieces.setdefault(target, {})[platform] = ref
+                staged.pieces.setdefault(target, {})[platform] = ref
+    return staged
+
+
+def merge(paths: list[Path], plan: Plan, digest: str) -> tuple[dict[str, list[str]], list[str]]:
+    """Per cell, the staged refs to publish; and what is missing or failed (an incomplete release)."""
+    staged = _read_results(_result_files(paths), digest)
+    problems = list(staged.failed)
     sources: dict[str, list[str]] = {}
     for cell in plan.cells:
-        if cell.target in indexes:
-            sources[cell.target] = [indexes[cell.target]]
+        if cell.target in staged.indexes:
+            sources[cell.target] = [staged.indexes[cell.target]]
             continue
-        have = pieces.get(cell.target, {})
+        have = staged.pieces.get(cell.target, {})
         missing = [p for p in cell.platforms if p not in have]
         if missing:
             problems.append(f"{cell.target}: no shard built {', '.join(missing)}")
