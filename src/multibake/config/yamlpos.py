@@ -10,6 +10,7 @@ the text exactly as written: an unquoted ``3.20`` stays "3.20".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,8 +185,56 @@ class _Builder:
 _SKIP = (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentStartEvent, yaml.DocumentEndEvent)
 
 
+_BRACKETS = re.compile(r"[\[\]{}]")
+_FLOW_CHARS = re.compile(r"[\[\]{}\"'#\n]")
+
+
+def _flow_depth(text: str) -> tuple[int, int, int]:
+    """The deepest ``[``/``{`` nesting outside quotes and comments, and where it first passes MAX_DEPTH.
+
+    A rough scan (it does not parse): enough to refuse a deeply nested file before any parser,
+    whose cost grows with the depth, sees it. Only the characters that matter are visited.
+    """
+    depth = deepest = 0
+    line, line_start, where = 1, 0, (0, 0)
+    quote = ""
+    comment = False
+    for m in _FLOW_CHARS.finditer(text):
+        ch = m.group()
+        if ch == "\n":
+            line, line_start, comment = line + 1, m.end(), False
+        elif comment or (quote and ch != quote):
+            continue
+        elif ch in "\"'":
+            quote = "" if quote else ch  # inside quotes only the closing quote gets here
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth == MAX_DEPTH + 1 and where == (0, 0):
+                where = (line, m.start() - line_start + 1)
+        else:
+            depth = max(depth - 1, 0)
+    return deepest, *where
+
+
+def _maybe_deep(text: str) -> bool:
+    """Whether the text could nest deeply (an upper bound: quotes and comments are not told apart)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth = depth + 1 if m.group() in "[{" else max(depth - 1, 0)
+        if depth > 4 * MAX_DEPTH:
+            return True
+    # block style: each level is at least one more column of indentation or a `- ` indicator
+    return any(len(raw) - len(raw.lstrip(" -?:")) > 4 * MAX_DEPTH for raw in text.splitlines())
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, Positions, Positions]:
     """The data, the positions of its values and the positions of its keys."""
+    deepest, line, col = _flow_depth(text)
+    if deepest > MAX_DEPTH:
+        raise config_error(Location(file, line, col, ""), f"nesting deeper than {MAX_DEPTH} levels")
     builder = _Builder(file)
     try:
         _run(_PARSER, text, builder.feed)
@@ -210,7 +259,8 @@ def _run(parser_class: Any, text: str, feed: Any) -> None:
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> ConfigError:
     """PyYAML's own parser words syntax errors better than libyaml ("found character '\\t'"): ask it again."""
-    if _PARSER is not yaml.SafeLoader and len(text) < 1_000_000:  # bounded: a second parse in Python
+    # bounded: a second parse in Python, whose cost grows with the text and its nesting
+    if _PARSER is not yaml.SafeLoader and len(text) < 1_000_000 and not _maybe_deep(text):
         try:
             _run(yaml.SafeLoader, text, lambda ev: None)
         except yaml.MarkedYAMLError as again:

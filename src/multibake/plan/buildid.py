@@ -12,7 +12,9 @@ import fnmatch
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
+from multibake.errors import UsageError
 from multibake.plan.model import Cell, Plan
 
 LABEL = "org.multibake.build-id"
@@ -39,12 +41,22 @@ def _context_digest(root: Path, dockerfile: Path) -> str:
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else f"//{path.name}"
         if any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p + "/*") for p in patterns):
             continue
-        h.update(rel.encode() + b"\0" + oct(path.stat().st_mode & 0o111).encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-        h.update(b"\0")
+        try:
+            _hash_file(h, rel, path)
+        except OSError as exc:
+            raise UsageError(f"build context {root.name}: cannot read {rel}: {exc.strerror}") from None
     return h.hexdigest()
+
+
+def _hash_file(h: Any, rel: str, path: Path) -> None:
+    if path.is_symlink() and not path.exists():  # a dangling link or a loop: BuildKit sends it as a link
+        h.update(rel.encode() + b"\0link\0" + str(path.readlink()).encode() + b"\0")
+        return
+    h.update(rel.encode() + b"\0" + oct(path.stat().st_mode & 0o111).encode() + b"\0")
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    h.update(b"\0")
 
 
 def compute(plan: Plan, root: Path) -> dict[str, str]:

@@ -13,10 +13,11 @@ context directories (and local cache folders) that lie outside that directory, a
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multibake.errors import config_error
+from multibake.errors import Location, config_error
 
 if TYPE_CHECKING:
     from multibake.config.load import Loaded
@@ -38,9 +39,25 @@ def is_remote(context: str) -> bool:
     return "://" in context or context.startswith(("target:", "git@"))
 
 
+class SymlinkLoop(Exception):
+    """A path whose symbolic links lead back to themselves: it names no file."""
+
+
+def resolved(path: Path) -> Path:
+    """``path.resolve()``; a symlink loop raises SymlinkLoop (Python 3.11 says RuntimeError, 3.13 OSError)."""
+    try:
+        return path.resolve()
+    except RuntimeError as exc:
+        raise SymlinkLoop(str(path)) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkLoop(str(path)) from exc
+        raise
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
-        path.resolve().relative_to(root)
+        resolved(path).relative_to(root)
     except ValueError:
         return False
     return True
@@ -57,22 +74,37 @@ def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
         if (context, dockerfile) in seen or is_remote(context):
             continue
         seen.add((context, dockerfile))
-        ctx = base / context
         ctx_loc = loaded.loc(("images", family, "context"))
         file_loc = loaded.loc(("images", family, "dockerfile"))
-        if not _inside(ctx, root):
-            raise config_error(ctx_loc, f"build context {context!r} is outside {root.name or '/'}/", RULE)
-        if not ctx.is_dir():
-            raise config_error(ctx_loc, f"build context {context!r} is not a directory")
-        if not _inside(ctx / dockerfile, root):
-            raise config_error(file_loc, f"Dockerfile {dockerfile!r} is outside {root.name or '/'}/", RULE)
-        if not (ctx / dockerfile).is_file():
-            raise config_error(file_loc, f"no Dockerfile at {context}/{dockerfile}")
+        _check_one(base / context, dockerfile, root=root, ctx_loc=ctx_loc, file_loc=file_loc, context=context)
+
+
+def _check_one(ctx: Path, dockerfile: str, *, root: Path, ctx_loc: Location, file_loc: Location, context: str) -> None:
+    for path, loc, what in ((ctx, ctx_loc, f"build context {context!r}"), (ctx / dockerfile, file_loc, "Dockerfile")):
+        try:
+            resolved(path)
+        except SymlinkLoop:
+            raise config_error(loc, f"{what} is a symbolic link loop ({path.name} leads back to itself)") from None
+    if not _inside(ctx, root):
+        raise config_error(ctx_loc, f"build context {context!r} is outside {root.name or '/'}/", RULE)
+    if not ctx.is_dir():
+        raise config_error(ctx_loc, f"build context {context!r} is not a directory")
+    if not _inside(ctx / dockerfile, root):
+        raise config_error(file_loc, f"Dockerfile {dockerfile!r} is outside {root.name or '/'}/", RULE)
+    if not (ctx / dockerfile).is_file():
+        raise config_error(file_loc, f"no Dockerfile at {context}/{dockerfile}")
 
 
 def check_files(loaded: Loaded, plan: Plan) -> None:
     """``validate``'s checks on disk for every cell: contexts and Dockerfiles exist, inside the project."""
     check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in plan.cells])
+
+
+def _or_itself(path: Path) -> Path:
+    try:
+        return resolved(path)
+    except SymlinkLoop:
+        return path  # refused by check_paths; never a reason to stop here
 
 
 def entitlements(loaded: Loaded, plan: Plan) -> tuple[str, ...]:
@@ -85,11 +117,11 @@ def entitlements(loaded: Loaded, plan: Plan) -> tuple[str, ...]:
     writes: set[Path] = set()
     for cell in plan.cells:
         if not is_remote(cell.context):
-            reads.add((root / cell.context).resolve())
+            reads.add(_or_itself(root / cell.context))
         for entry in (*cell.cache_from, *cell.cache_to, *cell.secrets):
             fields = dict(part.partition("=")[::2] for part in entry.split(","))
             if fields.get("type") == "local" or ("id" in fields and "src" in fields):  # a local cache, a secret file
-                (reads if "src" in fields else writes).add((root / (fields.get("src") or fields["dest"])).resolve())
+                (reads if "src" in fields else writes).add(_or_itself(root / (fields.get("src") or fields["dest"])))
     return tuple(
         sorted(
             f"fs.{kind}={path}"
