@@ -47,6 +47,7 @@ class FakeRegistry:
     fail_next: list[RegistryError] = field(default_factory=list)  # raised by the next calls, in order
     writes: list[str] = field(default_factory=list)  # refs written through the API
     refuse_writes: RegistryError | None = None  # raised by every manifest write (a registry that stopped taking pushes)
+    refuse_tags: RegistryError | None = None  # raised by writes to a public tag only (staging and digests pass)
 
     def _maybe_fail(self) -> None:
         if self.fail_next:
@@ -78,6 +79,9 @@ class FakeRegistry:
         self._maybe_fail()
         if self.refuse_writes is not None:
             raise self.refuse_writes
+        tag = ref.rsplit(":", 1)[-1] if "@" not in ref else ""
+        if self.refuse_tags is not None and tag and not tag.startswith("multibake-staging-"):
+            raise self.refuse_tags
         self.writes.append(ref)
         self.store(ref, body, media_type)
 

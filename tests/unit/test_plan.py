@@ -1044,3 +1044,48 @@ def test_unbalanced_braces_are_refused(tmp_path: Path, text: str) -> None:
               app: {{context: app, matrix: {{v: ["1"]}}, args: {{NODE_MAJOR: "{text}"}}}}
             """,
         )
+
+
+# --- every ancestor agrees on the axes a cell shares with it -------------------------------------
+
+_CHAIN = """
+registry: r.example.com/x
+platforms: [linux/amd64]
+images:
+  alpine:
+    context: ctx
+    matrix: {alpine: ["3.19", "3.20"]}
+    tags: ["{alpine}"]
+  s6:
+    context: ctx
+    base: alpine
+    matrix: {alpine: ["3.19"], s6: ["3.2"]}
+    tags: ["{s6}"]
+  s6-any:
+    context: ctx
+    base: s6
+    tags: ["latest"]
+  node:
+    context: ctx
+    base: s6-any
+    matrix: {alpine: ["ALPINE"], node: ["22"]}
+    tags: ["{node}-alpine{alpine}"]
+"""
+
+
+def test_a_grandparent_on_another_value_of_a_shared_axis_is_refused_naming_the_chain(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\n")
+    with pytest.raises(ConfigError) as info:
+        plan_text(tmp_path, _CHAIN.replace("ALPINE", "3.20"))
+    message = str(info.value)
+    assert "images.node.base" in message and "alpine=3.20" in message
+    assert "s6-any" in message and "s6-3_19-3_2" in message and "alpine=3.19" in message
+
+
+def test_ancestors_that_agree_plan_as_before(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\n")
+    p = plan_text(tmp_path, _CHAIN.replace("ALPINE", "3.19"))
+    child = next(c for c in p.cells if c.family == "node")
+    assert child.parent is not None and dict(child.axes)["alpine"] == "3.19"

@@ -14,7 +14,7 @@ import pytest
 
 from multibake.bake import display
 from multibake.cli import app as cli
-from multibake.cli import options
+from multibake.cli import options, report
 from multibake.config.load import load
 from multibake.errors import BuildError, UsageError
 from multibake.kinds import Status
@@ -272,6 +272,25 @@ def test_platform_shards_stage_then_publish_merges_them(stack: Stack) -> None:
     checked = release.publish_shards(stack.config, None, lock, results, stack.tools())
     assert checked.ok and checked.checks
     assert stack.registry.platforms(f"{REG}/app:2.0") == sorted(PLATFORMS)
+
+
+def test_a_shard_that_staged_says_ok_in_its_json_as_in_its_exit_code(stack: Stack) -> None:
+    built = stack.build(push=True, shard="platform=linux/arm64")
+    assert built.ok and built.report is not None
+    assert set(stack.status(built).values()) == {Status.STAGED}
+    assert report.build_json(built.report, ok=built.ok)["ok"] is True
+
+
+def test_publish_from_shards_with_a_registry_failing_while_tags_move_still_reports(stack: Stack) -> None:
+    for platform in PLATFORMS:
+        assert stack.build(push=True, shard=f"platform={platform}").ok
+    stack.registry.refuse_tags = RegistryError("writing x: HTTP 503", transient=True)
+    checked = release.publish_shards(stack.config, None, None, (stack.config.parent / "shards",), stack.tools())
+    assert not checked.ok and checked.checks, "a table and --json, not only an error line"
+    assert any("rerun to finish" in line for line in stack.said)
+    stack.registry.refuse_tags = None
+    again = release.publish_shards(stack.config, None, None, (stack.config.parent / "shards",), stack.tools())
+    assert again.ok, "the rerun finishes"
 
 
 def test_publish_refuses_an_incomplete_set_of_shards(stack: Stack) -> None:

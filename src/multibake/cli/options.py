@@ -107,7 +107,7 @@ def render_build(built: Built, as_json: bool) -> int:
             typer.echo(f"# {line}")
         typer.echo(f"# {built.dry_run.command}")
     elif built.report is not None and as_json:
-        typer.echo(json.dumps(report.build_json(built.report), indent=2))
+        typer.echo(json.dumps(report.build_json(built.report, ok=built.ok), indent=2))
     elif built.report is not None:
         typer.echo(report.build_table(built.report), nl=False)
     return 0 if built.ok else 1

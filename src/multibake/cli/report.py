@@ -90,12 +90,12 @@ def plan_table(plan: Plan, bases: Mapping[str, CellBases] | None = None) -> str:
 BUILD_SCHEMA = "multibake.build/v1"
 
 
-def build_json(report: BuildReport) -> dict[str, Any]:
-    """The stable ``build --json`` document (documented in the README)."""
+def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
+    """The stable ``build --json`` document (documented in the README); ``ok`` as the exit code says it."""
     b = report.builder
     return {
         "schema": BUILD_SCHEMA,
-        "ok": report.ok,
+        "ok": report.ok if ok is None else ok,
         "mode": report.mode.value,
         "route": report.route,
         "nodes": dict(report.nodes),

@@ -315,6 +315,28 @@ def _platform_tags(
     return tuple(out)
 
 
+def _check_ancestors(run: _Run, spec: _Spec, rc: RawCell, parent: Cell) -> None:
+    """Every ancestor, not only the parent, must agree with the cell on the axes they share.
+
+    A parent without an axis is built once for all its values, on one grandparent cell: a child
+    tagged alpine=3.20 must not end up on a grandparent built for alpine=3.19.
+    """
+    chain: list[Cell] = []
+    ancestor: Cell | None = parent
+    while ancestor is not None:
+        chain.append(ancestor)
+        axes = dict(ancestor.axes)
+        clash = [a for a, v in rc.values.items() if a in axes and axes[a] != v]
+        if clash:
+            path = " → ".join(f"{c.family} {c.target}" for c in chain)
+            raise config_error(
+                run.loaded.loc((*spec.path, "base")),
+                f"cell {describe(rc.values)} builds on {path}, which has "
+                f"{', '.join(f'{a}={axes[a]}' for a in clash)}: every ancestor must agree on shared axes",
+            )
+        ancestor = run.by_target.get(ancestor.parent) if ancestor.parent else None
+
+
 def _parent(run: _Run, spec: _Spec, rc: RawCell, plats: tuple[str, ...]) -> tuple[Cell | None, str | None]:
     """The parent cell (matching on the shared axes) and the bake target ``FROM base`` resolves to."""
     fam, values, loaded = spec.fam, rc.values, run.loaded
@@ -329,6 +351,7 @@ def _parent(run: _Run, spec: _Spec, rc: RawCell, plats: tuple[str, ...]) -> tupl
             f"cell {describe(values)} needs exactly one {fam.base} cell matching {on}; found {names}",
         )
     parent = found[0]
+    _check_ancestors(run, spec, rc, parent)
     missing = [p for p in plats if p not in parent.platforms]
     if missing:
         # blame whatever chose the child's platforms
