@@ -6,6 +6,7 @@ Standard library only, so the CLI can declare its options without importing the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -70,3 +71,12 @@ class Change(StrEnum):
 
 
 Echo = Callable[[str], None]  # where a line of output goes (stderr, a list in tests)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlatformSize:
+    """One platform image as the registry serves it: compressed bytes (the sum of its layers) and layers."""
+
+    platform: str
+    compressed: int
+    layers: int

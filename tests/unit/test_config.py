@@ -255,11 +255,11 @@ def test_check_paths_accepts_existing_and_remote_contexts(tmp_path: Path) -> Non
     paths.check_paths(
         loaded,
         [
-            ("app", "app", "Dockerfile"),
-            ("app", "other", "sub/Dockerfile.x"),
-            ("app", "https://github.com/org/repo.git#main", "Dockerfile"),
-            ("app", "git@github.com:org/repo.git", "Dockerfile"),
-            ("app", "target:something", "Dockerfile"),
+            paths.BuildFiles("app", "app", "Dockerfile"),
+            paths.BuildFiles("app", "other", "sub/Dockerfile.x"),
+            paths.BuildFiles("app", "https://github.com/org/repo.git#main", "Dockerfile"),
+            paths.BuildFiles("app", "git@github.com:org/repo.git", "Dockerfile"),
+            paths.BuildFiles("app", "target:something", "Dockerfile"),
         ],
     )
 
@@ -267,7 +267,7 @@ def test_check_paths_accepts_existing_and_remote_contexts(tmp_path: Path) -> Non
 def test_check_paths_missing_context(tmp_path: Path) -> None:
     loaded = load(write_config(tmp_path, MINIMAL))
     with pytest.raises(ConfigError, match="build context 'app' is not a directory") as info:
-        paths.check_paths(loaded, [("app", "app", "Dockerfile")])
+        paths.check_paths(loaded, [paths.BuildFiles("app", "app", "Dockerfile")])
     assert ":5:14: images.app.context:" in str(info.value)
 
 
@@ -275,7 +275,7 @@ def test_check_paths_missing_dockerfile(tmp_path: Path) -> None:
     loaded = load(write_config(tmp_path, MINIMAL))
     (tmp_path / "app").mkdir()
     with pytest.raises(ConfigError, match="no Dockerfile at app/Dockerfile"):
-        paths.check_paths(loaded, [("app", "app", "Dockerfile")])
+        paths.check_paths(loaded, [paths.BuildFiles("app", "app", "Dockerfile")])
 
 
 def test_check_paths_is_relative_to_the_config_not_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,7 +284,7 @@ def test_check_paths_is_relative_to_the_config_not_the_cwd(tmp_path: Path, monke
     make_context(sub, "app")
     loaded = load(write_config(sub, MINIMAL))
     monkeypatch.chdir(tmp_path)
-    paths.check_paths(loaded, [("app", "app", "Dockerfile")])
+    paths.check_paths(loaded, [paths.BuildFiles("app", "app", "Dockerfile")])
 
 
 # --- schema ------------------------------------------------------------------------------------

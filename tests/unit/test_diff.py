@@ -13,6 +13,7 @@ from multibake.compare.diff import Report as DiffReport
 from multibake.errors import UsageError
 from multibake.kinds import Change
 from multibake.release import journal
+from multibake.release.publish import TagCheck
 
 AMD, ARM = "linux/amd64", "linux/arm64"
 REG = "r.example.com/team"
@@ -171,7 +172,7 @@ def _entry(before: str | None, after: str, time: str = "2025-01-02T03:04:05Z") -
     return journal.release_of(
         registry=REG,
         config="platforms.yaml",
-        tags=[(f"{REG}/app:1.0", "app-1_0", "index")],
+        tags=[TagCheck(ref=f"{REG}/app:1.0", target="app-1_0", ok=True)],
         before={f"{REG}/app:1.0": before},
         after={f"{REG}/app:1.0": after},
         time=time,

@@ -17,7 +17,7 @@ from multibake.cli import app as cli
 from multibake.cli import options, report
 from multibake.config.load import load
 from multibake.errors import BuildError, UsageError
-from multibake.kinds import Status
+from multibake.kinds import PlatformSize, Status
 from multibake.plan import buildid, planner
 from multibake.plan.model import Plan
 from multibake.registry.client import Registry
@@ -116,10 +116,10 @@ def test_the_summary_and_json_show_compressed_size_and_layers_per_platform(stack
     built = stack.build(push=True)
     assert built.report is not None
     app = next(c for c in built.report.cells if c.target == APP1)
-    assert app.sizes == dict.fromkeys(PLATFORMS, (1234, 2))
+    assert app.sizes == {p: PlatformSize(platform=p, compressed=1234, layers=2) for p in PLATFORMS}
     checks = release.verify(stack.config, None, (), stack.tools())
-    index = next(c for c in checks.checks or () if c.target == APP1 and c.kind == "index")
-    assert sorted(index.sizes) == sorted((p, 1234, 2) for p in PLATFORMS)
+    index = next(c for c in checks.checks or () if c.target == APP1 and c.is_index)
+    assert sorted((s.platform, s.compressed, s.layers) for s in index.sizes) == sorted((p, 1234, 2) for p in PLATFORMS)
 
 
 def _public_tags(fake: FakeRegistry) -> dict[tuple[str, str], str]:

@@ -31,7 +31,7 @@ from multibake.bake.invocation import (
 )
 from multibake.docker import DockerFailure, Runner
 from multibake.failures import Failure, Kind, Steps, classify
-from multibake.kinds import Echo, Mode, Status
+from multibake.kinds import Echo, Mode, PlatformSize, Status
 from multibake.plan.model import Cell, Plan
 from multibake.preflight.builder import BuilderInfo
 from multibake.retry import RetryPolicy, Transient
@@ -56,7 +56,7 @@ class CellResult:
     duration: float = 0.0
     digest: str | None = None
     platform_digests: Mapping[str, str] = field(default_factory=dict)
-    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # platform → (compressed bytes, layers)
+    sizes: Mapping[str, PlatformSize] = field(default_factory=dict)  # per platform, as the registry serves it
     error: str | None = None
     log_tail: tuple[str, ...] = ()
 

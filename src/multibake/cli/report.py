@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from multibake.kinds import Change, Status
+from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
 
@@ -126,7 +126,7 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
                 "duration": c.duration,
                 "digest": c.digest,
                 "platform_digests": dict(c.platform_digests),
-                "sizes": {p: {"bytes": b, "layers": n} for p, (b, n) in c.sizes.items()},
+                "sizes": {p: {"bytes": s.compressed, "layers": s.layers} for p, s in c.sizes.items()},
                 "tags": list(c.tags),
                 "error": c.error,
                 "log_tail": list(c.log_tail),
@@ -155,7 +155,7 @@ def build_table(report: BuildReport) -> str:
             ]
         )
     text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS", "BASE"], rows)
-    text += sizes_table([(c.target, p, b, n) for c in report.cells for p, (b, n) in c.sizes.items()])
+    text += sizes_table([(c.target, s) for c in report.cells for s in c.sizes.values()])
     for c in report.cells:
         if c.status.ok or not c.error:
             continue
@@ -177,11 +177,13 @@ def build_table(report: BuildReport) -> str:
     return text
 
 
-def sizes_table(rows: list[tuple[str, str, int, int]]) -> str:
+def sizes_table(rows: list[tuple[str, PlatformSize]]) -> str:
     """Compressed size and layer count per cell and platform, as the registry serves them."""
     if not rows:
         return ""
-    cells = [[target, name(p, Scheme.SHORT), f"{b / 1e6:.1f} MB", str(n)] for target, p, b, n in rows]
+    cells = [
+        [target, name(s.platform, Scheme.SHORT), f"{s.compressed / 1e6:.1f} MB", str(s.layers)] for target, s in rows
+    ]
     return "\n" + table(["TARGET", "PLATFORM", "COMPRESSED", "LAYERS"], cells)
 
 
@@ -202,7 +204,7 @@ def verify_json(checks: list[TagCheck]) -> dict[str, Any]:
                 "digest": c.digest,
                 "platforms": dict(c.platforms),
                 "attestations": c.attestations,
-                "sizes": {p: {"bytes": b, "layers": n} for p, b, n in c.sizes},
+                "sizes": {s.platform: {"bytes": s.compressed, "layers": s.layers} for s in c.sizes},
                 "problem": c.problem,
             }
             for c in checks
@@ -214,17 +216,17 @@ def verify_table(checks: list[TagCheck]) -> str:
     rows = [
         [
             c.ref,
-            "multi-arch" if c.kind == "index" else name(c.kind, Scheme.SHORT),
+            "multi-arch" if c.platform is None else name(c.platform, Scheme.SHORT),
             "ok" if c.ok else "MISMATCH",
             (c.digest or "-").removeprefix("sha256:")[:12],
             ",".join(name(p, Scheme.SHORT) for p, _ in c.platforms) or "-",
-            str(c.attestations) if c.kind == "index" else "-",
+            str(c.attestations) if c.is_index else "-",
             c.problem or "",
         ]
         for c in checks
     ]
     text = table(["TAG", "KIND", "STATUS", "DIGEST", "PLATFORMS", "ATTESTATIONS", "PROBLEM"], rows)
-    text += sizes_table([(c.target, p, b, n) for c in checks for p, b, n in c.sizes])
+    text += sizes_table([(c.target, s) for c in checks for s in c.sizes])
     bad = sum(not c.ok for c in checks)
     return text + f"\n{len(checks) - bad}/{len(checks)} tags match the plan\n"
 

@@ -14,6 +14,7 @@ context directories (and local cache folders) that lie outside that directory, a
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,14 +64,21 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def check_paths(loaded: Loaded, items: list[tuple[str, str, str]]) -> None:
-    """Refuse a missing or escaping build context or Dockerfile.
+@dataclass(frozen=True, slots=True)
+class BuildFiles:
+    """What one family builds from: its build context and its Dockerfile, as the plan resolved them."""
 
-    ``items`` are (family, context, dockerfile) as the plan resolved them.
-    """
+    family: str
+    context: str
+    dockerfile: str
+
+
+def check_paths(loaded: Loaded, items: list[BuildFiles]) -> None:
+    """Refuse a missing or escaping build context or Dockerfile."""
     base, root = loaded.root.resolve(), project_root(loaded.root)
     seen: set[tuple[str, str]] = set()
-    for family, context, dockerfile in items:
+    for item in items:
+        family, context, dockerfile = item.family, item.context, item.dockerfile
         if (context, dockerfile) in seen or is_remote(context):
             continue
         seen.add((context, dockerfile))
@@ -97,7 +105,7 @@ def _check_one(ctx: Path, dockerfile: str, *, root: Path, ctx_loc: Location, fil
 
 def check_files(loaded: Loaded, plan: Plan) -> None:
     """``validate``'s checks on disk for every cell: contexts and Dockerfiles exist, inside the project."""
-    check_paths(loaded, [(c.family, c.context, c.dockerfile) for c in plan.cells])
+    check_paths(loaded, [BuildFiles(c.family, c.context, c.dockerfile) for c in plan.cells])
 
 
 def _or_itself(path: Path) -> Path:

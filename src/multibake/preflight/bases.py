@@ -77,19 +77,37 @@ def _args(cell: Cell, piece_args: tuple[tuple[str, str], ...], sets: Mapping[str
     return out
 
 
-def _builds(cell: Cell) -> list[tuple[str, tuple[tuple[str, str], ...], str | None, str | None]]:
-    """(platform, args, plan parent, published base) of each build of ``cell``."""
-    parent = cell.parent if cell.base_context else None
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Build:
+    """One build of a cell: its platform, build args, the plan parent and the published base it starts from."""
+
+    platform: str
+    args: tuple[tuple[str, str], ...]
+    parent: str | None
+    published: str | None
+
+
+def _builds(cell: Cell) -> list[_Build]:
     if cell.split:
-        return [(p.platform, p.args, cell.parent if p.base_context else None, cell.base_image) for p in cell.split]
-    return [(p, cell.args, parent, cell.base_image) for p in cell.platforms]
+        return [
+            _Build(
+                platform=p.platform,
+                args=p.args,
+                parent=cell.parent if p.base_context else None,
+                published=cell.base_image,
+            )
+            for p in cell.split
+        ]
+    parent = cell.parent if cell.base_context else None
+    return [_Build(platform=p, args=cell.args, parent=parent, published=cell.base_image) for p in cell.platforms]
 
 
 def cell_bases(cell: Cell, parsed: df.Dockerfile, family_of: Mapping[str, str], sets: Mapping[str, str]) -> CellBases:
     """Every base of every platform of ``cell``; ``family_of`` maps plan targets to their family."""
     needs: list[Need] = []
     shown: list[tuple[str, str]] = []
-    for platform, piece_args, parent, published in _builds(cell):
+    for build in _builds(cell):
+        platform, piece_args, parent, published = build.platform, build.args, build.parent, build.published
         contexts = frozenset({BASE}) if parent or published else frozenset()
         uses = df.uses(
             parsed, platform=platform, args=_args(cell, piece_args, sets), stage=cell.stage, contexts=contexts
@@ -196,11 +214,19 @@ def preflight_registry(api: Api, retry: Retry, sleep: Callable[[float], None], e
 
 
 @dataclass
+class _HostFailure:
+    """A registry host that could not be read: the first reason, and the references left unread."""
+
+    reason: str
+    refs: list[str]
+
+
+@dataclass
 class _Reads:
     """What a run learnt from the registry: published platforms (None: no such image), and failures."""
 
     held: dict[str, frozenset[str] | None]
-    failed: dict[str, tuple[str, list[str]]]  # host → (first reason, the references not read)
+    failed: dict[str, _HostFailure]
 
 
 def published_platforms(reg: Registry, ref: str) -> frozenset[str] | None:
@@ -230,13 +256,13 @@ def read_all(reg: Registry, refs: list[str], threads: int = THREADS) -> _Reads:
         host = parse(ref).host
         with lock:
             if host in down:
-                reads.failed[host][1].append(ref)
+                reads.failed[host].refs.append(ref)
                 return
         try:
             got = published_platforms(reg, ref)
         except (BuildError, ValueError, KeyError) as exc:
             with lock:
-                _, refs_of_host = reads.failed.setdefault(host, (str(exc), []))
+                refs_of_host = reads.failed.setdefault(host, _HostFailure(str(exc), [])).refs
                 refs_of_host.append(ref)
                 if isinstance(exc.__cause__, Transient):
                     down.add(host)
@@ -280,7 +306,8 @@ def preflight(plan: Plan, bases: Mapping[str, CellBases], reg: Registry, say: Ec
     """Refuse (exit 2) a plan whose bases are missing or lack a planned platform; warn on unreadable hosts."""
     refs = sorted({canonical_ref(n.ref) for cb in bases.values() for n in cb.needs if n.parent is None})
     reads = read_all(reg, refs) if refs else _Reads(held={}, failed={})
-    for host, (reason, unread) in sorted(reads.failed.items()):
+    for host, failure in sorted(reads.failed.items()):
+        reason, unread = failure.reason, failure.refs
         say(
             f"multibake: warning: could not read {len(unread)} base image(s) from {host}, "
             f"their platforms are not checked: {reason}"

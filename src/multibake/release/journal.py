@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from multibake.release.publish import TagCheck
 from multibake.release.shards import read_model
 
 SCHEMA = "multibake.release/v1"
@@ -95,7 +96,7 @@ def release_of(
     *,
     registry: str,
     config: str,
-    tags: Sequence[tuple[str, str, str]],
+    tags: Sequence[TagCheck],
     before: Mapping[str, str | None],
     after: Mapping[str, str | None],
     revision: str | None = None,
@@ -103,7 +104,7 @@ def release_of(
     build_ids: Mapping[str, str] | None = None,
     time: str | None = None,
 ) -> Release:
-    """A journal entry: ``tags`` are (ref, target, kind) of every public tag the release wrote or kept."""
+    """A journal entry: ``tags`` are the checks of every public tag the release wrote or kept."""
     return Release(
         schema_id=SCHEMA,
         time=time or now(),
@@ -113,7 +114,7 @@ def release_of(
         created=created,
         build_ids=dict(build_ids or {}),
         tags=[
-            TagRecord(ref=ref, target=target, kind=kind, before=before.get(ref), after=after.get(ref))
-            for ref, target, kind in tags
+            TagRecord(ref=t.ref, target=t.target, kind=t.kind, before=before.get(t.ref), after=after.get(t.ref))
+            for t in tags
         ],
     )

@@ -197,7 +197,7 @@ def record(journal_to: Journal, published: publish.Published, checks: list[TagCh
     entry = journal.release_of(
         registry=journal_to.release.plan.registry,
         config=journal_to.release.loaded.file,
-        tags=[(check.ref, check.target, check.kind) for check in checks],
+        tags=checks,
         before=before,
         after=after,
         revision=meta.revision,
@@ -233,7 +233,7 @@ def promote(
     checks = publish.verify(select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)
-    indexes = {check.ref: check for check in checks if check.kind == "index"}
+    indexes = {check.ref: check for check in checks if check.is_index}
     cells = [
         _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
         if cell.target in published.promoted
@@ -250,7 +250,7 @@ def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -
     status = Status.UNCHANGED if unchanged else Status.PUBLISHED
     if first is None:
         return replace(cell, status=status)
-    sizes = {platform: (total, layers) for platform, total, layers in first.sizes}
+    sizes = {size.platform: size for size in first.sizes}
     return replace(cell, status=status, digest=first.digest, platform_digests=dict(first.platforms), sizes=sizes)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from multibake.errors import BuildError
-from multibake.kinds import Status
+from multibake.kinds import PlatformSize, Status
 from multibake.plan import buildid
 from multibake.plan.model import Cell, Plan
 from multibake.registry.client import RawManifest, Registry
@@ -55,13 +55,22 @@ class TagCheck:
 
     ref: str
     target: str
-    kind: str  # "index" (multi-arch tag) or the platform of a per-platform tag
+    platform: str | None = None  # a per-platform tag's platform; None: a multi-arch tag (an index)
     ok: bool
     digest: str | None = None
     platforms: tuple[tuple[str, str], ...] = ()  # platform → digest, attestations aside
     attestations: int = 0
     problem: str | None = None
-    sizes: tuple[tuple[str, int, int], ...] = ()  # (platform, compressed bytes, layers), the cell's first index
+    sizes: tuple[PlatformSize, ...] = ()  # per platform image of the cell's first index
+
+    @property
+    def is_index(self) -> bool:
+        return self.platform is None
+
+    @property
+    def kind(self) -> str:
+        """How ``verify --json`` and the journal name it: ``index``, or the per-platform tag's platform."""
+        return self.platform or "index"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,8 +127,8 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
     candidates = [c for c in plan.cells if c.target in sources]
     staged: dict[str, RawManifest] = {}
     for cell, got in zip(candidates, _parallel(lambda c: _stage(reg, c, sources[c.target]), candidates), strict=True):
-        if isinstance(got, str):
-            held_back[cell.target] = got
+        if isinstance(got, NotStaged):
+            held_back[cell.target] = got.reason
         else:
             staged[cell.target] = got
     if held_back and not partial:
@@ -181,7 +190,14 @@ def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mappin
     )
 
 
-def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
+@dataclass(frozen=True, slots=True)
+class NotStaged:
+    """Why a cell has no complete staged index (its public tags stay where they are)."""
+
+    reason: str
+
+
+def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | NotStaged:
     """The complete staged index of ``cell``, or why there is none."""
     ref = refs[0] if len(refs) == 1 and not cell.split else None  # one staged index: used as it is
     try:
@@ -191,9 +207,9 @@ def _stage(reg: Registry, cell: Cell, refs: list[str]) -> RawManifest | str:
             held = reg.merge(refs)
             ref = f"{cell.image}@{held.digest}"
     except BuildError as exc:
-        return str(exc)
+        return NotStaged(str(exc))
     problem = _index_problem(cell, held)
-    return f"staged {ref}: {problem}" if problem or held is None else held
+    return NotStaged(f"staged {ref}: {problem}") if problem or held is None else held
 
 
 def verify(plan: Plan, reg: Registry) -> list[TagCheck]:
@@ -233,14 +249,16 @@ def _with_sizes(reg: Registry, plan: Plan, checks: list[TagCheck]) -> list[TagCh
     image = {c.target: c.image for c in plan.cells}
     wanted = [(i, p, d) for i in first.values() for p, d in checks[i].platforms]
 
-    def size(item: tuple[int, str, str]) -> tuple[int, int]:
+    def size(item: tuple[int, str, str]) -> PlatformSize:
         held = reg.manifest(f"{image[checks[item[0]].target]}@{item[2]}")
         layers = held.doc.get("layers", []) if held is not None else []
-        return sum(int(layer.get("size", 0)) for layer in layers), len(layers)
+        return PlatformSize(
+            platform=item[1], compressed=sum(int(lay.get("size", 0)) for lay in layers), layers=len(layers)
+        )
 
     out = list(checks)
-    for (i, platform, _), (total, count) in zip(wanted, _parallel(size, wanted), strict=True):
-        out[i] = replace(out[i], sizes=(*out[i].sizes, (platform, total, count)))
+    for (i, _, _), measured in zip(wanted, _parallel(size, wanted), strict=True):
+        out[i] = replace(out[i], sizes=(*out[i].sizes, measured))
     return out
 
 
@@ -248,13 +266,12 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
     try:
         held = reg.manifest(ref)
     except BuildError as exc:
-        return TagCheck(ref=ref, target=cell.target, kind="index", ok=False, problem=str(exc))
+        return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(exc))
     problem = _index_problem(cell, held)
     found = held.entries() if held is not None and held.is_index else {}
     return TagCheck(
         ref=ref,
         target=cell.target,
-        kind="index",
         ok=problem is None,
         digest=held.digest if held else None,
         platforms=tuple(sorted(found.items())),
@@ -265,7 +282,7 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
 
 def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:
     def result(ok: bool, problem: str | None = None, digest: str | None = None) -> TagCheck:
-        return TagCheck(ref=ref, target=cell.target, kind=platform, ok=ok, digest=digest, problem=problem)
+        return TagCheck(ref=ref, target=cell.target, platform=platform, ok=ok, digest=digest, problem=problem)
 
     try:
         held = reg.manifest(ref)
