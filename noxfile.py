@@ -66,7 +66,7 @@ def tests(session: nox.Session) -> None:
 
 
 RELIABILITY = (
-    "tests/unit/test_errors_corpus.py",  # R2: hostile input, bounded in time and memory
+    "tests/unit/config/test_errors_corpus.py",  # R2: hostile input, bounded in time and memory
     "tests/integration/test_reliability.py",  # R1 flaky registry, R3 killed and interrupted releases
     "tests/integration/test_build.py::test_a_registry_that_always_fails_ends_the_release_within_its_retry_budget",
     "tests/integration/test_build.py::test_401_is_not_retried_and_no_public_tag_appears",

@@ -18,7 +18,7 @@ from multibake.registry.errors import RegistryError
 from multibake.release.resolve import BuildOptions, resolve
 from tests.helpers import plan_text
 from tests.unit.fakes import FakeDocker, FakeRegistry, targets_of
-from tests.unit.test_release import Stack
+from tests.unit.release.test_release import Stack
 
 AMD, ARM64, ARMV7 = "linux/amd64", "linux/arm64", "linux/arm/v7"
 LOCAL = "127.0.0.1:5000/b/base:1"

@@ -1,4 +1,4 @@
-"""Following a build from buildx's plain progress: real captures (tests/unit/progress/) replayed on a fake clock."""
+"""Following a build from buildx's plain progress: real captures (bake/progress/) replayed on a fake clock."""
 
 from __future__ import annotations
 

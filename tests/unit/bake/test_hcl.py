@@ -1,11 +1,11 @@
 """hcl.py: rendering a plan to docker-bake HCL and JSON, byte-stable and escaped.
 
-Golden files live in tests/unit/golden/: ``<name>.hcl`` and ``<name>.json`` rendered from
+Golden files live in tests/unit/bake/golden/: ``<name>.hcl`` and ``<name>.json`` rendered from
 ``<name>.yaml`` (``shipped`` is tests/unit/example/platforms.yaml, the first shipped file) with
 tests.helpers.FIXED_META.
 After an intended change of the output, regenerate them and review the diff:
 
-    MULTIBAKE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_hcl.py
+    MULTIBAKE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/bake/test_hcl.py
 
 The real ``docker buildx bake --print`` proves the files mean what the plan says
 (tests/integration/test_bake_print.py renders the same inputs).
