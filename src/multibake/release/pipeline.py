@@ -1,7 +1,7 @@
 """A release as a short pipeline of named steps, each taking and returning plain frozen data.
 
-``build``: resolve the plan and lock → skip what is published → write the bake file → preflight
-→ bake → stage (a shard) or promote → verify. ``publish`` merges shard results and promotes;
+``build``: resolve the plan and lock → skip what is published → write the bake file → check the
+bases → builder preflight → bake → stage (a shard) or promote → verify → record. ``publish`` merges shard results and promotes;
 ``verify`` reads the registry back. The CLI builds the options, calls one of these and renders the
 result; docker, the registry API, sleep and the output are injected (``Tools``), so every path runs
 in tests without docker.
@@ -65,6 +65,7 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
 
 
 def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
+    # the steps, in order; each takes and returns frozen data (Target, Todo, Request, BuildReport, Built)
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
         tools.say(budget(target.release.loaded.config.retry))
@@ -97,7 +98,7 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
 
 
 def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
-    """Step 2 (--skip-existing): set aside the cells whose published image carries their build id."""
+    """Skip what is published (--skip-existing): set aside the cells whose published image carries their build id."""
     found = publish.already_published(reg, target.plan, target.ids)
     skipped = [c for c in target.plan.cells if c.target in found]
     for c in skipped:
@@ -109,7 +110,7 @@ def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
 
 
 def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocation.Request:
-    """Step 3: the bake file, in a work directory of its own (shards may share a checkout)."""
+    """Write the bake file, in a work directory of its own (shards may share a checkout)."""
     loaded = target.release.loaded
     workdir = loaded.root / ".multibake" / "build" / (target.shard.id if target.shard else "all")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def dry_run(todo: Todo, req: invocation.Request, builder: BuilderSpec | None = N
 
 
 def check_bases(target: Target, todo: Todo, tools: Tools, *, check: bool) -> dict[str, str]:
-    """Step 4a: each cell's base images; refused (exit 2, nothing built) when one lacks a planned platform.
+    """Check the bases: each cell's base images; refused (exit 2, nothing built) when one lacks a planned platform.
 
     Returns target → the base each platform builds on, for the summary. ``check=False``
     (``--no-preflight``) reads no registry.
@@ -152,7 +153,7 @@ def check_bases(target: Target, todo: Todo, tools: Tools, *, check: bool) -> dic
 
 
 def preflight(docker: Client, plan: Plan, builder: str | None, say: Echo) -> BuilderInfo:
-    """Step 4: the builder, and a refusal (exit 2, nothing built) when it cannot run the plan."""
+    """Builder preflight: the builder, and a refusal (exit 2, nothing built) when it cannot run the plan."""
     info = inspect_builder(docker, builder)
     say(f"buildx {info.buildx_version}, builder {info.name} ({info.driver}), platforms: {', '.join(info.platforms)}")
     check_builder(info, plan)
@@ -160,7 +161,7 @@ def preflight(docker: Client, plan: Plan, builder: str | None, say: Echo) -> Bui
 
 
 def stage(target: Target, plan: Plan, report: bake.BuildReport, reg: Registry, *, result_dir: Path, say: Echo) -> Built:
-    """Step 5, for a shard: its cells stay staged; a result file says where, for ``publish --from``."""
+    """Stage, for a shard: its cells stay staged; a result file says where, for ``publish --from``."""
     assert target.shard is not None
     cells, failed = publish.staged_refs(reg, plan, set(target.members), report)
     result_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,7 @@ class Journal:
 
 
 def record(journal_to: Journal, published: publish.Published, checks: list[TagCheck], say: Echo) -> None:
-    """Step 7: write the release into the journal (for ``diff --previous``) when it moved a tag.
+    """Record: write the release into the journal (for ``diff --previous``) when it moved a tag.
 
     A tag the release did not move pointed before at what it points at now. A journal that cannot be
     written costs a warning, never the release.
@@ -222,7 +223,7 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
 ) -> Built:
-    """Steps 5 and 6: point public tags at the complete staged indexes, then read every one back."""
+    """Promote, then verify: point public tags at the complete staged indexes, then read every one back."""
     try:
         published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report

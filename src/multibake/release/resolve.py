@@ -1,4 +1,4 @@
-"""Step 1 of a release: the options a user gave, resolved into the plan to build.
+"""Resolve, the first step of a release: the options a user gave, resolved into the plan to build.
 
 The lock, the selection, a shard or some platforms, the build-id and base labels, attestations.
 """
@@ -101,7 +101,7 @@ def attest_option(items: tuple[str, ...]) -> Provenance | None:
 
 
 def resolve(opts: BuildOptions) -> Target:
-    """Step 1: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
+    """Resolve: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
     mode, sets, provenance = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
     release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
     p = select(release.plan, list(opts.selectors))
