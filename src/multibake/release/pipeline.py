@@ -1,10 +1,10 @@
 """A release as a short pipeline of named steps, each taking and returning plain frozen data.
 
 ``build``: resolve the plan and lock → skip what is published → write the bake file → check the
-bases → builder preflight → bake → stage (a shard) or promote → verify → record. ``publish`` merges shard results and promotes;
-``verify`` reads the registry back. The CLI builds the options, calls one of these and renders the
-result; docker, the registry API, sleep and the output are injected (``Tools``), so every path runs
-in tests without docker.
+bases → builder preflight → bake → stage (a shard) or promote → verify → record. ``publish``
+merges shard results and promotes; ``verify`` reads the registry back. The CLI builds the options,
+calls one of these and renders the result; docker, the registry API, sleep and the output are
+injected (``Tools``), so every path runs in tests without docker.
 """
 
 from __future__ import annotations
