@@ -233,7 +233,7 @@ def test_shipped_facts_as_bake_sees_them(stack: str, tmp_path: Path) -> None:
 
 # --- escaping, proven by bake ----------------------------------------------------------------------
 
-GOLDEN = REPO_ROOT / "tests" / "unit" / "golden"
+GOLDEN = REPO_ROOT / "tests" / "unit" / "bake" / "golden"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
