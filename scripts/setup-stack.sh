@@ -2,7 +2,10 @@
 # Install and start a build stack for multibake: dockerd with the containerd image store, buildx,
 # QEMU binfmt emulators for arm64 and arm/v7, and a registry on 127.0.0.1:5000.
 #
-#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit] [--allow-core-upgrade] [--dry-run]
+#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit] [--browser] [--allow-core-upgrade] [--dry-run]
+#
+# --browser also installs Debian's chromium (this machine's own release; its .debs are kept in
+# $MULTIBAKE_CACHE/debs/chromium): the tests open the HTML release report in it, headless.
 #
 # Stacks (also $MULTIBAKE_STACK):
 #   auto      (default) leave a working stack alone (Docker Desktop, a CI runner set up by
@@ -27,6 +30,7 @@ STACK="${MULTIBAKE_STACK:-auto}"
 ALLOW_CORE_UPGRADE=0
 [ "${CI:-}" = true ] && ALLOW_CORE_UPGRADE=1 # CI machines are thrown away after the run
 DRY_RUN=0
+BROWSER=0
 
 REGISTRY_ADDR="${MULTIBAKE_REGISTRY_ADDR:-127.0.0.1:5000}"
 CACHE="${MULTIBAKE_CACHE:-/var/cache/multibake}"
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --stack=*) STACK="${1#--stack=}"; shift ;;
     --allow-core-upgrade) ALLOW_CORE_UPGRADE=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --browser) BROWSER=1; shift ;;
     -h | --help) usage 0 ;;
     *) say "unknown argument: $1"; usage 2 ;;
   esac
@@ -405,6 +410,19 @@ YML
   die "registry did not answer on $REGISTRY_ADDR"
 }
 
+# Debian's chromium for the browser tests of the HTML report (headless; no browser download of its own).
+install_browser() {
+  [ "$BROWSER" = 1 ] || return 0
+  have chromium && return 0
+  [ "$DRY_RUN" = 1 ] && return 0
+  [ "$(id -u)" = 0 ] || die "need root to install chromium"
+  mkdir -p "$CACHE/debs/chromium/partial"
+  apt_update
+  say "apt-get install chromium (from this machine's own release; .debs kept in $CACHE/debs/chromium)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dir::Cache::archives="$CACHE/debs/chromium" chromium >/dev/null
+}
+
 announce() { # what this run will change, before it changes anything
   local pkgs
   pkgs=$(host_packages_needed | tr '\n' ' ')
@@ -420,12 +438,14 @@ announce() { # what this run will change, before it changes anything
       say "  - write /etc/docker/daemon.json if it is missing or one this script wrote, and (re)start dockerd" ;;
   esac
   [ "$STACK" = buildkit ] && say "  - build buildkitd $BUILDKIT_VERSION into $BUILDKIT_PREFIX and start 3 daemons on $RUN_DIR; register builders multibake-remote, multibake-multinode"
+  if [ "$BROWSER" = 1 ] && ! have chromium; then say "  - apt-get install chromium (from this machine's own release)"; fi
   say "  - register QEMU binfmt handlers (qemu-aarch64, qemu-arm) and start a registry on $REGISTRY_ADDR"
 }
 
 main() {
   if [ "$STACK" = auto ]; then
     if base_ok; then
+      install_browser
       say "stack ready (docker $(server_version), buildx $(buildx_version), registry $REGISTRY_ADDR)"
       return 0
     fi
@@ -445,6 +465,7 @@ main() {
     buildkit) setup_current; setup_buildkit ;;
   esac
   start_registry
+  install_browser
   multiplatform_ok || die "the docker driver lacks the containerd image store; add \"features\":{\"containerd-snapshotter\":true} to /etc/docker/daemon.json and restart dockerd"
   say "stack ready (docker $(server_version), buildx $(buildx_version), registry $REGISTRY_ADDR)"
 }
