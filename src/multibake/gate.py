@@ -1,0 +1,107 @@
+"""Size gates: a platform image that grew past a limit stops a release, or fails ``diff --max-growth``. Pure.
+
+A limit is a share of the earlier size (``10%``) or a size (``50MB``, ``200MiB``). An image compared
+with nothing (new on this side) has nothing to grow from and passes. A breach names the image, the
+platform, the compressed sizes before → after and the layers that grew: the layers the earlier image
+did not have, largest first (an accidental ``COPY`` of a build directory is one new 200 MB layer).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[kKMGT]?i?B|B)?\s*$")
+_UNITS = {
+    "B": 1,
+    "kB": 1000,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "kiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
+}
+Layers = tuple[tuple[str, int], ...]  # (digest, compressed size), in the manifest's order
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limit:
+    """How much a platform image may grow: a share of its earlier size, or a number of bytes."""
+
+    percent: float | None = None
+    bytes: int | None = None
+    text: str = ""  # as written
+
+    def exceeded(self, before: int, after: int) -> bool:
+        growth = after - before
+        if growth <= 0:
+            return False
+        if self.bytes is not None:
+            return growth > self.bytes
+        return before == 0 or growth * 100 > (self.percent or 0) * before
+
+
+def parse_limit(text: str) -> Limit:
+    """``10%``, ``12.5%``, ``50MB``, ``200MiB``, ``1000000`` (bytes); ValueError otherwise."""
+    found = _LIMIT.match(str(text))
+    if not found or found.group(2) not in (None, "%", *_UNITS):
+        raise ValueError(f"{text!r} is not a size limit: write a share like 10% or a size like 50MB or 200MiB")
+    number, unit = float(found.group(1)), found.group(2)
+    if unit == "%":
+        return Limit(percent=number, text=str(text).strip())
+    return Limit(bytes=int(number * _UNITS.get(unit or "B", 1)), text=str(text).strip())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Breach:
+    ref: str  # the tag (or staged image) that grew
+    platform: str
+    before: int
+    after: int
+    grown: Layers  # the layers the earlier image did not have, largest first
+    limit: str
+
+    @property
+    def percent(self) -> float:
+        return (self.after - self.before) * 100 / self.before if self.before else float("inf")
+
+    def describe(self) -> str:
+        layers = ", ".join(f"{d[:19]}… {size_text(n)}" for d, n in self.grown[:3]) or "none new (layers grew in place)"
+        more = f" and {len(self.grown) - 3} more" if len(self.grown) > 3 else ""
+        return (
+            f"{self.ref} {self.platform} grew {size_text(self.before)} → {size_text(self.after)} "
+            f"(+{size_text(self.after - self.before)}, {self.percent:+.1f} %; limit {self.limit}); "
+            f"layers that grew: {layers}{more}"
+        )
+
+
+def check(ref: str, platform: str, before: Layers | None, after: Layers | None, limit: Limit) -> Breach | None:
+    """A breach when ``after`` grew past ``limit`` against ``before``; None when it did not, or either is missing."""
+    if before is None or after is None:
+        return None
+    old, new = sum(n for _, n in before), sum(n for _, n in after)
+    if not limit.exceeded(old, new):
+        return None
+    had = {d for d, _ in before}
+    grown = tuple(sorted(((d, n) for d, n in after if d not in had), key=lambda item: -item[1]))
+    return Breach(ref=ref, platform=platform, before=old, after=new, grown=grown, limit=limit.text)
+
+
+def size_text(n: int) -> str:
+    """Bytes for people, in decimal units as registries and ``docker images`` show them."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def breaches(items: Sequence[tuple[str, str, Layers | None, Layers | None]], limit: Limit) -> list[Breach]:
+    """Every (ref, platform, before, after) that grew past ``limit``."""
+    return [b for ref, platform, old, new in items if (b := check(ref, platform, old, new, limit)) is not None]
