@@ -32,8 +32,9 @@ LAYERS: dict[str, int] = {
     "multibake.bake": 6,
     "multibake.release": 7,
     "multibake.compare": 8,
-    "multibake.cli": 9,
-    "multibake.__main__": 9,
+    "multibake.maintain": 9,
+    "multibake.cli": 10,
+    "multibake.__main__": 10,
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60

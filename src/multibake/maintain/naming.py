@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from multibake.update import Version, version
+from multibake.compare.update import Version, version
 
 Template = tuple[str | tuple[str], ...]  # literal text, or (axis,): the plan's compiled tag templates
 # an axis value as a tag holds it: no dash (it separates values and platform names) unless the
