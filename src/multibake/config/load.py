@@ -33,6 +33,7 @@ from multibake.config.schema import (
     UpdateRule,
 )
 from multibake.config.settings import DEFAULT_CONFIG, Override
+from multibake.config.upkeep import FamilyRetention, Gate, Retention
 from multibake.config.yamlpos import KeyPath, Positions, format_path, parse_yaml
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
 from multibake.lowgc import paused
@@ -68,6 +69,9 @@ _OWNERS: tuple[tuple[tuple[str | int, ...], type[BaseModel]], ...] = (
     (("retry",), Retry),
     (("limits",), Limits),
     (("attest",), Attest),
+    (("retention",), Retention),
+    (("gate",), Gate),
+    (("images", "*", "retention"), FamilyRetention),
     (("builder",), nodes.BuilderSpec),
     (("builder", "nodes", 0), nodes.NodeSpec),
     (("images", "*", "secrets", "*"), Secret),

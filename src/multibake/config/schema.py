@@ -22,6 +22,7 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.config import nodes
+from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
 from multibake.kinds import Provenance
 from multibake.platforms import Scheme
 
@@ -86,6 +87,11 @@ class Limits(_Model):
         default=DEFAULT_MAX_CELLS,
         ge=1,
         description="most cells a plan may have (each family's matrix is counted first)",
+    )
+    max_growth: SizeLimit | None = Field(
+        default=None,
+        description="`multibake diff`: exit 1 when a platform image grew by more than this (10%, 50MB); "
+        "--max-growth beats it",
     )
 
 
@@ -205,6 +211,18 @@ class Family(_Model):
         "axis; null leaves the axis alone",
     )
 
+    retention: FamilyRetention | None = Field(default=None, description="which tags `multibake gc` keeps")
+
+    @model_validator(mode="after")
+    def _retention_axes(self) -> Family:
+        unknown = sorted(set(self.retention.keep_last) - set(self.matrix)) if self.retention else []
+        if unknown:
+            raise ValueError(
+                f"retention.keep_last names {', '.join(unknown)}, not an axis of the matrix "
+                f"({', '.join(self.matrix) or 'none'})"
+            )
+        return self
+
     @field_validator("secrets")
     @classmethod
     def _secret_ids(cls, value: dict[str, Secret]) -> dict[str, Secret]:
@@ -233,6 +251,8 @@ class Config(_Model):
         default_factory=dict,
         description="`multibake update` rules by axis name, for every family whose matrix has that axis",
     )
+    retention: Retention = Field(default_factory=Retention, description="what `multibake gc` deletes")
+    gate: Gate = Field(default_factory=Gate, description="checks `build --push` makes before tags move")
 
     @field_validator("source")
     @classmethod

@@ -8,53 +8,12 @@ did not have, largest first (an accidental ``COPY`` of a build directory is one 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[kKMGT]?i?B|B)?\s*$")
-_UNITS = {
-    "B": 1,
-    "kB": 1000,
-    "KB": 1000,
-    "MB": 1000**2,
-    "GB": 1000**3,
-    "TB": 1000**4,
-    "KiB": 1024,
-    "kiB": 1024,
-    "MiB": 1024**2,
-    "GiB": 1024**3,
-    "TiB": 1024**4,
-}
+from multibake.config.upkeep import Limit
+
 Layers = tuple[tuple[str, int], ...]  # (digest, compressed size), in the manifest's order
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Limit:
-    """How much a platform image may grow: a share of its earlier size, or a number of bytes."""
-
-    percent: float | None = None
-    bytes: int | None = None
-    text: str = ""  # as written
-
-    def exceeded(self, before: int, after: int) -> bool:
-        growth = after - before
-        if growth <= 0:
-            return False
-        if self.bytes is not None:
-            return growth > self.bytes
-        return before == 0 or growth * 100 > (self.percent or 0) * before
-
-
-def parse_limit(text: str) -> Limit:
-    """``10%``, ``12.5%``, ``50MB``, ``200MiB``, ``1000000`` (bytes); ValueError otherwise."""
-    found = _LIMIT.match(str(text))
-    if not found or found.group(2) not in (None, "%", *_UNITS):
-        raise ValueError(f"{text!r} is not a size limit: write a share like 10% or a size like 50MB or 200MiB")
-    number, unit = float(found.group(1)), found.group(2)
-    if unit == "%":
-        return Limit(percent=number, text=str(text).strip())
-    return Limit(bytes=int(number * _UNITS.get(unit or "B", 1)), text=str(text).strip())
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

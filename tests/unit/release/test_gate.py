@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from multibake.release.gate import Limit, breaches, check, parse_limit, size_text
+from multibake.config.upkeep import Limit, parse_limit
+from multibake.release.gate import breaches, check, size_text
 
 MB = 1_000_000
 BASE = (("sha256:" + "a" * 64, 5 * MB), ("sha256:" + "b" * 64, 1 * MB))
