@@ -20,7 +20,7 @@ from multibake.docker import DockerFailure
 from multibake.plan.model import Plan
 from multibake.registry import client as registry
 from multibake.registry import connect
-from multibake.registry.errors import NoSuchRepository, RegistryError
+from multibake.registry.errors import DELETES_REFUSED, NoSuchRepository, RegistryError
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -48,6 +48,8 @@ class FakeRegistry:
     writes: list[str] = field(default_factory=list)  # refs written through the API
     refuse_writes: RegistryError | None = None  # raised by every manifest write (a registry that stopped taking pushes)
     refuse_tags: RegistryError | None = None  # raised by writes to a public tag only (staging and digests pass)
+    deletes: bool = True  # False: a registry without storage.delete.enabled
+    deleted: list[str] = field(default_factory=list)  # refs deleted through the API
 
     def _maybe_fail(self) -> None:
         if self.fail_next:
@@ -84,6 +86,20 @@ class FakeRegistry:
             raise self.refuse_tags
         self.writes.append(ref)
         self.store(ref, body, media_type)
+
+    def delete_manifest(self, ref: str) -> bool:
+        """As distribution: the manifest goes, and every tag on it; 405 where deletes are off."""
+        self._maybe_fail()
+        if not self.deletes:
+            raise RegistryError(f"deleting {ref}: {DELETES_REFUSED}", transient=False)
+        repo, digest = _key(ref)
+        if (repo, digest) not in self.manifests:
+            return False
+        self.deleted.append(ref)
+        body = self.manifests[(repo, digest)][0]
+        for key in [k for k, (b, _) in self.manifests.items() if k[0] == repo and b == body]:
+            del self.manifests[key]
+        return True
 
     def store(self, ref: str, body: bytes, media_type: str) -> str:
         repo, reference = _key(ref)

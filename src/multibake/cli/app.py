@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from multibake import __version__
-from multibake.cli import commands, release
+from multibake.cli import commands, release, upkeep
 from multibake.cli.options import State
 from multibake.config import settings
 from multibake.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MultibakeError, Terminated
@@ -43,6 +43,7 @@ app.command("publish")(release.publish_cmd)
 app.command()(release.verify)
 app.command("diff")(commands.diff_cmd)
 app.command()(commands.update)
+app.command("gc")(upkeep.gc_cmd)
 
 
 def _version(value: bool) -> None:

@@ -29,7 +29,14 @@ from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
 from multibake.registry.auth import Login
 from multibake.registry.connect import Ref, ca_bundle, credentials_for, parse, plain_http
-from multibake.registry.errors import REQUEST_ERRORS, NoSuchRepository, RegistryError, failure_of, status_of
+from multibake.registry.errors import (
+    DELETES_REFUSED,
+    REQUEST_ERRORS,
+    NoSuchRepository,
+    RegistryError,
+    failure_of,
+    status_of,
+)
 from multibake.retry import RetryPolicy, Transient
 
 T = TypeVar("T")
@@ -106,6 +113,20 @@ class Http:
         except REQUEST_ERRORS as exc:
             raise failure_of(f"writing {ref}", exc) from exc
 
+    def delete_manifest(self, ref: str) -> bool:
+        """Delete the manifest ``ref`` (``repo@digest``) names, and every tag on it; False when there was none."""
+        parsed = parse(ref)
+        try:
+            _client(parsed, self.timeout, self.login)._request("delete", f"manifests/{parsed.reference}")  # type: ignore[no-untyped-call]
+        except REQUEST_ERRORS as exc:
+            status = status_of(exc)
+            if status == 404:
+                return False
+            if status == 405:
+                raise RegistryError(f"deleting {ref}: {DELETES_REFUSED}", transient=False) from exc
+            raise failure_of(f"deleting {ref}", exc) from exc
+        return True
+
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
         parsed = parse(f"{repository}:latest")
@@ -151,6 +172,8 @@ class Api(Protocol):
     def get_blob(self, ref: str, digest: str) -> bytes: ...
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None: ...
+
+    def delete_manifest(self, ref: str) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -243,6 +266,14 @@ class Registry:
                 raise
 
         return self._call(repository, f"listing the tags of {repository}", listed)
+
+    def blob(self, ref: str, digest: str) -> bytes:
+        """A blob of ``ref``'s repository (an attestation's statement)."""
+        return self._call(ref, f"reading blob {digest} of {ref}", lambda: self.api.get_blob(ref, digest))
+
+    def delete(self, ref: str) -> bool:
+        """Delete the manifest ``repo@digest`` and every tag on it; False when the registry had none."""
+        return self._call(ref, f"deleting {ref}", lambda: self.api.delete_manifest(ref))
 
     def image_config(self, ref: str) -> dict[str, Any]:
         """The config (platform, labels, ...) of a single-platform image."""

@@ -21,6 +21,12 @@ class NoSuchRepository(RegistryError):
     """A tag list asked of a repository the registry does not know (404)."""
 
 
+DELETES_REFUSED = (
+    "the registry does not allow deletes (HTTP 405 UNSUPPORTED); for distribution's registry set "
+    "storage.delete.enabled: true (REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it"
+)
+
+
 REQUEST_ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
 
 # a connection dropped while a body was read surfaces as any of these, depending on where it broke
