@@ -83,7 +83,7 @@ class Page:
         return message
 
     def open(self, url: str, *, width: int = 1400, height: int = 900, timeout: float = 30.0) -> None:
-        """Load ``url`` in a ``width`` × ``height`` viewport and wait for its load event."""
+        """Load ``url`` in a ``width`` by ``height`` viewport and wait for its load event."""
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
         self.call("Page.navigate", url=url)
         deadline = time.monotonic() + timeout

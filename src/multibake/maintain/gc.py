@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,9 +116,21 @@ def _repository(
     timed = [t for t in policy.candidates(tags, ours, planned) if t in repo.tags]
     times = _parallel(lambda t: read.built(reg, repository, manifests[repo.tags[t]], manifests), timed)
     verdict = policy.doomed(list(repo.tags), ours, planned, dict(zip(timed, times, strict=True)), now=now, grace=grace)
-    found = steps(repo, verdict.doomed)
+    found = steps(repo, {**verdict.doomed, **_retired_staging(p, repository, repo.tags, verdict.doomed)})
     gone = {t for s in found for t in s.tags}
     return found, [f"{repository}:{n}" for n in verdict.notes], len(repo.tags) - len(gone)
+
+
+def _retired_staging(p: Plan, repository: str, tags: Mapping[str, str], doomed: Mapping[str, str]) -> dict[str, str]:
+    """The staging tag of each cell whose public tags retention deletes: it goes with them, whatever its age."""
+    out = {}
+    for c in p.cells:
+        staging = c.staging.rpartition(":")[2]
+        public = [r.rpartition(":")[2] for r in (*c.tags, *(r for _, refs in c.platform_tags for r in refs))]
+        held = [t for t in public if t in tags]
+        if c.image == repository and staging in tags and held and all(t in doomed for t in held):
+            out[staging] = f"staging tag of {c.target}, whose tags are deleted"
+    return out
 
 
 def _families(release: shards.Resolved, p: Plan) -> list[policy.Family]:
