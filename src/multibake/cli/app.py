@@ -44,6 +44,7 @@ app.command()(release.verify)
 app.command("diff")(commands.diff_cmd)
 app.command()(commands.update)
 app.command("gc")(upkeep.gc_cmd)
+app.command("report")(upkeep.report_cmd)
 
 
 def _version(value: bool) -> None:

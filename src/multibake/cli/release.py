@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from multibake.cli import options
 from multibake.cli.options import ConfigOpt, LockOpt, RegistryOpt, Selectors, render_build, render_checks
 from multibake.config.settings import DEFAULT_CONFIG
+from multibake.errors import UsageError
 from multibake.kinds import Progress
+
+if TYPE_CHECKING:
+    from multibake.release.resolve import BuildOptions
 
 
 def build(
@@ -63,6 +67,10 @@ def build(
             help="provenance=min|max|off: the provenance attestation of every image; beats attest: in platforms.yaml.",
         ),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="With --push: write the release page (static HTML) here when the release ends."),
+    ] = None,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried.
 
@@ -70,34 +78,47 @@ def build(
     release's registry, $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD (docker is logged in
     with them for this run only, the password on its stdin).
     """
-    from multibake.release import pipeline as release
     from multibake.release.resolve import BuildOptions
 
-    return render_build(
-        release.build(
-            BuildOptions(
-                config=config,
-                registry=registry,
-                selectors=tuple(selectors or ()),
-                platforms=tuple(platform or ()),
-                push=push,
-                load=load,
-                output=output,
-                builder=builder,
-                sets=tuple(set_ or ()),
-                keep_going=keep_going,
-                dry_run=dry_run,
-                shard=shard,
-                lock=lock,
-                result_dir=result_dir,
-                skip_existing=skip_existing,
-                preflight=not no_preflight,
-                attest=tuple(attest or ()),
-            ),
-            options.tools(progress),
+    return _build(
+        BuildOptions(
+            config=config,
+            registry=registry,
+            selectors=tuple(selectors or ()),
+            platforms=tuple(platform or ()),
+            push=push,
+            load=load,
+            output=output,
+            builder=builder,
+            sets=tuple(set_ or ()),
+            keep_going=keep_going,
+            dry_run=dry_run,
+            shard=shard,
+            lock=lock,
+            result_dir=result_dir,
+            skip_existing=skip_existing,
+            preflight=not no_preflight,
+            attest=tuple(attest or ()),
         ),
+        progress,
         as_json,
+        report,
     )
+
+
+def _build(opts: BuildOptions, progress: Progress, as_json: bool, report: Path | None) -> int:
+    """The release, then its report (with what it changed) when one is asked for."""
+    from multibake.cli import upkeep
+    from multibake.maintain.report import ReportOptions
+    from multibake.release import pipeline as release
+
+    if report is not None and (not opts.push or opts.dry_run or opts.shard):
+        raise UsageError("--report needs --push (a whole release, not a shard or a dry run)")
+    code = render_build(release.build(opts, options.tools(progress)), as_json)
+    if report is not None:
+        reported = ReportOptions(config=opts.config, registry=opts.registry, selectors=opts.selectors, previous=True)
+        upkeep.write_report(reported, report, None)
+    return code
 
 
 def publish_cmd(

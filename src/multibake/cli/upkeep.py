@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from multibake.cli import options
 from multibake.cli.options import ConfigOpt, RegistryOpt, Selectors
 from multibake.config.settings import DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from multibake.maintain.report import ReportOptions
 
 
 def gc_cmd(
@@ -38,3 +42,48 @@ def gc_cmd(
     )
     typer.echo(json.dumps(gcview.gc_json(found), indent=2) if as_json else gcview.gc_table(found), nl=as_json)
     return 0 if found.ok else 1
+
+
+def report_cmd(
+    selectors: Selectors = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    registry: RegistryOpt = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Write the release page here: one static HTML file, no assets.")
+    ] = None,
+    markdown: Annotated[
+        str | None,
+        typer.Option(
+            "--markdown", help="Append a Markdown summary to this file ('-': stdout), e.g. $GITHUB_STEP_SUMMARY."
+        ),
+    ] = None,
+    previous: Annotated[
+        bool, typer.Option("--previous", help="Show what the last release changed: sizes before and after.")
+    ] = False,
+) -> int:
+    """The release report: families by matrix values by platforms, with status, digest, size, layers, tags, base.
+
+    Without --html or --markdown, the Markdown summary is printed.
+    """
+    from multibake.maintain.report import ReportOptions
+
+    opts = ReportOptions(config=config, registry=registry, selectors=tuple(selectors or ()), previous=previous)
+    return write_report(opts, html_file, markdown if markdown or html_file else "-")
+
+
+def write_report(opts: ReportOptions, html_file: Path | None, markdown: str | None) -> int:
+    """Gather the report and write the page and/or the summary; 0, or 1 when a tag fails verify."""
+    from multibake.cli import html
+    from multibake.maintain import report
+
+    page = report.gather(opts, options.tools())
+    if html_file is not None:
+        html_file.parent.mkdir(parents=True, exist_ok=True)
+        html_file.write_text(html.html(page), encoding="utf-8")
+        typer.echo(f"multibake: wrote the release report {html_file}", err=True)
+    if markdown == "-":
+        typer.echo(html.markdown(page), nl=False)
+    elif markdown:
+        with Path(markdown).open("a", encoding="utf-8") as out:  # GitHub's step summary is appended to
+            out.write(html.markdown(page))
+    return 0 if page.failed == 0 else 1
