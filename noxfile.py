@@ -16,12 +16,12 @@ ROOT = Path(__file__).parent
 BASE_PROBE = "docker.io/library/alpine:3.21"  # a base image of the shipped families
 
 
-def _stack(session: nox.Session, stack: str = "auto") -> None:
+def _stack(session: nox.Session, stack: str = "auto", *extra: str) -> None:
     """Install/start the build stack where missing (no-op on a working stack); $MULTIBAKE_STACK overrides."""
     if shutil.which("bash") is None:
         session.error("bash is needed for scripts/setup-stack.sh")
     stack = os.environ.get("MULTIBAKE_STACK", stack)
-    session.run("bash", str(ROOT / "scripts" / "setup-stack.sh"), "--stack", stack, external=True)
+    session.run("bash", str(ROOT / "scripts" / "setup-stack.sh"), "--stack", stack, *extra, external=True)
 
 
 def _sample(session: nox.Session, tier: str) -> None:
@@ -39,7 +39,8 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on the current stack (docker driver) and on standalone BuildKit."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/unit", "-q", *session.posargs)
-    _stack(session, "buildkit")  # docker 28 + buildx 0.29, plus buildkitd daemons as remote builders
+    # docker 28 + buildx 0.29, buildkitd daemons as remote builders, and Debian's chromium for the report's page
+    _stack(session, "buildkit", "--browser")
     _sample(session, os.environ.get("MULTIBAKE_SAMPLE_TIERS", "all"))
     # the fault, kill and auth tests run in `nox -s reliability`, which CI runs as well
     session.run(
