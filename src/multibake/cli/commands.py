@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,7 +17,11 @@ from multibake.cli.options import (
     Selectors,
 )
 from multibake.config.settings import DEFAULT_CONFIG
+from multibake.errors import UsageError
 from multibake.kinds import Split
+
+if TYPE_CHECKING:
+    from multibake.compare.changes import DiffOptions
 
 
 def validate(config: ConfigOpt = DEFAULT_CONFIG, registry: RegistryOpt = None) -> None:
@@ -128,29 +132,49 @@ def diff_cmd(
     exit_code: Annotated[
         bool, typer.Option("--exit-code", help="Exit 1 when something differs (like git diff --exit-code).")
     ] = False,
+    max_growth: Annotated[
+        str | None,
+        typer.Option(
+            "--max-growth",
+            help="Exit 1 when a platform image grew by more than this (10%, 50MB); beats limits.max_growth.",
+        ),
+    ] = None,
 ) -> int:
     """Compare published tags with what the registry held before: sizes, layers, bases, new and removed tags.
 
     Without --against or --previous: --previous when a release is recorded in .multibake/releases/.
     """
-    from multibake.cli import report
     from multibake.compare import changes
 
-    found = changes.diff(
-        changes.DiffOptions(
-            config=config,
-            registry=registry,
-            selectors=tuple(selectors or ()),
-            against=against,
-            previous=previous,
-        ),
-        options.tools(),
+    opts = changes.DiffOptions(
+        config=config, registry=registry, selectors=tuple(selectors or ()), against=against, previous=previous
     )
+    return _diff(opts, show_all=show_all, as_json=as_json, exit_code=exit_code, max_growth=max_growth)
+
+
+def _diff(opts: DiffOptions, *, show_all: bool, as_json: bool, exit_code: bool, max_growth: str | None) -> int:
+    from multibake.cli import report
+    from multibake.compare import changes, growth
+    from multibake.config.load import load
+    from multibake.config.upkeep import parse_limit
+
+    text = max_growth or load(opts.config, opts.registry).config.limits.max_growth
+    try:
+        limit = parse_limit(text) if text else None
+    except ValueError as exc:
+        raise UsageError(f"--max-growth: {exc}") from None
+    found = changes.diff(opts, options.tools())
+    breaches = growth.grown(found, limit) if limit is not None else []
     if as_json:
-        typer.echo(json.dumps(report.diff_json(found, show_all), indent=2))
+        doc = report.diff_json(found, show_all)
+        if limit is not None:
+            doc["gate"] = {"max_growth": limit.text, "breaches": [report.breach_json(b) for b in breaches]}
+        typer.echo(json.dumps(doc, indent=2))
     else:
         typer.echo(report.diff_table(found, show_all), nl=False)
-    return 1 if exit_code and found.changed else 0
+    for breach in breaches:
+        typer.echo(f"multibake: size gate: {breach.describe()}", err=True)
+    return 1 if breaches or (exit_code and found.changed) else 0
 
 
 def update(

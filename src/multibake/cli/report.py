@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from multibake.compare.diff import Report as DiffReport
     from multibake.compare.update import Outcome
     from multibake.preflight.bases import CellBases
+    from multibake.release.gate import Breach
     from multibake.release.publish import TagCheck
 
 PLAN_SCHEMA = "multibake.plan/v1"
@@ -294,6 +295,18 @@ def _axes(n: int) -> str:
 
 
 DIFF_SCHEMA = "multibake.diff/v1"
+
+
+def breach_json(breach: Breach) -> dict[str, Any]:
+    """A platform image over the size gate, for ``diff --json``'s ``gate``."""
+    return {
+        "ref": breach.ref,
+        "platform": breach.platform,
+        "before": breach.before,
+        "after": breach.after,
+        "limit": breach.limit,
+        "grown_layers": [{"digest": d, "bytes": n} for d, n in breach.grown],
+    }
 
 
 def _image_json(image: Image | None) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ class Image:
     layers: int
     base: str | None = None  # base.name[@base.digest] from its labels
     content: str = ""  # its config and layer digests: equal for the same image written with other media types
+    sizes: tuple[tuple[str, int], ...] = ()  # (layer digest, compressed size), in the manifest's order
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -217,6 +218,7 @@ class Reader:
             layers=len(layers),
             base=base,
             content=hashlib.sha256("\n".join(parts).encode()).hexdigest(),
+            sizes=tuple((str(layer.get("digest")), int(layer.get("size", 0))) for layer in layers),
         )
 
 

@@ -8,10 +8,12 @@ did not have, largest first (an accidental ``COPY`` of a build directory is one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from multibake.config.upkeep import Limit
+from multibake.plan.model import Plan
+from multibake.registry.client import RawManifest, Registry, platform_name
 
 Layers = tuple[tuple[str, int], ...]  # (digest, compressed size), in the manifest's order
 
@@ -64,3 +66,41 @@ def size_text(n: int) -> str:
 def breaches(items: Sequence[tuple[str, str, Layers | None, Layers | None]], limit: Limit) -> list[Breach]:
     """Every (ref, platform, before, after) that grew past ``limit``."""
     return [b for ref, platform, old, new in items if (b := check(ref, platform, old, new, limit)) is not None]
+
+
+def layers_of(reg: Registry, image: str, held: RawManifest | None) -> dict[str, Layers]:
+    """platform → the layers of each platform image of ``held`` (an index, or one image)."""
+    if held is None:
+        return {}
+    if not held.is_index:
+        config = reg.config_of(image, held)
+        return {platform_name(config): _layers(held)}
+    out = {}
+    for platform, digest in held.entries().items():
+        image_manifest = reg.manifest(f"{image}@{digest}")
+        if image_manifest is not None:
+            out[platform] = _layers(image_manifest)
+    return out
+
+
+def _layers(held: RawManifest) -> Layers:
+    return tuple((str(layer.get("digest")), int(layer.get("size", 0))) for layer in held.doc.get("layers", []))
+
+
+def staged(reg: Registry, plan: Plan, sources: Mapping[str, Sequence[str]], limit: Limit) -> dict[str, list[Breach]]:
+    """Cells whose staged images grew past ``limit`` against what their first public tag serves now."""
+    out: dict[str, list[Breach]] = {}
+    for cell in plan.cells:
+        refs = sources.get(cell.target)
+        if not refs or not cell.tags:
+            continue
+        now = layers_of(reg, cell.image, reg.manifest(cell.tags[0]))
+        if not now:
+            continue  # a new tag: nothing to grow from
+        new: dict[str, Layers] = {}
+        for ref in refs:
+            new.update(layers_of(reg, cell.image, reg.manifest(ref)))
+        found = breaches([(cell.tags[0], p, now.get(p), layers) for p, layers in new.items()], limit)
+        if found:
+            out[cell.target] = found
+    return out

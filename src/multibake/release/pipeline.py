@@ -18,6 +18,7 @@ from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
+from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Status
 from multibake.plan import buildid, paths
@@ -26,6 +27,7 @@ from multibake.plan.transforms import select, select_targets, without
 from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
 from multibake.registry.client import Registry
+from multibake.release import gate as size_gate
 from multibake.release import journal, publish, shards
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
@@ -93,7 +95,9 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
     if target.mode is Mode.PUSH:
         recorded = Journal(release=target.release, ids=target.ids)
-        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded)
+        limit = target.release.loaded.config.gate.max_growth
+        gated = parse_limit(limit) if limit else None
+        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated)
     return Built(ok=report.ok, report=report)
 
 
@@ -222,10 +226,19 @@ def promote(
     *,
     partial: bool,
     journal_to: Journal | None = None,
+    gate: Limit | None = None,
 ) -> Built:
-    """Promote, then verify: point public tags at the complete staged indexes, then read every one back."""
+    """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
+
+    With a size ``gate``, a cell whose images grew past it is not published: with ``partial`` the
+    others are, else none (no tag moves).
+    """
+    sources = publish.local_sources(plan, report)
+    grown = _size_gate(reg, plan, sources, gate, say)
+    if grown and not partial:
+        return Built(ok=False, report=_held_by_gate(report, grown, gate))
     try:
-        published = publish.promote(reg, plan, publish.local_sources(plan, report), partial=partial)
+        published = publish.promote(reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
         say(f"multibake: {why}")
@@ -245,6 +258,27 @@ def promote(
     for check in bad:
         say(f"multibake: verify: {check.ref}: {check.problem}")
     return Built(ok=report.ok and not bad, report=replace(report, cells=tuple(cells)))
+
+
+def _size_gate(
+    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], gate: Limit | None, say: Echo
+) -> dict[str, list[size_gate.Breach]]:
+    """Cells whose staged images grew past the gate, each breach said (image, platform, sizes, layers)."""
+    grown = size_gate.staged(reg, plan, sources, gate) if gate is not None else {}
+    for found in grown.values():
+        for breach in found:
+            say(f"multibake: size gate: {breach.describe()}")
+    return grown
+
+
+def _held_by_gate(report: bake.BuildReport, grown: Mapping[str, object], gate: Limit | None) -> bake.BuildReport:
+    """A release the gate stopped: the cells that grew failed, the others staged; no tag moved."""
+    limit = gate.text if gate is not None else ""
+    why = f"held back: the size gate stopped the release ({', '.join(sorted(grown))} grew past {limit})"
+    cells = tuple(
+        _restatus(c, {Status.BUILT: Status.FAILED if c.target in grown else Status.STAGED}, why) for c in report.cells
+    )
+    return replace(report, cells=cells)
 
 
 def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -> bake.CellResult:
