@@ -293,7 +293,10 @@ class Tracker:
             if not row.state.finished:
                 state = State.DONE if row.executed else State.CACHED
                 started = row.started if row.started is not None else now
-                self._rows[key] = replace(row, state=state, started=started, ended=now)
+                # every step ended, also those BuildKit named after another cell (shared with a parent,
+                # or deduplicated) or never named at all: a finished row shows n/n, not the last it saw
+                step = (row.step[1], row.step[1]) if row.step else None
+                self._rows[key] = replace(row, state=state, started=started, ended=now, step=step)
                 self._settled = True
 
     def _set(self, keys: Sequence[Key], state: State, now: float) -> None:

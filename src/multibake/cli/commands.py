@@ -153,7 +153,7 @@ def diff_cmd(
 
 
 def _diff(opts: DiffOptions, *, show_all: bool, as_json: bool, exit_code: bool, max_growth: str | None) -> int:
-    from multibake.cli import report
+    from multibake.cli import gcview, report
     from multibake.compare import changes, growth
     from multibake.config.load import load
     from multibake.config.upkeep import parse_limit
@@ -168,7 +168,7 @@ def _diff(opts: DiffOptions, *, show_all: bool, as_json: bool, exit_code: bool, 
     if as_json:
         doc = report.diff_json(found, show_all)
         if limit is not None:
-            doc["gate"] = {"max_growth": limit.text, "breaches": [report.breach_json(b) for b in breaches]}
+            doc["gate"] = {"max_growth": limit.text, "breaches": [gcview.breach_json(b) for b in breaches]}
         typer.echo(json.dumps(doc, indent=2))
     else:
         typer.echo(report.diff_table(found, show_all), nl=False)

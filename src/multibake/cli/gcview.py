@@ -1,11 +1,11 @@
-"""``multibake gc``'s output: a table of what goes (or went), and the ``multibake.gc/v1`` JSON document."""
+"""``multibake gc``'s output (a table of what goes or went, the ``multibake.gc/v1`` JSON), and size gate breaches."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from multibake.maintain.gc import GcReport, Outcome
-from multibake.release.gate import size_text
+from multibake.release.gate import Breach, size_text
 
 GC_SCHEMA = "multibake.gc/v1"
 
@@ -84,3 +84,15 @@ def gc_table(found: GcReport) -> str:
         summary = f"nothing to delete; {found.kept} tags kept"
     lines.append(summary + (f"; {failed} failed (rerun to finish)" if failed else ""))
     return "\n".join(lines) + "\n"
+
+
+def breach_json(breach: Breach) -> dict[str, Any]:
+    """A platform image over the size gate, for ``diff --json``'s ``gate``."""
+    return {
+        "ref": breach.ref,
+        "platform": breach.platform,
+        "before": breach.before,
+        "after": breach.after,
+        "limit": breach.limit,
+        "grown_layers": [{"digest": d, "bytes": n} for d, n in breach.grown],
+    }

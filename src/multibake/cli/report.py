@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from multibake.cli import fit
 from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
@@ -16,10 +18,11 @@ if TYPE_CHECKING:
     from multibake.compare.diff import Report as DiffReport
     from multibake.compare.update import Outcome
     from multibake.preflight.bases import CellBases
-    from multibake.release.gate import Breach
     from multibake.release.publish import TagCheck
 
 PLAN_SCHEMA = "multibake.plan/v1"
+# what the build summary leaves out first on a narrow terminal: digests (in --json and verify), then the base
+BUILD_DROPS = ("PLATFORM DIGESTS", "INDEX", "BASE", "TIME")
 
 
 def plan_json(plan: Plan, bases: Mapping[str, CellBases] | None = None) -> dict[str, Any]:
@@ -58,10 +61,14 @@ def _short(ref: str) -> str:
     return ref.rsplit(":", 1)[1]
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+def table(headers: list[str], rows: list[list[str]], drop: Sequence[str] = ()) -> str:
+    """Aligned columns; on a terminal narrower than the table, ``drop`` columns go first (cli/fit.py)."""
+    heads, body, dropped = fit.fit(headers, rows, fit.terminal_width(), drop)
+    widths = fit.widths(heads, body)
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    if dropped:
+        lines.append(f"({', '.join(dropped)} left out to fit the terminal; --json has every column)")
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +90,8 @@ def plan_table(plan: Plan, bases: Mapping[str, CellBases] | None = None) -> str:
                 shown(bases[c.target]) if c.target in bases else "-",
             ]
         )
-    head = table(["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT", "BASE"], rows)
+    headers = ["FAMILY", "TARGET", "PLATFORMS", "ARGS", "TAGS", "PER-PLATFORM TAGS", "PARENT", "BASE"]
+    head = table(headers, rows, drop=("PER-PLATFORM TAGS", "ARGS", "PARENT", "BASE"))
     images = sorted({c.image for c in plan.cells})
     return head + f"\n{len(plan.cells)} cells in {len(plan.families)} families; images: {', '.join(images)}\n"
 
@@ -155,7 +163,8 @@ def build_table(report: BuildReport) -> str:
                 report.bases.get(c.target, "-"),
             ]
         )
-    text = table(["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS", "BASE"], rows)
+    headers = ["TARGET", "PLATFORMS", "STATUS", "TIME", "INDEX", "PLATFORM DIGESTS", "TAGS", "BASE"]
+    text = table(headers, rows, drop=BUILD_DROPS)
     text += sizes_table([(c.target, s) for c in report.cells for s in c.sizes.values()])
     for c in report.cells:
         if c.status.ok or not c.error:
@@ -226,7 +235,11 @@ def verify_table(checks: list[TagCheck]) -> str:
         ]
         for c in checks
     ]
-    text = table(["TAG", "KIND", "STATUS", "DIGEST", "PLATFORMS", "ATTESTATIONS", "PROBLEM"], rows)
+    text = table(
+        ["TAG", "KIND", "STATUS", "DIGEST", "PLATFORMS", "ATTESTATIONS", "PROBLEM"],
+        rows,
+        drop=("ATTESTATIONS", "DIGEST"),
+    )
     text += sizes_table([(c.target, s) for c in checks for s in c.sizes])
     bad = sum(not c.ok for c in checks)
     return text + f"\n{len(checks) - bad}/{len(checks)} tags match the plan\n"
@@ -295,18 +308,6 @@ def _axes(n: int) -> str:
 
 
 DIFF_SCHEMA = "multibake.diff/v1"
-
-
-def breach_json(breach: Breach) -> dict[str, Any]:
-    """A platform image over the size gate, for ``diff --json``'s ``gate``."""
-    return {
-        "ref": breach.ref,
-        "platform": breach.platform,
-        "before": breach.before,
-        "after": breach.after,
-        "limit": breach.limit,
-        "grown_layers": [{"digest": d, "bytes": n} for d, n in breach.grown],
-    }
 
 
 def _image_json(image: Image | None) -> dict[str, Any] | None:
@@ -389,7 +390,7 @@ def diff_table(found: DiffReport, show_all: bool = False) -> str:
             rows.append([ref, name(row.platform, Scheme.SHORT), change, *_diff_cells(row)])
     text = f"comparing {found.old} → {found.new}\n"
     if rows:
-        text += "\n" + table(["TAG", "PLATFORM", "CHANGE", "COMPRESSED", "LAYERS", "BASE"], rows)
+        text += "\n" + table(["TAG", "PLATFORM", "CHANGE", "COMPRESSED", "LAYERS", "BASE"], rows, drop=("BASE",))
     text += "".join(f"\nnote: {line}" for line in found.notes) + ("\n" if found.notes else "")
     same = found.count(Change.UNCHANGED)
     counts = ", ".join(f"{found.count(c)} {c.value}" for c in (Change.CHANGED, Change.NEW, Change.REMOVED))

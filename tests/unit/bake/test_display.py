@@ -197,7 +197,7 @@ def test_a_terminal_gets_a_live_table_that_ends_in_the_final_state_and_errors_in
     assert ("bad--image", "linux/amd64", "2/3", "failed") in rows
     assert ("bad--image", "linux/arm64", "1/3", "canceled") in rows
     assert ("bb--image", "linux/arm/v7", "4/4", "cached") in rows
-    assert ("split--image", "linux/arm64", "2/3", "cached") in rows
+    assert ("split--image", "linux/arm64", "3/3", "cached") in rows  # finished: all its steps, not the last one seen
     assert "5 cached, 1 failed, 7 canceled" in final
 
 
