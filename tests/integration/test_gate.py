@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration import registry
@@ -27,7 +28,9 @@ def digests(cfg: Path) -> dict[str, str | None]:
     return out
 
 
-def test_a_layer_that_grew_past_the_gate_stops_the_release_and_fails_diff(stack: None, tmp_path: Path) -> None:
+def test_a_layer_that_grew_past_the_gate_stops_the_release_and_fails_diff(
+    stack: None, tmp_path: Path, measured: Callable[[str], None]
+) -> None:
     ns = f"127.0.0.1:5000/gate-{uuid.uuid4().hex[:8]}"
     cfg = project(tmp_path, ns, "a", retention="")
     cfg.write_text(cfg.read_text() + "gate: {max_growth: 10%}\n")
@@ -44,6 +47,7 @@ def test_a_layer_that_grew_past_the_gate_stops_the_release_and_fails_diff(stack:
     found = re.search(r"grew (\S+ \S+) → (\S+ \S+) .*limit 10%.*layers that grew: sha256:\w+… (\S+ MB)", armv7)
     assert found is not None, armv7
     assert found.group(3) in ("3.0 MB", "3.1 MB"), "the accidental layer, by its size"
+    measured(armv7.replace(ns, "NS"))
     assert digests(cfg) == before, "no tag moved"
 
     cfg.write_text(cfg.read_text().replace("gate: {max_growth: 10%}\n", ""))

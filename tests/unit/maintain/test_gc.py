@@ -10,6 +10,7 @@ import pytest
 from multibake.cli import gcview
 from multibake.errors import BuildError
 from multibake.maintain.gc import GcOptions, gc
+from multibake.registry.errors import RegistryError
 from multibake.release.tools import Tools
 from tests.helpers import make_context, write_config
 from tests.unit.fakes import FakeRegistry
@@ -112,3 +113,37 @@ def test_a_bad_grace_is_a_usage_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match=r"--grace.*not a duration"):
         gc(GcOptions(config=_config(tmp_path), grace="soon"), _tools(FakeRegistry(), []))
+
+
+def test_a_failure_midway_keeps_every_kept_tag_and_the_rerun_finishes(tmp_path: Path) -> None:
+    api, said = FakeRegistry(), list[str]()
+    indexes = _release(api)
+    cfg = _config(tmp_path, "    retention: {keep_last: {version: 1}}")
+    real = api.delete_manifest
+    calls = {"n": 0}
+
+    def flaky(ref: str) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RegistryError(f"deleting {ref}: HTTP 503", transient=True)  # retried
+        if calls["n"] == 4:
+            raise RegistryError(f"deleting {ref}: HTTP 500 disk full", transient=False)  # not retried: this step fails
+        return real(ref)
+
+    api.delete_manifest = flaky  # type: ignore[method-assign]
+    first = gc(GcOptions(config=cfg, apply=True, now=lambda: NOW), _tools(api, said))
+    assert not first.ok and sum(o.problem is not None for o in first.outcomes) == 1
+    assert api.held(f"{REG}/app:3.0") is not None and all(
+        api.held(f"{REG}/app:3.0-{s}") for s in ("amd64", "arm64", "armv7")
+    ), "the kept cell is whole"
+    api.delete_manifest = real  # type: ignore[method-assign]
+    second = gc(GcOptions(config=cfg, apply=True, now=lambda: NOW), _tools(api, said))
+    assert second.ok and second.outcomes, "the rerun finishes the rest"
+    assert sorted(api.list_tags(f"{REG}/app")) == [
+        "3.0",
+        "3.0-amd64",
+        "3.0-arm64",
+        "3.0-armv7",
+        "multibake-staging-app-3_0",
+    ]
+    assert (f"{REG}/app", indexes["1.0"]) not in api.manifests and (f"{REG}/app", indexes["2.0"]) not in api.manifests
