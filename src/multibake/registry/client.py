@@ -48,15 +48,20 @@ MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refu
 _local = threading.local()
 
 
-def _client(ref: Ref, timeout: float = TIMEOUT, login: Login | None = None) -> DXF:
-    clients: dict[tuple[str, str, float, Login | None], DXF] = _local.__dict__.setdefault("clients", {})
-    key = (ref.host, ref.repo, timeout, login)
+def _client(
+    ref: Ref, timeout: float = TIMEOUT, login: Login | None = None, actions: tuple[str, ...] = ("pull", "push")
+) -> DXF:
+    """One client per repository, thread and token scope (``delete`` is asked for by gc's deletes only)."""
+    clients: dict[tuple[str, str, float, Login | None, tuple[str, ...]], DXF] = _local.__dict__.setdefault(
+        "clients", {}
+    )
+    key = (ref.host, ref.repo, timeout, login, actions)
     if key not in clients:
 
         def auth(dxf: DXFBase, response: requests.Response) -> None:
             user, secret = credentials_for(ref.host, login) or (None, None)
             dxf.authenticate(
-                user, secret, response=response, actions=["pull", "push"], user_agent=f"multibake/{__version__}"
+                user, secret, response=response, actions=list(actions), user_agent=f"multibake/{__version__}"
             )
 
         clients[key] = DXF(
@@ -117,7 +122,9 @@ class Http:
         """Delete the manifest ``ref`` (``repo@digest``) names, and every tag on it; False when there was none."""
         parsed = parse(ref)
         try:
-            _client(parsed, self.timeout, self.login)._request("delete", f"manifests/{parsed.reference}")  # type: ignore[no-untyped-call]
+            # a token registry grants deletes only to a token asked for them
+            client = _client(parsed, self.timeout, self.login, ("pull", "push", "delete"))
+            client._request("delete", f"manifests/{parsed.reference}")  # type: ignore[no-untyped-call]
         except REQUEST_ERRORS as exc:
             status = status_of(exc)
             if status == 404:
