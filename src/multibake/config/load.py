@@ -152,6 +152,10 @@ def _check_update_axes(config: Config, file: str, keys: Positions, positions: Po
             if axis not in fam.matrix:
                 message = f"family {name!r} has no matrix axis {axis!r}"
                 raise unknown(("images", name, "update", axis), axis, message, set(fam.matrix))
+        for axis in fam.retention.keep_last if fam.retention else ():  # gc would keep every tag of it
+            if axis not in fam.matrix:
+                message = f"retention.keep_last names {axis}, not an axis of the matrix of {name!r}"
+                raise unknown(("images", name, "retention", "keep_last", axis), axis, message, set(fam.matrix))
 
 
 def _config_error(exc: ValidationError, file: str, positions: Positions, keys: Positions) -> ConfigError:

@@ -213,16 +213,6 @@ class Family(_Model):
 
     retention: FamilyRetention | None = Field(default=None, description="which tags `multibake gc` keeps")
 
-    @model_validator(mode="after")
-    def _retention_axes(self) -> Family:
-        unknown = sorted(set(self.retention.keep_last) - set(self.matrix)) if self.retention else []
-        if unknown:
-            raise ValueError(
-                f"retention.keep_last names {', '.join(unknown)}, not an axis of the matrix "
-                f"({', '.join(self.matrix) or 'none'})"
-            )
-        return self
-
     @field_validator("secrets")
     @classmethod
     def _secret_ids(cls, value: dict[str, Secret]) -> dict[str, Secret]:
