@@ -196,3 +196,56 @@ def test_a_registry_without_deletes_gets_one_line_and_exit_1(stack: None, tmp_pa
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "does not allow deletes" in lines[0] and "Traceback" not in proc.stderr
         assert "storage.delete.enabled" in lines[0]
+
+
+def _cosign() -> str | None:
+    import os
+    import shutil
+
+    cache = Path(os.environ.get("MULTIBAKE_CACHE", "/var/cache/multibake"))
+    found = sorted(cache.glob("cosign-v2*/cosign"))
+    return str(found[-1]) if found else shutil.which("cosign")
+
+
+def test_signatures_go_with_what_gc_deletes_and_stay_with_what_it_keeps(deleting: str, tmp_path: Path) -> None:
+    import os
+
+    cosign = _cosign()
+    if cosign is None:
+        pytest.skip("cosign is not installed (a cosign v2 binary in $MULTIBAKE_CACHE/cosign-v2*/ or on PATH)")
+    ns = f"{deleting}/gcsig-{uuid.uuid4().hex[:8]}"
+    cfg = project(tmp_path, ns, "a")
+    push(cfg)
+    env = {**os.environ, "COSIGN_PASSWORD": "", "COSIGN_YES": "true"}
+    subprocess.run([cosign, "generate-key-pair"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    signed = {}
+    for version in ("1.0", "3.0"):
+        index = registry.get(f"{ns}/app:{version}")
+        assert index is not None
+        signed[version] = [index.digest, *(str(m["digest"]) for m in index.doc["manifests"])]  # attestations too
+        proc = subprocess.run(
+            [cosign, "sign", "--key", "cosign.key", "--tlog-upload=false", "--recursive",
+             "--allow-http-registry", f"{ns}/app@{index.digest}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def sig_tags(version: str) -> set[str]:
+        return {f"app:sha256-{d.removeprefix('sha256:')}.sig" for d in signed[version]}
+
+    before = held(ns)
+    assert sig_tags("1.0") | sig_tags("3.0") <= set(before), "cosign signed each index and each manifest in it"
+    project(tmp_path, ns, "a", retention="    retention: {keep_last: {version: 2}}\n")
+    code, _, err = gc(cfg, "--apply")
+    assert code == 0, err[-2000:]
+    after = held(ns)
+    assert not sig_tags("1.0") & set(after), "the signatures of what gc deleted are gone"
+    assert sig_tags("3.0") <= set(after), "the signatures of what it kept stay"
+    gone = set(before) - set(after)
+    assert gone == sig_tags("1.0") | {
+        "app:1.0",
+        "app:1.0-amd64",
+        "app:1.0-arm64",
+        "app:1.0-armv7",
+        f"app:{STAGING}app-1_0",
+    }
