@@ -317,3 +317,23 @@ def test_bad_registry_override_names_its_source(
     assert code == EXIT_USAGE
     assert source in err
     assert f"{SHIPPED_CONFIG}:" not in err, "the file's registry is not the culprit"
+
+
+@pytest.mark.parametrize("args", [["--report", "r.html"], ["--push", "--dry-run", "--report", "r.html"]])
+def test_build_report_needs_a_whole_release(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    assert cli.run(["build", "-c", str(SHIPPED_CONFIG), *args]) == EXIT_USAGE
+    assert "--report needs --push" in capsys.readouterr().err
+
+
+def test_diff_max_growth_must_be_a_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["diff", "-c", str(SHIPPED_CONFIG), "--max-growth", "lots"]) == EXIT_USAGE
+    assert "--max-growth: 'lots' is not a size limit" in capsys.readouterr().err
+
+
+def test_gc_and_report_are_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["gc", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--apply", "--grace", "--json"))
+    assert cli.run(["report", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--html", "--markdown", "--previous"))
