@@ -260,7 +260,10 @@ def table(rows: Sequence[Row], now: float, *, limit: int | None = None, began: f
     if began is not None:
         caption += f" after {duration(now - began)}"
     out = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left", pad_edge=False)
-    for column in ("cell", "platform", "step", "state", "elapsed"):
+    # on a narrow terminal the cell and platform names are cut (…): step, state and elapsed time always show
+    for column in ("cell", "platform"):
+        out.add_column(column, no_wrap=False, overflow="ellipsis", min_width=8)
+    for column in ("step", "state", "elapsed"):
         out.add_column(column, justify="right" if column == "elapsed" else "left", no_wrap=True)
     for row in shown:
         elapsed = row.elapsed(now)

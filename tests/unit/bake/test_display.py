@@ -286,3 +286,17 @@ def test_the_cli_hands_the_release_its_output(capsys: pytest.CaptureFixture[str]
     tools.echo("multibake: hello")
     assert capsys.readouterr().err == "multibake: hello\n"
     assert getattr(tools.watch, "__self__", None).__class__ is Plain
+
+
+def test_the_live_table_fits_a_narrow_terminal_and_keeps_step_state_and_time() -> None:
+    from multibake.bake.display import table
+    from multibake.bake.progress import Row, State
+
+    long = "alpine-s6-nodejs-3_23-3_2_3_2-24-and-a-long-suffix"
+    rows = [Row(cell=long, platform="linux/arm/v7", state=State.DONE, step=(2, 2), started=0, ended=61)]
+    file = io.StringIO()
+    Console(file=file, width=60, color_system=None).print(table(rows, 100.0, began=0))
+    lines = file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 60
+    row = next(line for line in lines if "alpine" in line)
+    assert "…" in row and "2/2" in row and "done" in row and "1m01s" in row
