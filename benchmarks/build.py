@@ -88,6 +88,7 @@ class Results:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     retried: dict[str, list[bool]] = field(default_factory=dict)  # per run: did a transient error force a retry?
     bake_seconds: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # `build --json`'s steps, per run
     notes: list[str] = field(default_factory=list)
 
     def add(self, scenario: str, seconds: float, retried: bool) -> None:
@@ -205,6 +206,10 @@ def scenario_multibake(snap: Path, ns: str, log: Path, res: Results, label: str)
         raise BenchError(f"{label}: multibake build reported ok=false; log {log}")
     if isinstance(doc.get("duration"), int | float):
         res.bake_seconds.setdefault(label, []).append(float(doc["duration"]))
+    steps = doc.get("steps")
+    if isinstance(steps, dict):
+        # the process's own wall time next to the steps multibake measured inside it
+        res.steps.setdefault(label, []).append({**steps, "wall": seconds})
     for reason in doc.get("retries") or []:
         res.notes.append(f"{label}: multibake retried its bake after a transient error: {str(reason)[:160]}")
 
@@ -355,6 +360,7 @@ def report(res: Results, n_builds: int, namespaces: dict[str, str], rounds: int)
             for t, b, r in zip(res.seconds[key], bakes, res.retried[key], strict=True)
         ]
         print(f"  {state}: " + "; ".join(parts))
+    steps_table(res)
     print(
         "  multibake does more work than raw bake: bake pushes every cell to a private staging tag; then each\n"
         "  staged index is read back and checked, the public multi-arch tags are pointed at it and every\n"
@@ -382,6 +388,88 @@ def report(res: Results, n_builds: int, namespaces: dict[str, str], rounds: int)
         print(f"note: {note}")
 
 
+STEP_COLUMNS = ("start", "plan", "preflight", "bake", "promote", "verify")
+
+
+def own_time(steps: dict[str, float]) -> float:
+    """multibake's own time in one run: the process's wall time less its bake run(s)."""
+    return steps["wall"] - steps.get("bake", 0.0)
+
+
+def steps_table(res: Results) -> None:
+    """Medians of the steps ``build --json`` reports, per multibake scenario: where its time went."""
+    keys = [k for k in res.steps if res.steps[k]]
+    if not keys:
+        print("  (no per-step durations: this multibake's `build --json` has no `steps`)")
+        return
+    width = max(len(k) for k in keys)
+    cols = [*STEP_COLUMNS, "other", "own", "wall"]
+    print("\n  medians, seconds (own = wall - bake: what multibake adds to bake; other = outside every step):")
+    print(f"  {'scenario':<{width}}  " + "  ".join(f"{c:>9}" for c in cols))
+    for key in keys:
+        runs = res.steps[key]
+        row = []
+        for col in cols:
+            if col == "own":
+                values = [own_time(r) for r in runs]
+            elif col == "other":
+                values = [r["wall"] - sum(r.get(c, 0.0) for c in STEP_COLUMNS) for r in runs]
+            else:
+                values = [r.get(col, 0.0) for r in runs]
+            row.append(f"{statistics.median(values):9.3f}")
+        print(f"  {key:<{width}}  " + "  ".join(row))
+
+
+def wide_config(snap: Path, cells: int) -> Path | None:
+    """A copy of the sample's platforms.yaml whose ``app`` family has ``cells - 1`` cells (one flavor)."""
+    text = (snap / "platforms.yaml").read_text(encoding="utf-8")
+    versions = ", ".join(f'"{n}.0"' for n in range(1, cells))
+    changed, n = re.subn(r"(?m)^(\s+app: )\[[^\]]*\]$", rf"\g<1>[{versions}]", text)
+    changed, m = re.subn(r"(?m)^(\s+flavor: )\[[^\]]*\]$", r"\g<1>[slim]", changed)
+    if n != 1 or m != 1:
+        return None
+    path = snap / f"platforms-{cells}.yaml"
+    path.write_text(changed, encoding="utf-8")
+    return path
+
+
+def tag_count(config: Path, ns: str, log: Path) -> tuple[int, int]:
+    """(cells, public tags: multi-arch and per-platform) the plan of ``config`` has."""
+    _, stdout = run([*multibake(), "plan", "--json", "-c", str(config), "--registry", ns], log=log)
+    cells = json.loads(stdout)["cells"]
+    tags = sum(len(c["tags"]) + sum(len(r) for r in c["platform_tags"].values()) for c in cells)
+    return len(cells), tags
+
+
+def scale(snap: Path, run_id: str, logs: Path, res: Results, *, rounds: int, wide: int) -> None:
+    """multibake's own time, warm, at the sample's size and at ``wide`` cells: how it grows with the tags."""
+    log = logs / "scale.log"
+    sizes: list[tuple[str, Path]] = [("sample", snap / "platforms.yaml")]
+    config = wide_config(snap, wide)
+    if config is None:
+        res.notes.append("the sample's app matrix was not found: the scale rows were skipped")
+        return
+    sizes.append(("wide", config))
+    print(f"\nscale: multibake's own time, warm (built once, then {rounds} runs with nothing to rebuild):")
+    own: dict[str, tuple[int, int, float]] = {}
+    for name, cfg in sizes:
+        ns = f"{REGISTRY}/bench-{run_id}-scale-{name}"
+        cells, tags = tag_count(cfg, ns, log)
+        label = f"multibake warm, {cells} cells"
+        argv = [*multibake(), "build", "--push", "-c", str(cfg), "--registry", ns, "--progress", "plain", "--json"]
+        run(argv, log=log)  # fills BuildKit's cache and the namespace
+        for _ in range(rounds):
+            seconds, stdout = run(argv, log=log)
+            steps = json.loads(stdout).get("steps") or {}
+            res.steps.setdefault(label, []).append({**steps, "wall": seconds})
+        own_s = statistics.median(own_time(r) for r in res.steps[label])
+        own[name] = (cells, tags, own_s)
+        print(f"  {cells:3d} cells, {tags:4d} public tags: own time {own_s:.3f} s (median)", flush=True)
+    (c1, t1, o1), (c2, t2, o2) = own["sample"], own["wide"]
+    if t2 > t1:
+        print(f"  growth: {1000 * (o2 - o1) / (t2 - t1):.2f} ms per public tag ({c1} → {c2} cells)")
+
+
 def per_platform_check(namespace: str, snap: Path, log: Path) -> list[str]:
     """Per-platform tags the plan promises for ``namespace`` that the registry does not hold."""
     argv = [*multibake(), "plan", "--json", "-c", str(snap / "platforms.yaml"), "--registry", namespace]
@@ -403,6 +491,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3, help="repeat every scenario; medians are reported")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm and fresh-runner runs")
+    parser.add_argument(
+        "--wide", type=int, default=50, help="cells of the scale rows (0: no scale rows); the sample has 5"
+    )
     args = parser.parse_args()
 
     logs = Path(tempfile.mkdtemp(prefix="multibake-bench-build-"))
@@ -482,6 +573,8 @@ def main() -> int:
                 f"`multibake build --push` did not push {len(missing)} per-platform tags its plan lists, "
                 f"e.g. {missing[0]}"
             )
+        if args.wide > 0 and not args.no_warm:
+            scale(snap, run_id, logs, res, rounds=args.rounds, wide=args.wide)
         report(res, n_builds, namespaces, args.rounds)
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)

@@ -58,7 +58,7 @@ def stack() -> str:
 _MEASURED: list[str] = []
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def measured() -> Callable[[str], None]:
     """Keeps a line of numbers a test measured; they are printed at the end of the run."""
     return _MEASURED.append
