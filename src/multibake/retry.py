@@ -1,24 +1,41 @@
-"""The one retry rule, for bake runs and registry calls alike.
+"""The one retry rule, for bake runs and registry requests alike, and the budget a release shares.
 
 Only a failure classified as transient (``Transient``) is retried: exponential backoff with full
-jitter, bounded by the ``retry:`` settings of platforms.yaml, each retry announced. Sleep and the
-announcement are injected so tests run retries instantly and read what was said.
+jitter (a random wait up to ``initial_delay * 2^n``, at most ``max_delay``, at least what a
+``Retry-After`` asked), each retry announced. Sleep, the clock and the announcement are injected, so
+tests run retries instantly and read what was said.
+
+How long to keep trying fits the work rather than a small count:
+
+- a registry request gets ``attempts`` attempts; while its registry answers other requests (one
+  succeeded within the last ``per_request`` seconds) the registry is flaky, not down, and the request
+  is retried until ``per_request`` seconds have passed since its first attempt. At 20 % faults a
+  release of hundreds of requests then almost never loses one (4 attempts each lose one in ten
+  releases of 150 requests), while a registry that answers nothing costs ``attempts`` attempts, once:
+  its other requests are not tried (``Budget.down``);
+- the retries of one release's registry requests are at most ``FLOOR`` plus ``RATIO`` times the
+  requests that succeeded (``Budget``): a registry failing most requests ends the release, rather than
+  each request retrying for its whole window;
+- a bake run counts its attempts from its last progress (bake/run.py): a run that pushed an image
+  no earlier run had pushed starts the count again.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
-
-import tenacity
 
 from multibake.config.schema import Retry
 from multibake.failures import Failure
 from multibake.kinds import Echo
 
 T = TypeVar("T")
+FLOOR = 20  # retries a release may make before (and beyond) what its successful requests earn
+RATIO = 0.5  # retries earned per successful request: 20 % faults need 0.25
 
 
 def _silent(line: str) -> None:
@@ -34,48 +51,109 @@ class Transient(Exception):
         self.retry_after = retry_after  # the least wait the other side asked for (Retry-After)
 
 
+class GaveUp(Exception):
+    """A request still failing when its budget ran out: the last failure, and why it was not retried."""
+
+    def __init__(self, last: Transient, why: str) -> None:
+        super().__init__(str(last))
+        self.last = last
+        self.why = why  # "after N attempts …"
+
+
+class Budget:
+    """What the registry requests of one release share: when each host last answered, retries made, hosts down.
+
+    The one mutable object of a release's registry client; requests run on a few threads, so every
+    counter is read and changed under a lock.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._answered: dict[str, float] = {}  # host → when a request to it last succeeded
+        self._down: dict[str, str] = {}  # host → why it is given up on
+        self.successes = 0
+        self.retries = 0
+
+    def succeeded(self, host: str) -> None:
+        with self._lock:
+            self._answered[host] = self.clock()
+            self.successes += 1
+
+    def answered_since(self, host: str, since: float) -> bool:
+        with self._lock:
+            return self._answered.get(host, float("-inf")) >= since
+
+    def take_retry(self) -> bool:
+        """One retry from the release's allowance; False when it is spent."""
+        with self._lock:
+            if self.retries >= FLOOR + RATIO * self.successes:
+                return False
+            self.retries += 1
+            return True
+
+    def give_up(self, host: str, why: str) -> None:
+        with self._lock:
+            self._down.setdefault(host, why)
+
+    def down(self, host: str) -> str | None:
+        """Why ``host`` is given up on, None while it is not."""
+        with self._lock:
+            return self._down.get(host)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
-    limits: Retry = field(default_factory=Retry)  # attempts and delays, as platforms.yaml sets them
+    limits: Retry = field(default_factory=Retry)  # attempts, delays and the request window (platforms.yaml)
     sleep: Callable[[float], None] = time.sleep
     echo: Echo = _silent  # where retries are announced
+    rng: random.Random = field(default_factory=random.Random)
 
-    def attempts(self, what: str, log: list[str] | None = None) -> tenacity.Retrying:
-        """Iterate over it (``for attempt in …: with attempt: …``); a Transient past the last attempt is re-raised.
+    def delay(self, retry: int, asked: float = 0.0) -> float:
+        """The wait before retry number ``retry`` (1, 2, …).
 
-        ``log`` collects the reason of every retried attempt.
+        "Full jitter": a random wait up to min(max_delay, initial_delay * 2^(retry-1)), so parallel
+        releases hitting one registry do not retry in lockstep; at least what a Retry-After asked,
+        never past max_delay.
         """
+        ceiling = min(self.limits.max_delay, self.limits.initial_delay * 2 ** min(retry - 1, 30))
+        return min(self.limits.max_delay, max(self.rng.uniform(0, ceiling), asked))
 
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            reason = str(exc) if exc else "?"
-            if log is not None:
-                log.append(reason)
-            delay = state.next_action.sleep if state.next_action else 0
-            shown = reason.removeprefix(f"{what}: ")  # a registry failure names the call already
-            self.echo(
-                f"multibake: {what}: transient failure ({shown}); retry {state.attempt_number}/"
-                f"{self.limits.attempts - 1} in {delay:.1f}s"
-            )
+    def announce(self, what: str, reason: str, count: str, wait: float) -> None:
+        shown = reason.removeprefix(f"{what}: ")  # a registry failure names the call already
+        self.echo(f"multibake: {what}: transient failure ({shown}); retry {count} in {wait:.1f}s")
 
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.limits.attempts),
-            wait=self._wait,
-            retry=tenacity.retry_if_exception_type(Transient),
-            before_sleep=before_sleep,
-            sleep=self.sleep,
-            reraise=True,
-        )
+    def request(self, what: str, host: str, once: Callable[[], T], budget: Budget) -> T:
+        """``once()``, retried while it raises Transient and the budget allows; GaveUp when it no longer does."""
+        started = budget.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = once()
+            except Transient as exc:
+                why = self._stop(host, started, attempt, budget)
+                if why is not None:
+                    raise GaveUp(exc, why) from exc
+                wait = self.delay(attempt, exc.retry_after)
+                count = f"{attempt}/{self.limits.attempts - 1}"
+                if attempt >= self.limits.attempts:  # within the window: never past its end
+                    wait = max(0.0, min(wait, self.limits.per_request - (budget.clock() - started)))
+                    count = f"{attempt}, within {self.limits.per_request:g} s"
+                self.announce(what, str(exc), count, wait)
+                self.sleep(wait)
+                continue
+            budget.succeeded(host)
+            return result
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        # "full jitter": a random wait up to min(max_delay, initial_delay * 2^n), so parallel releases
-        # hitting one registry do not retry in lockstep; at least what a Retry-After asked, within max_delay
-        jitter = tenacity.wait_random_exponential(multiplier=self.limits.initial_delay, max=self.limits.max_delay)
-        exc = state.outcome.exception() if state.outcome else None
-        asked = exc.retry_after if isinstance(exc, Transient) else 0.0
-        return max(jitter(state), min(asked, self.limits.max_delay))
-
-    def call(self, what: str, once: Callable[[], T]) -> T:
-        """``once()``, retried while it raises Transient; raises the last Transient when attempts run out."""
-        result: T = self.attempts(what)(once)
-        return result
+    def _stop(self, host: str, started: float, attempt: int, budget: Budget) -> str | None:
+        """Why a request that failed ``attempt`` times is not retried; None when it is."""
+        window = self.limits.per_request
+        if attempt >= self.limits.attempts:
+            if not budget.answered_since(host, budget.clock() - window):
+                return f"after {attempt} attempts"
+            if budget.clock() - started >= window:
+                return f"after {attempt} attempts in {window:g} s"
+        if not budget.take_retry():
+            return f"after {attempt} attempts, this release's retries spent ({budget.retries} retries)"
+        return None

@@ -34,7 +34,7 @@ from multibake.failures import Failure, Kind, Steps, classify
 from multibake.kinds import Echo, Mode, PlatformSize, Status
 from multibake.plan.model import Cell, Plan
 from multibake.preflight.builder import BuilderInfo
-from multibake.retry import RetryPolicy, Transient
+from multibake.retry import RetryPolicy
 
 if TYPE_CHECKING:
     pass
@@ -206,25 +206,28 @@ def _unresolved(job: _Job, run: BakeRun) -> Failure | None:
 
 
 def _retried(job: _Job, targets: Sequence[str], pushed: Mapping[str, str], use_cache: bool) -> Attempt:
-    """Bake ``targets`` until done, a permanent failure, or the retries run out."""
+    """Bake ``targets`` until done, a permanent failure, or ``attempts`` failed runs in a row without progress.
+
+    A run that pushed an image no earlier run had pushed made progress: on a flaky registry each
+    run gets further, so the count starts again rather than ending a release that is moving.
+    """
     runs: list[BakeRun] = []
     retries: list[str] = []
-    try:
-        for attempt in job.policy.attempts("bake", retries):
-            with attempt:
-                # a target BuildKit already pushed (an earlier run failed after it) is not baked again
-                left = [t for t in targets if t not in pushed]
-                if not left:
-                    break
-                run = _bake_once(job, left, use_cache)
-                runs.append(run)
-                pushed = {**pushed, **run.pushed}
-                failure = _unresolved(job, run)
-                if failure is not None and failure.kind is Kind.TRANSIENT:
-                    raise Transient(failure)
-                return Attempt(targets=tuple(targets), runs=tuple(runs), retries=tuple(retries), failure=failure)
-    except Transient as exc:
-        return Attempt(targets=tuple(targets), runs=tuple(runs), retries=tuple(retries), failure=exc.failure)
+    stalled = 0  # failed runs since the last one that pushed something new
+    # a target BuildKit already pushed (an earlier run failed after it) is not baked again
+    while left := [t for t in targets if t not in pushed]:
+        run = _bake_once(job, left, use_cache)
+        runs.append(run)
+        progressed = any(t not in pushed for t in run.pushed)
+        pushed = {**pushed, **run.pushed}
+        failure = _unresolved(job, run)
+        stalled = 1 if progressed else stalled + 1
+        if failure is None or failure.kind is not Kind.TRANSIENT or stalled >= job.policy.limits.attempts:
+            return Attempt(targets=tuple(targets), runs=tuple(runs), retries=tuple(retries), failure=failure)
+        wait = job.policy.delay(stalled)
+        retries.append(failure.reason)
+        job.policy.announce("bake", failure.reason, f"{stalled}/{job.policy.limits.attempts - 1}", wait)
+        job.policy.sleep(wait)
     return Attempt(targets=tuple(targets), runs=tuple(runs), retries=tuple(retries))
 
 

@@ -115,7 +115,12 @@ class Secret(_Model):
 class Retry(_Model):
     """Retries of transient registry failures (5xx, 429, resets, timeouts)."""
 
-    attempts: int = Field(default=4, ge=1, le=20)
+    attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="attempts of a bake run since its last progress, and the least attempts of a registry request",
+    )
     initial_delay: float = Field(default=2.0, ge=0, le=600)
     max_delay: float = Field(default=60.0, ge=0, le=3600)
     timeout: float = Field(
@@ -123,6 +128,13 @@ class Retry(_Model):
         gt=0,
         le=3600,
         description="seconds one registry request of multibake's may stall before it counts as a transient failure",
+    )
+    per_request: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="seconds a registry request is retried from its first attempt, while the registry answers "
+        "other requests (a flaky registry, not a dead one)",
     )
 
 

@@ -37,13 +37,14 @@ from multibake.registry.errors import (
     failure_of,
     status_of,
 )
-from multibake.retry import RetryPolicy, Transient
+from multibake.retry import Budget, GaveUp, RetryPolicy, Transient
 
 T = TypeVar("T")
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
+IMPATIENT_WINDOW = 10.0  # seconds an impatient read is retried while its registry answers others
 MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
 _local = threading.local()
 
@@ -219,19 +220,22 @@ def platform_name(p: Mapping[str, Any]) -> str:
 class Registry:
     """Every registry read and write of a release, each retried on transient failures.
 
-    A failure that is not transient, or still failing after the last attempt, is a BuildError. A host
-    that outlasted every attempt once is not tried again by this client: a registry that is down ends
-    a release (or a verify of hundreds of tags) within one retry budget, not one per tag.
+    A failure that is not transient, or still failing when its budget ran out (retry.py), is a
+    BuildError. A host that answered nothing while one request used up its attempts is not tried
+    again by this client: a registry that is down ends a release (or a verify of hundreds of tags)
+    within one request's budget, not one per tag; one that answers other requests is flaky, and only
+    the request that failed fails.
     """
 
     policy: RetryPolicy
     api: Api = field(default_factory=Http)
-    _down: dict[str, str] = field(default_factory=dict)  # host → why it is given up on
+    budget: Budget = field(default_factory=Budget)  # what this client's requests share (retry.py)
 
     def _call(self, ref: str, what: str, call: Callable[[], T]) -> T:
         host = parse(ref).host
-        if host in self._down:
-            raise BuildError(f"{what}: not tried, registry {host} {self._down[host]}")
+        down = self.budget.down(host)
+        if down is not None:
+            raise BuildError(f"{what}: not tried, registry {host} {down}")
 
         def once() -> T:
             try:
@@ -241,12 +245,14 @@ class Registry:
                     raise Transient(Failure(Kind.TRANSIENT, str(exc), ()), retry_after=exc.retry_after) from exc
                 raise BuildError(str(exc)) from exc
 
+        started = self.budget.clock()
         try:
-            return self.policy.call(what, once)
-        except Transient as exc:
-            self._down.setdefault(host, f"was still failing after {self.policy.limits.attempts} attempts")
+            return self.policy.request(what, host, once, self.budget)
+        except GaveUp as exc:
+            if not self.budget.answered_since(host, started):  # nothing answered meanwhile: down, not flaky
+                self.budget.give_up(host, f"was still failing {exc.why}")
             reason = str(exc).removeprefix(f"{what}: ")  # the failure names the call already
-            raise BuildError(f"{what}: still failing after {self.policy.limits.attempts} attempts: {reason}") from exc
+            raise BuildError(f"{what}: still failing {exc.why}: {reason}") from exc
 
     def manifest(self, ref: str) -> RawManifest | None:
         """What ``ref`` points at in the registry, or None when there is no such tag."""
@@ -358,7 +364,12 @@ def impatient(
     ``retry`` (platforms.yaml's) still caps the attempts and the first delay; an ``Http`` api is
     replaced by one with ``timeout``, an injected one (tests) is kept.
     """
-    limits = Retry(attempts=min(attempts, retry.attempts), initial_delay=min(1.0, retry.initial_delay), max_delay=2.0)
+    limits = Retry(
+        attempts=min(attempts, retry.attempts),
+        initial_delay=min(1.0, retry.initial_delay),
+        max_delay=2.0,
+        per_request=min(retry.per_request, IMPATIENT_WINDOW),
+    )
     return Registry(
         policy=RetryPolicy(limits=limits, sleep=sleep, echo=echo),
         api=api.with_timeout(timeout) if isinstance(api, Http) else api,
