@@ -50,6 +50,7 @@ class FakeRegistry:
     refuse_tags: RegistryError | None = None  # raised by writes to a public tag only (staging and digests pass)
     deletes: bool = True  # False: a registry without storage.delete.enabled
     deleted: list[str] = field(default_factory=list)  # refs deleted through the API
+    refuse_refs: dict[str, RegistryError] = field(default_factory=dict)  # raised by every write of these refs
 
     def _maybe_fail(self) -> None:
         if self.fail_next:
@@ -81,6 +82,8 @@ class FakeRegistry:
         self._maybe_fail()
         if self.refuse_writes is not None:
             raise self.refuse_writes
+        if ref in self.refuse_refs:
+            raise self.refuse_refs[ref]
         tag = ref.rsplit(":", 1)[-1] if "@" not in ref else ""
         if self.refuse_tags is not None and tag and not tag.startswith("multibake-staging-"):
             raise self.refuse_tags

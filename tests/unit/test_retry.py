@@ -8,7 +8,7 @@ from multibake.config.schema import Retry
 from multibake.errors import BuildError
 from multibake.registry.client import Registry
 from multibake.registry.errors import RegistryError
-from multibake.retry import RetryPolicy
+from multibake.retry import FLOOR, Budget, RetryPolicy
 from tests.unit.fakes import FakeRegistry
 
 REF = "127.0.0.1:5000/t/app:1"
@@ -104,3 +104,80 @@ def test_a_registry_given_up_on_is_not_tried_again_by_the_same_release() -> None
         reg.manifest("127.0.0.1:5000/t/other:2")
     assert len(sleeps) == 2, "one retry budget for the host, not one per reference"
     assert reg.manifest("127.0.0.2:5000/t/app:1") is None, "other registries are still asked"
+
+
+class Clock:
+    """A clock that the injected sleep moves forward: retries take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _windowed(fake: FakeRegistry, clock: Clock, said: list[str], per_request: float = 30.0) -> Registry:
+    limits = Retry(attempts=3, initial_delay=1.0, max_delay=4.0, per_request=per_request)
+    policy = RetryPolicy(limits=limits, sleep=clock.sleep, echo=said.append)
+    return Registry(policy=policy, api=fake, budget=Budget(clock=clock))
+
+
+class Flaky(FakeRegistry):
+    """Fails every read of one reference; every other reference answers."""
+
+    def __init__(self, bad: str, failures: int) -> None:
+        super().__init__()
+        self.bad = bad
+        self.failures = failures
+
+    def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
+        if ref == self.bad and self.failures:
+            self.failures -= 1
+            raise RegistryError(f"reading {ref}: HTTP 503", transient=True)
+        return super().get_manifest(ref)
+
+
+def test_a_request_to_a_registry_that_answers_others_is_retried_within_its_window_not_a_count() -> None:
+    clock, said = Clock(), list[str]()
+    fake = Flaky(REF, failures=6)  # six in a row: past the 3 attempts, well within 30 s
+    fake.publish(REF, ["linux/amd64"])
+    reg = _windowed(fake, clock, said)
+    assert reg.manifest("127.0.0.1:5000/t/other:1") is None  # the registry answers
+    held = reg.manifest(REF)
+    assert held is not None and held.is_index
+    assert len(said) == 6 and "retry 3, within 30 s" in said[2]
+    assert clock.now - 1000.0 <= 30.0
+
+
+def test_a_request_failing_past_its_window_fails_alone_and_the_registry_is_still_asked() -> None:
+    clock, said = Clock(), list[str]()
+    fake = Flaky(REF, failures=10_000)
+    fake.publish("127.0.0.1:5000/t/other:1", ["linux/amd64"])
+    reg = _windowed(fake, clock, said, per_request=20.0)
+    assert reg.manifest("127.0.0.1:5000/t/other:1") is not None
+    started = clock.now
+    with pytest.raises(BuildError, match=r"still failing after \d+ attempts in 20 s: HTTP 503"):
+        reg.manifest(REF)
+    assert clock.now - started <= 20.0 + 4.0, "never much past the window"
+    assert reg.manifest("127.0.0.1:5000/t/other:1") is not None, "the other requests are still made"
+
+
+def test_a_release_retries_at_most_its_floor_plus_half_its_successes() -> None:
+    budget = Budget(clock=Clock())
+    for _ in range(10):
+        budget.succeeded("127.0.0.1:5000")
+    allowed = 0
+    while budget.take_retry():
+        allowed += 1
+    assert allowed == FLOOR + 5
+
+
+def test_retry_waits_are_full_jitter_within_max_delay() -> None:
+    policy = RetryPolicy(limits=Retry(initial_delay=2.0, max_delay=5.0))
+    waits = [policy.delay(n) for n in (1, 2, 3, 10) for _ in range(50)]
+    assert all(0 <= w <= 5.0 for w in waits)
+    assert max(policy.delay(1) for _ in range(50)) <= 2.0
+    assert policy.delay(1, asked=4.5) >= 4.5 and policy.delay(1, asked=60) == 5.0

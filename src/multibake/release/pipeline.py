@@ -240,7 +240,7 @@ def promote(
     try:
         published = publish.promote(reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
-        why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
+        why = f"publishing: {exc} ({RERUN})"
         say(f"multibake: {why}")
         failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
@@ -248,16 +248,29 @@ def promote(
     if journal_to is not None:
         record(journal_to, published, checks, say)
     indexes = {check.ref: check for check in checks if check.is_index}
+    for target, why in published.failed.items():
+        say(f"multibake: {target}: publishing: {why} ({RERUN})")
     cells = [
         _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
         if cell.target in published.promoted
-        else _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
+        else _not_promoted(cell, published)
         for cell in report.cells
     ]
     bad = [check for check in checks if not check.ok]
     for check in bad:
         say(f"multibake: verify: {check.ref}: {check.problem}")
-    return Built(ok=report.ok and not bad, report=replace(report, cells=tuple(cells)))
+    return Built(ok=report.ok and not bad and not published.failed, report=replace(report, cells=tuple(cells)))
+
+
+RERUN = "every tag is on a whole index, old or new: rerun to finish"
+
+
+def _not_promoted(cell: bake.CellResult, published: publish.Published) -> bake.CellResult:
+    """A cell whose tags this release did not (all) move: failed on the registry, or held back staged."""
+    if cell.target in published.failed:
+        why = f"publishing: {published.failed[cell.target]} ({RERUN})"
+        return _restatus(cell, {Status.BUILT: Status.FAILED}, why)
+    return _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
 
 
 def _size_gate(
@@ -309,10 +322,12 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
     try:
         published = publish.promote(reg, release.plan, sources, partial=False)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
-        tools.say(f"multibake: publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)")
+        tools.say(f"multibake: publishing: {exc} ({RERUN})")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))
     for target, why in published.held_back.items():
         tools.say(f"multibake: {target}: {why}")
+    for target, why in published.failed.items():
+        tools.say(f"multibake: {target}: publishing: {why} ({RERUN})")
     checks = publish.verify(release.plan, reg)
     if not published.held_back:
         try:  # the build ids of the checkout publish runs in, when it holds every build context
@@ -320,7 +335,8 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
         except OSError:
             ids = {}
         record(Journal(release=release, ids=ids), published, checks, tools.say)
-    return Checked(ok=not published.held_back and all(c.ok for c in checks), checks=tuple(checks))
+    ok = not published.held_back and not published.failed and all(c.ok for c in checks)
+    return Checked(ok=ok, checks=tuple(checks))
 
 
 def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:

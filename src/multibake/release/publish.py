@@ -12,7 +12,6 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -78,6 +77,7 @@ class Published:
     promoted: tuple[str, ...] = ()  # targets whose public tags now point at the release
     unchanged: tuple[str, ...] = ()  # promoted targets whose tags already held exactly this release
     held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
+    failed: Mapping[str, str] = field(default_factory=dict)  # target → the tag write the registry kept failing
     before: Mapping[str, str | None] = field(default_factory=dict)  # public tag → its digest before (None: new)
 
 
@@ -136,17 +136,66 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
     ready = [c for c in plan.cells if c.target in staged]
+    moved_by, failed = _write_tags(reg, ready, staged)
+    promoted = tuple(c.target for c in ready if c.target not in failed)
+    before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
+    for moved in moved_by.values():
+        before.update((ref, held.digest if held else None) for ref, held in moved.items())
+    unchanged = tuple(t for t in promoted if not moved_by.get(t))
+    return Published(promoted=promoted, unchanged=unchanged, held_back=held_back, failed=failed, before=before)
 
-    def write_index(cell: Cell) -> dict[str, RawManifest | None]:
+
+Moved = dict[str, RawManifest | None]  # each tag a cell moved → what it held before
+
+
+def _write_tags(
+    reg: Registry, ready: list[Cell], staged: Mapping[str, RawManifest]
+) -> tuple[dict[str, Moved], dict[str, str]]:
+    """Every public tag of ``ready`` pointed at its staged index: (target → tags moved, target → why it failed).
+
+    A tag write that fails past the retry budget fails its own cell only: the other cells' tags are
+    written all the same. A cell whose multi-arch tags could not all move keeps its per-platform tags
+    where they were, so none of them shows an image its index does not list.
+    """
+
+    moved_by: dict[str, Moved] = {}
+    failed: dict[str, str] = {}
+
+    def collect(owner: str, got: Moved | BuildError) -> None:
+        if isinstance(got, BuildError):
+            failed.setdefault(owner, str(got))
+        else:
+            moved_by.setdefault(owner, {}).update(got)
+
+    # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
+    # link on every write of that image, and an index write that checks its images at that moment
+    # is refused ("blob unknown"). So no per-platform tag is written while an index is.
+    for cell, got in zip(ready, _parallel(lambda c: _write_index(reg, c, staged[c.target]), ready), strict=True):
+        collect(cell.target, got)
+    singles = [(c, p, refs) for c in ready if c.target not in failed for p, refs in c.platform_tags if refs]
+    written = _parallel(lambda item: _write_platform(reg, item, staged[item[0].target]), singles)
+    for (cell, _, _), got in zip(singles, written, strict=True):
+        collect(cell.target, got)
+    return moved_by, failed
+
+
+def _write_index(reg: Registry, cell: Cell, staged: RawManifest) -> Moved | BuildError:
+    """The cell's multi-arch tags pointed at ``staged`` (those that do not hold it yet), or why not."""
+    try:
         held = {t: reg.manifest(t) for t in cell.tags}
-        moved = [t for t in cell.tags if not _holds(held[t], staged[cell.target], dict(cell.annotations))]
+        moved = [t for t in cell.tags if not _holds(held[t], staged, dict(cell.annotations))]
         if moved:
-            reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
-        return {t: held[t] for t in moved}
+            reg.write(staged, moved, annotations=dict(cell.annotations))
+    except BuildError as exc:
+        return exc
+    return {t: held[t] for t in moved}
 
-    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> dict[str, RawManifest | None]:
-        cell, platform, refs = item
-        source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
+
+def _write_platform(reg: Registry, item: tuple[Cell, str, tuple[str, ...]], staged: RawManifest) -> Moved | BuildError:
+    """A platform's tags pointed at its image in ``staged``, byte for byte, or why not."""
+    cell, platform, refs = item
+    source = f"{cell.image}@{staged.entries()[platform]}"
+    try:
         image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
@@ -154,21 +203,9 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
         moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
         if moved:
             reg.write(image, moved)
-        return {ref: held[ref] for ref in moved}
-
-    # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
-    # link on every write of that image, and an index write that checks its images at that moment
-    # is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    index_round = list(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
-    singles = [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs]
-    platform_round = list(zip([c.target for c, _, _ in singles], _parallel(write_platform, singles), strict=True))
-    moves: Counter[str] = Counter()
-    before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
-    for owner, moved in index_round + platform_round:
-        moves[owner] += len(moved)
-        before.update((ref, held.digest if held else None) for ref, held in moved.items())
-    unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
-    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back, before=before)
+    except BuildError as exc:
+        return exc
+    return {ref: held[ref] for ref in moved}
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:

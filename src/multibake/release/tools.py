@@ -75,8 +75,9 @@ def budget(limits: Retry) -> str:
     waits = (limits.attempts - 1) * limits.max_delay
     return (
         f"multibake: transient registry failures: up to {limits.attempts} attempts per step, waits up to "
-        f"{limits.max_delay:g} s each ({waits:g} s in all), a stalled request gives up after {limits.timeout:g} s "
-        "(retry: in platforms.yaml)"
+        f"{limits.max_delay:g} s each ({waits:g} s in all) while nothing moves on; a registry request is retried for "
+        f"up to {limits.per_request:g} s while the registry answers others; a stalled request gives up after "
+        f"{limits.timeout:g} s (retry: in platforms.yaml)"
     )
 
 
