@@ -36,6 +36,17 @@ class Status(StrEnum):
         return self in (Status.BUILT, Status.PUBLISHED, Status.UNCHANGED, Status.UP_TO_DATE)
 
 
+class Step(StrEnum):
+    """The steps of a release whose durations ``build`` reports, in pipeline order."""
+
+    START = "start"  # the interpreter and the command line, up to the build command
+    PLAN = "plan"  # load, plan, build ids, --skip-existing reads, the bake file
+    PREFLIGHT = "preflight"  # base images, the builder (and its nodes), the registry login
+    BAKE = "bake"  # buildx bake runs, retries included
+    PROMOTE = "promote"  # staged indexes read back, public and per-platform tags written (or a shard staged)
+    VERIFY = "verify"  # every public tag read back, the release journal
+
+
 class Progress(StrEnum):
     """How a build shows its progress (display.py)."""
 

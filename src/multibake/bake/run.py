@@ -31,7 +31,7 @@ from multibake.bake.invocation import (
 )
 from multibake.docker import DockerFailure, Runner
 from multibake.failures import Failure, Kind, Steps, classify
-from multibake.kinds import Echo, Mode, PlatformSize, Status
+from multibake.kinds import Echo, Mode, PlatformSize, Status, Step
 from multibake.plan.model import Cell, Plan
 from multibake.preflight.builder import BuilderInfo
 from multibake.retry import RetryPolicy
@@ -101,6 +101,7 @@ class BuildReport:
     nodes: Mapping[str, str] = field(default_factory=dict)  # bake target → the builder node that built it
     duration: float = 0.0
     bases: Mapping[str, str] = field(default_factory=dict)  # cell target → the base image it builds on
+    steps: Mapping[Step, float] = field(default_factory=dict)  # seconds of each step of the release (pipeline)
 
     @property
     def route(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -85,6 +86,7 @@ def load_plan(
 
 def tools(progress: Progress = Progress.PLAIN) -> Tools:
     """What the release pipeline talks to: docker (made when needed), the registry, stderr."""
+    started, startup = time.monotonic(), process_age()
     from multibake import docker as door
     from multibake.bake import display
     from multibake.release.tools import Tools
@@ -95,7 +97,23 @@ def tools(progress: Progress = Progress.PLAIN) -> Tools:
         echo=out.echo,
         watch=out.watch,
         say=lambda line: typer.echo(line, err=True),
+        started=started,
+        startup=startup,
     )
+
+
+def process_age() -> float:
+    """Seconds since this process started (the interpreter, imports, the command line); 0 where unknown.
+
+    Linux's /proc gives the start in clock ticks since boot, and the time since boot.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text(encoding="ascii")
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - started)
 
 
 def render_build(built: Built, as_json: bool) -> int:

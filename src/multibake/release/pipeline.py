@@ -20,7 +20,7 @@ from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
-from multibake.kinds import Echo, Mode, Status
+from multibake.kinds import Echo, Mode, Status, Step
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
@@ -31,6 +31,7 @@ from multibake.release import gate as size_gate
 from multibake.release import journal, publish, shards
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
+from multibake.release.timing import Stopwatch
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 
 if TYPE_CHECKING:
@@ -60,13 +61,17 @@ class Checked:
 
 
 def build(opts: BuildOptions, tools: Tools) -> Built:
-    """The release, step by step."""
+    """The release, step by step; the report says how long each step took."""
+    watch = Stopwatch(tools.started)
     target = resolve(opts)
     with logged_in(tools, target.release.plan.registry) as with_login:
-        return _build(opts, with_login, target)
+        built = _build(opts, with_login, target, watch)
+    if built.report is None:
+        return built
+    return replace(built, report=replace(built.report, steps=watch.steps(tools.startup)))
 
 
-def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
+def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -> Built:
     # the steps, in order; each takes and returns frozen data (Target, Todo, Request, BuildReport, Built)
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
@@ -81,23 +86,30 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     req = write_bake_file(target, todo, opts)
     if opts.dry_run:
         return Built(ok=True, dry_run=dry_run(todo, req, configured))
+    watch.lap(Step.PLAN)
     shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
     if configured is not None:
         nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
     info = preflight(docker, todo.plan, opts.builder, tools.say)
+    watch.lap(Step.PREFLIGHT)
     workdir = req.bake_file.parent
     with tools.watch(todo.plan, info.nodes) as followed:
         runner = followed(tools.bake_runner(docker))
         report = bake.execute(runner, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
     report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
+    watch.lap(Step.BAKE)
     if target.shard is not None:
-        return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
+        staged = stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
+        watch.lap(Step.PROMOTE)
+        return staged
     if target.mode is Mode.PUSH:
         recorded = Journal(release=target.release, ids=target.ids)
         limit = target.release.loaded.config.gate.max_growth
         gated = parse_limit(limit) if limit else None
-        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated)
+        return promote(
+            todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, watch=watch
+        )
     return Built(ok=report.ok, report=report)
 
 
@@ -227,12 +239,14 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
     gate: Limit | None = None,
+    watch: Stopwatch | None = None,
 ) -> Built:
     """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
 
     With a size ``gate``, a cell whose images grew past it is not published: with ``partial`` the
     others are, else none (no tag moves).
     """
+    watch = watch or Stopwatch()
     sources = publish.local_sources(plan, report)
     grown = _size_gate(reg, plan, sources, gate, say)
     if grown and not partial:
@@ -244,9 +258,11 @@ def promote(
         say(f"multibake: {why}")
         failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
+    watch.lap(Step.PROMOTE)
     checks = publish.verify(select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)
+    watch.lap(Step.VERIFY)
     indexes = {check.ref: check for check in checks if check.is_index}
     for target, why in published.failed.items():
         say(f"multibake: {target}: publishing: {why} ({RERUN})")

@@ -41,6 +41,8 @@ class Tools:
     buildx: Callable[[Client], nodes.Buildx] = nodes.WhalesBuildx  # a configured builder's create/inspect
     configured: Callable[[Client, Path], Client] = door.with_config  # the client on another DOCKER_CONFIG
     login_runner: auth.Runner = door.run_with_input  # runs `docker login --password-stdin`
+    started: float | None = None  # monotonic time the command started: the release's steps are timed from it
+    startup: float = 0.0  # seconds the process took to reach the command (interpreter, imports)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from multibake.cli import app as cli
 from multibake.cli import options, report
 from multibake.config.load import load
 from multibake.errors import BuildError, UsageError
-from multibake.kinds import PlatformSize, Status
+from multibake.kinds import PlatformSize, Status, Step
 from multibake.plan import buildid, planner
 from multibake.plan.model import Plan
 from multibake.registry.client import Registry
@@ -179,6 +179,31 @@ def test_a_transient_failure_rebakes_only_the_targets_not_yet_pushed(stack: Stac
     assert len(built.report.retries) == 1 and "503" in built.report.retries[0]
     assert len(stack.sleeps) == 1 and 0 <= stack.sleeps[0] <= 1
     assert any("transient failure" in line and "retry 1/2" in line for line in stack.echoed)
+
+
+def test_a_release_reports_how_long_each_step_took_in_its_json_and_its_last_line(stack: Stack) -> None:
+    built = stack.build(push=True)
+    assert built.ok and built.report is not None
+    steps = built.report.steps
+    assert list(steps) == [Step.PLAN, Step.PREFLIGHT, Step.BAKE, Step.PROMOTE, Step.VERIFY]
+    assert all(s >= 0 for s in steps.values())
+    doc = report.build_json(built.report)
+    assert list(doc["steps"]) == ["plan", "preflight", "bake", "promote", "verify"]
+    assert doc["own"] == pytest.approx(sum(v for k, v in doc["steps"].items() if k != "bake"), abs=0.01)
+    last = report.build_table(built.report).splitlines()[-1]
+    assert last.startswith("plan ") and " · bake " in last and last.endswith("s")
+    with_start = replace(built.report, steps={Step.START: 0.25, **steps})
+    assert report.build_table(with_start).splitlines()[-1].startswith("start 0.25s · plan ")
+
+
+def test_a_shard_reports_its_steps_too(stack: Stack) -> None:
+    built = stack.build(push=True, shard="family=app")
+    assert built.report is not None and Step.PROMOTE in built.report.steps
+
+
+def test_the_age_of_the_process_is_known_on_linux() -> None:
+    age = options.process_age()
+    assert 0 < age < 3600
 
 
 def test_a_bake_that_makes_progress_is_retried_past_its_attempts(stack: Stack) -> None:
