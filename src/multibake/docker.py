@@ -3,7 +3,14 @@ module imports python-on-whales.
 
 Other modules describe *what* to run (a bake with these flags, a builder node with these options, a
 login for this host) and get back plain data or a ``DockerFailure``; how docker is spelled and run,
-and which client configuration it reads, stays here. Tests fake the runner callables, never docker.
+and which client configuration it reads, stays here. Tests fake the client (``Docker``), never docker.
+
+A release's own time is mostly waiting for processes, so the hot path starts as few as it can and
+none of python-on-whales (a fifth of a second to import): the daemon's facts come from the Engine
+API over its socket, the builder's from the buildx plugin run directly (the ``docker`` front-end
+costs a process of its own), both at once; bake runs are streamed with ``subprocess``. Where the
+socket or the plugin cannot be found (a remote ``DOCKER_HOST``, a docker context), the ``docker``
+CLI answers instead. python-on-whales runs the rarer builder provisioning commands.
 """
 
 from __future__ import annotations
@@ -11,23 +18,23 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import logging
+import os
+import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
-if TYPE_CHECKING:
-    from python_on_whales import DockerClient
-
-Client: TypeAlias = "DockerClient"  # the docker client other modules hold and pass back here
-
-# python-on-whales logs each docker command it runs on its own logger; multibake logs the bake runs
-# (which python-on-whales streams without logging) on its own.
+_LOG = logging.getLogger("multibake.docker")
+# python-on-whales logs each docker command it runs on its own logger; multibake logs its own here
 _COMMAND_LOGGERS = ("python_on_whales", "multibake")
 T = TypeVar("T")
+TIMEOUT = 60.0  # seconds for a builder or daemon question: a hung daemon is an error, not a wait
 
 
 class DockerFailure(Exception):
@@ -121,10 +128,49 @@ def login_argv(host: str | None, user: str) -> list[str]:
 # --- the client ---------------------------------------------------------------------------------------
 
 
-def client(debug: bool = False) -> DockerClient:
-    """The docker CLI wrapper every docker command goes through; with ``debug`` each command is shown."""
-    from python_on_whales import DockerClient
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Docker:
+    """The docker CLI as multibake runs it: which client configuration folder it reads (None: docker's own)."""
 
+    config: Path | None = None
+
+    @property
+    def docker_cmd(self) -> list[str]:
+        return ["docker", *(["--config", str(self.config)] if self.config else [])]
+
+    def env(self) -> dict[str, str]:
+        """The environment of a process that reads docker's configuration (the buildx plugin run directly)."""
+        return {**os.environ, **({"DOCKER_CONFIG": str(self.config)} if self.config else {})}
+
+    def inspect(self, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:
+        argv = [*self._buildx(), "inspect", *(["--bootstrap"] if bootstrap else []), *([name] if name else [])]
+        return parse_inspect(_output(argv, self.env()))
+
+    def engine(self) -> EngineFacts:
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the plugin's process runs while the daemon answers
+            version = pool.submit(self.buildx_version)
+            info = _engine_info(self)
+            return EngineFacts(buildx_version=version.result(), snapshotter=_snapshotter(info))
+
+    def buildx_version(self) -> str | None:
+        """buildx's version (``v0.29.1``, ``0.29.1+ds1``); None when docker has no buildx plugin."""
+        try:
+            said = _output([*self._buildx(), "version"], self.env())
+        except DockerFailure:
+            return None
+        words = said.split()
+        return words[1] if len(words) > 1 else None
+
+    def _buildx(self) -> list[str]:
+        plugin = buildx_plugin(self.config)
+        return [str(plugin)] if plugin else [*self.docker_cmd, "buildx"]
+
+
+Client: TypeAlias = Docker  # the docker client other modules hold and pass back here
+
+
+def client(debug: bool = False) -> Docker:
+    """The docker client every docker command goes through; with ``debug`` each command is shown."""
     if debug:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("multibake: debug: %(message)s"))
@@ -132,53 +178,79 @@ def client(debug: bool = False) -> DockerClient:
             logger = logging.getLogger(name)
             logger.setLevel(logging.DEBUG)
             logger.addHandler(handler)
-    return DockerClient()
+    return Docker()
 
 
-def with_config(docker: DockerClient, folder: Path) -> DockerClient:
+def with_config(docker: Docker, folder: Path) -> Docker:
     """The same docker client, reading its configuration (credentials, buildx state) from ``folder``."""
-    from python_on_whales import DockerClient
-
-    return DockerClient(client_config=dataclasses.replace(docker.client_config, config=folder))
+    return dataclasses.replace(docker, config=folder)
 
 
-def command(docker: DockerClient, argv: Sequence[str]) -> list[str]:
+def command(docker: Docker, argv: Sequence[str]) -> list[str]:
     """An argv built here (``docker …``), run with the client's own docker command and config."""
-    return [*(str(part) for part in docker.buildx.docker_cmd), *argv[1:]]
+    return [*docker.docker_cmd, *argv[1:]]
+
+
+_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def buildx_plugin(config: Path | None = None) -> Path | None:
+    """The buildx plugin docker would run, searched where docker searches; None: let ``docker`` find it."""
+    folder = config or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        extra = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("cliPluginsExtraDirs") or []
+    except (OSError, ValueError, AttributeError):
+        extra = []
+    for directory in [folder / "cli-plugins", *map(Path, _PLUGIN_DIRS), *map(Path, extra)]:
+        candidate = directory / "docker-buildx"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 # --- running ------------------------------------------------------------------------------------------
 
-Runner = Callable[[Sequence[str]], Iterable[str]]  # argv of `docker buildx bake …` → its output, streamed
+Runner = Callable[[Sequence[str]], Iterator[str]]  # argv of `docker buildx bake …` → its output, streamed
 
 
-def streaming(docker: DockerClient) -> Runner:
-    """Run an argv with python-on-whales' streaming runner; a failure raises DockerFailure."""
+def _output(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """What ``argv`` prints; a failure (or no answer within TIMEOUT) raises DockerFailure."""
+    _LOG.debug("Running command: %s", shlex.join(argv))
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DockerFailure(argv, str(exc), 127) from exc
+    if done.returncode != 0:
+        raise DockerFailure(argv, done.stderr or done.stdout, done.returncode)
+    return done.stdout
+
+
+def streaming(docker: Docker) -> Runner:
+    """Run an argv, its output (stdout and stderr as one stream) line by line; a failure raises DockerFailure."""
 
     def run(argv: Sequence[str]) -> Iterator[str]:
-        from python_on_whales.components.buildx.cli_wrapper import stream_buildx_logs
-
-        yield from _drain_lazily(stream_buildx_logs(command(docker, argv)))
+        full = command(docker, argv)
+        _LOG.debug("Running command: %s", shlex.join(full))
+        with subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=docker.env()) as proc:
+            assert proc.stdout is not None
+            said: list[str] = []
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                said.append(line)
+                yield line
+            code = proc.wait()
+        if code != 0:
+            raise DockerFailure(full, "".join(said[-200:]), code)
 
     return run
 
 
-def _drain_lazily(chunks: Iterable[str]) -> Iterator[str]:
-    # the caller consumes the output as it comes; a failure surfaces when the stream ends
-    from python_on_whales.exceptions import DockerException
-
-    iterator = iter(chunks)
-    while True:
-        try:
-            chunk = next(iterator)
-        except StopIteration:
-            return
-        except DockerException as exc:
-            raise DockerFailure(exc.docker_command, exc.stderr or "", exc.return_code) from exc
-        yield chunk
-
-
-def run(docker: DockerClient, argv: Sequence[str]) -> None:
+def run(docker: Docker, argv: Sequence[str]) -> None:
     """Run an argv built here to completion; a failure raises DockerFailure."""
     from python_on_whales.utils import run as whales_run
 
@@ -215,28 +287,96 @@ class EngineFacts:
     snapshotter: bool  # dockerd stores images in containerd (multi-platform on the docker driver)
 
 
-def _builder_facts(builder: Any) -> BuilderFacts:
-    nodes = tuple(
-        NodeFacts(
-            name=n.name or "",
-            endpoint=n.endpoint or "",
-            platforms=tuple(str(p) for p in n.platforms or []),
-            status=n.status or "",
-        )
-        for n in builder.nodes or []
+def parse_inspect(text: str) -> BuilderFacts:
+    """``docker buildx inspect``'s text: the builder's name and driver, then a block per node."""
+    builder: dict[str, str] = {}
+    nodes: list[dict[str, str]] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep or line.startswith(" "):  # labels and GC policies are indented
+            continue
+        if key == "Nodes":
+            nodes.append({})
+        elif nodes and key == "Name" and "Name" in nodes[-1]:
+            nodes.append({"Name": value.strip()})
+        else:
+            (nodes[-1] if nodes else builder).setdefault(key, value.strip())
+    return BuilderFacts(
+        name=builder.get("Name", ""),
+        driver=builder.get("Driver", ""),
+        nodes=tuple(
+            NodeFacts(
+                name=n.get("Name", ""),
+                endpoint=n.get("Endpoint", ""),
+                platforms=tuple(p.strip() for p in n.get("Platforms", "").split(",") if p.strip()),
+                status=n.get("Status", ""),
+            )
+            for n in nodes
+            if n
+        ),
     )
-    return BuilderFacts(name=builder.name or "", driver=builder.driver or "", nodes=nodes)
 
 
-def inspect_builder(docker: DockerClient, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:
+def inspect_builder(docker: Docker, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:
     """``docker buildx inspect [--bootstrap] NAME``; a failure raises DockerFailure."""
-    return _builder_facts(_caught(lambda: docker.buildx.inspect(name, bootstrap=bootstrap)))
+    return docker.inspect(name, bootstrap=bootstrap)
 
 
-def engine(docker: DockerClient) -> EngineFacts:
-    """What ``docker info`` says of buildx and the image store; a failure raises DockerFailure."""
-    system = _caught(docker.system.info)
-    plugins = system.client_info.plugins if system.client_info else None
-    version = next((p.version for p in plugins or [] if p.name == "buildx"), None)
-    snapshotter = any("containerd.snapshotter" in str(v) for row in system.driver_status or [] for v in row)
-    return EngineFacts(buildx_version=version, snapshotter=snapshotter)
+def engine(docker: Docker) -> EngineFacts:
+    """What the daemon says of its image store, and buildx's version; a failure raises DockerFailure."""
+    return docker.engine()
+
+
+def _socket() -> str | None:
+    """The daemon's unix socket when docker would use it (no remote DOCKER_HOST, no other context)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host:
+        return host.removeprefix("unix://") if host.startswith("unix://") else None
+    if os.environ.get("DOCKER_CONTEXT", "default") != "default":
+        return None
+    folder = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        current = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    return "/var/run/docker.sock" if current in (None, "", "default") else None
+
+
+def _engine_info(docker: Docker) -> dict[str, Any]:
+    """The daemon's ``/info`` over its socket, else ``docker info``'s."""
+    import http.client
+    import socket
+
+    found = _socket()
+    if found is None:
+        return _cli_info(docker)
+    path: str = found
+
+    class Unix(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect(path)
+
+    conn = Unix("localhost", timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/info")
+        answer = conn.getresponse()
+        body = answer.read()
+    except OSError as exc:
+        raise DockerFailure(["GET", f"unix://{path}/info"], f"Cannot connect to the Docker daemon: {exc}") from exc
+    finally:
+        conn.close()
+    if answer.status != 200:
+        raise DockerFailure(["GET", f"unix://{path}/info"], body.decode(errors="replace"))
+    info: dict[str, Any] = json.loads(body)
+    return info
+
+
+def _cli_info(docker: Docker) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(_output([*docker.docker_cmd, "info", "--format", "{{json .}}"]))
+    return info
+
+
+def _snapshotter(info: Mapping[str, Any]) -> bool:
+    return any("containerd.snapshotter" in str(v) for row in info.get("DriverStatus") or [] for v in row)

@@ -47,7 +47,7 @@ def is_docker(cmd: Any, executable: Any = None) -> bool:
     names = [_program(cmd)]
     if executable is not None:
         names.append(os.fsdecode(executable))
-    return any(n.endswith("docker") for n in names)
+    return any(n.endswith(("docker", "docker-buildx")) for n in names)
 
 
 def _refuse(cmd: Any) -> None:

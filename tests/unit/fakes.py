@@ -13,10 +13,9 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from multibake.docker import DockerFailure
+from multibake.docker import BuilderFacts, DockerFailure, EngineFacts, NodeFacts
 from multibake.plan.model import Plan
 from multibake.registry import client as registry
 from multibake.registry import connect
@@ -179,21 +178,14 @@ class FakeDocker:
     attestations: bool = True  # each pushed index carries a provenance attestation manifest
     grown: dict[str, int] = field(default_factory=dict)  # target → layers its images have on top of the usual two
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # target → labels of its images
-    buildx: Any = None
-    system: Any = None
+    docker_cmd: list[str] = field(default_factory=lambda: ["docker"])
 
-    def __post_init__(self) -> None:
-        self.buildx = SimpleNamespace(inspect=self._inspect, docker_cmd=["docker"])
-        self.system = SimpleNamespace(info=self._info)
+    def inspect(self, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:
+        node = NodeFacts(name="fake0", endpoint="", platforms=self.platforms, status="running")
+        return BuilderFacts(name=name or "fake", driver=self.driver, nodes=(node,))
 
-    def _inspect(self, name: str | None, bootstrap: bool = False) -> Any:
-        node = SimpleNamespace(name="fake0", endpoint="", platforms=self.platforms, status="running")
-        return SimpleNamespace(name=name or "fake", driver=self.driver, nodes=[node])
-
-    def _info(self) -> Any:
-        plugin = SimpleNamespace(name="buildx", version="0.29.1")
-        snapshotter = [["driver-type", "io.containerd.snapshotter.v1"]]  # the containerd image store
-        return SimpleNamespace(client_info=SimpleNamespace(plugins=[plugin]), driver_status=snapshotter)
+    def engine(self) -> EngineFacts:
+        return EngineFacts(buildx_version="0.29.1", snapshotter=True)  # the containerd image store
 
     def run_bake(self, argv: Sequence[str]) -> Iterator[str]:
         """Run a ``docker buildx bake`` argv as multibake builds it."""

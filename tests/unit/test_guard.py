@@ -20,6 +20,7 @@ from tests.unit.conftest import DockerCalledError, is_docker
         "docker buildx bake --print",
         "env DOCKER_HOST=x docker ps",
         b"/usr/local/bin/docker",
+        ["/usr/local/lib/docker/cli-plugins/docker-buildx", "inspect"],
     ],
 )
 def test_is_docker(cmd: object) -> None:

@@ -1,10 +1,11 @@
 """The registry API in process: manifests read and written as exact bytes, blobs read.
 
 Publishing is dozens of small registry round-trips (staged indexes read back, public and
-per-platform tags written, every tag verified); one HTTP session per repository and thread makes
-each a few milliseconds instead of a process start. python-dxf speaks the API and its auth flows
-(Basic, Bearer tokens); credentials come from ``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's
-registry host (auth.py), else from docker's own config, as docker and buildx find them.
+per-platform tags written, every tag verified); one HTTP session per registry, its connections kept
+alive and shared by the few threads that publish, makes each a round-trip on an open connection.
+python-dxf speaks the API and its auth flows (Basic, Bearer tokens); credentials come from
+``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's registry host (auth.py), else from
+docker's own config, as docker and buildx find them.
 Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
 makes in the one retry rule (retry.py), including merging images into one index.
 """
@@ -65,7 +66,7 @@ def _client(
                 user, secret, response=response, actions=list(actions), user_agent=f"multibake/{__version__}"
             )
 
-        clients[key] = DXF(
+        made = DXF(
             ref.api_host,
             ref.repo,
             auth=auth,
@@ -73,7 +74,26 @@ def _client(
             tlsverify=ca_bundle(ref.api_host),
             timeout=timeout,
         )
+        made._sessions = [_session(ref.api_host)]  # dxf alone opens a new connection for every request
+        clients[key] = made
     return clients[key]
+
+
+_sessions: dict[str, requests.Session] = {}
+_sessions_lock = threading.Lock()
+POOL = 8  # connections kept open per registry: as many as requests run at once (publish.WORKERS)
+
+
+def _session(host: str) -> requests.Session:
+    """One HTTP session per registry host, its connections kept alive and shared by every thread and repository."""
+    with _sessions_lock:
+        if host not in _sessions:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _sessions[host] = session
+        return _sessions[host]
 
 
 class Http:
@@ -230,6 +250,8 @@ class Registry:
     policy: RetryPolicy
     api: Api = field(default_factory=Http)
     budget: Budget = field(default_factory=Budget)  # what this client's requests share (retry.py)
+    # manifests read by digest: their content cannot change, so promote's reads serve verify's sizes
+    by_digest: dict[str, RawManifest] = field(default_factory=dict)
 
     def _call(self, ref: str, what: str, call: Callable[[], T]) -> T:
         host = parse(ref).host
@@ -256,13 +278,18 @@ class Registry:
 
     def manifest(self, ref: str) -> RawManifest | None:
         """What ``ref`` points at in the registry, or None when there is no such tag."""
+        if ref in self.by_digest:
+            return self.by_digest[ref]
         got = self._call(ref, f"reading {ref}", lambda: self.api.get_manifest(ref))
         if got is None:
             return None
         body, served = got
         doc = json.loads(body)
         media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
-        return RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
+        held = RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
+        if ref.endswith(f"@{held.digest}"):  # the bytes it names, checked: served again without asking
+            self.by_digest[ref] = held
+        return held
 
     def tags(self, repository: str, *, missing_ok: bool = False) -> list[str]:
         """Every tag of ``repository`` (``host/name``, docker's rules for the host), as the registry lists them.
