@@ -123,20 +123,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, printed as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop."""
+    """Benchmarks as numbers and ratios: plan/render scaling, start-up, build vs raw bake vs loop, real tier."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
     session.run("python", "benchmarks/startup.py", "--baseline", "71e2e7f")
     _stack(session, "buildkit")
-    _sample(session, "fast")
+    _sample(session, "all")
     session.log("stack: current (docker 28.5, buildx 0.29.1, docker driver)")
-    session.run("python", "benchmarks/build.py")
-    # the same release on standalone BuildKit (remote driver, push by digest): one round, cold only
+    session.run("python", "benchmarks/build.py")  # also multibake's own time at 5 and at 50 cells
+    # the same release on standalone BuildKit (remote driver, push by digest): one round, cold and warm
     session.log("stack: buildkit (builder multibake-remote)")
     session.run(
-        "python", "benchmarks/build.py", "--rounds", "1", "--no-warm", env={"BUILDX_BUILDER": "multibake-remote"}
+        "python", "benchmarks/build.py", "--rounds", "1", "--wide", "0", env={"BUILDX_BUILDER": "multibake-remote"}
     )
+    # the real tier on a fresh runner (registry cache kept, BuildKit's pruned) against the old loop
+    session.run("python", "benchmarks/real_tier.py")
 
 
 def _base_images_reachable() -> bool:
