@@ -69,6 +69,7 @@ def tests(session: nox.Session) -> None:
 RELIABILITY = (
     "tests/unit/config/test_errors_corpus.py",  # R2: hostile input, bounded in time and memory
     "tests/integration/test_reliability.py",  # R1 flaky registry, R3 killed and interrupted releases
+    "tests/integration/test_flaky_seeds.py",  # R1 over ten seeds with the default retry budget, time vs clean
     "tests/integration/test_build.py::test_a_registry_that_always_fails_ends_the_release_within_its_retry_budget",
     "tests/integration/test_build.py::test_401_is_not_retried_and_no_public_tag_appears",
     "tests/integration/test_secrets.py",  # R4: secrets in no layer, log, file or message
