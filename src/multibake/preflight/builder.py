@@ -38,6 +38,13 @@ class BuilderInfo:
     nodes: int = 1  # a multi-node builder splits a target's platforms across its nodes
 
 
+def unasked(name: str | None) -> BuilderInfo:
+    """The builder of a release that had nothing to build, and so did not ask docker about it."""
+    return BuilderInfo(
+        buildx_version="unknown", name=name or "default", driver="unknown", platforms=(), multi_platform=True
+    )
+
+
 def _binfmt_platforms() -> set[str]:
     found = set()
     for platform, handler in _BINFMT.items():

@@ -25,7 +25,7 @@ from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
 from multibake.preflight import bases, nodes
-from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
+from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder, unasked
 from multibake.registry.client import Registry
 from multibake.release import gate as size_gate
 from multibake.release import journal, publish, shards
@@ -87,6 +87,10 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -
     if opts.dry_run:
         return Built(ok=True, dry_run=dry_run(todo, req, configured))
     watch.lap(Step.PLAN)
+    if not todo.plan.cells and target.shard is None:  # all up to date: no builder to ask, nothing to bake
+        return Built(
+            ok=True, report=bake.BuildReport(builder=unasked(opts.builder), mode=target.mode, cells=todo.up_to_date)
+        )
     shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
     if configured is not None:

@@ -292,6 +292,7 @@ def test_skip_existing_with_nothing_changed_runs_no_bake(stack: Stack) -> None:
     assert built.ok and built.report is not None and built.report.runs == ()
     assert set(stack.status(built).values()) == {Status.UP_TO_DATE}
     assert stack.docker.runs == []
+    assert stack.docker_made == 0, "nothing to build: docker is not even asked about its builder"
 
 
 def test_platform_shards_stage_then_publish_merges_them(stack: Stack) -> None:
