@@ -1,20 +1,19 @@
-"""The one door to docker: every docker and buildx argv multibake runs is built here, and only this
-module imports python-on-whales.
+"""The one door to docker: every docker and buildx argv multibake runs is built and run here.
 
 Other modules describe *what* to run (a bake with these flags, a builder node with these options, a
 login for this host) and get back plain data or a ``DockerFailure``; how docker is spelled and run,
 and which client configuration it reads, stays here. Tests fake the client (``Docker``), never docker.
 
-A release's own time is mostly waiting for processes, so the hot path starts as few as it can and
-none of python-on-whales (a fifth of a second to import): the daemon's facts come from the Engine
-API over its socket, the builder's from the buildx plugin run directly (the ``docker`` front-end
-costs a process of its own), both at once; bake runs are streamed with ``subprocess``. Where the
-socket or the plugin cannot be found (a remote ``DOCKER_HOST``, a docker context), the ``docker``
-CLI answers instead. python-on-whales runs the rarer builder provisioning commands.
+A release's own time is mostly waiting for processes, so it starts few, and no python-on-whales
+(a fifth of a second to import; this module ran docker through it before): the daemon's facts come
+from the Engine API socket, the builder's from the buildx plugin run directly (not through the
+``docker`` front-end), commands run by ``subprocess``; without a local socket or plugin, the
+``docker`` CLI answers instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -31,8 +30,7 @@ from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 _LOG = logging.getLogger("multibake.docker")
-# python-on-whales logs each docker command it runs on its own logger; multibake logs its own here
-_COMMAND_LOGGERS = ("python_on_whales", "multibake")
+_COMMAND_LOGGERS = ("multibake",)  # where --debug shows each docker command
 T = TypeVar("T")
 TIMEOUT = 60.0  # seconds for a builder or daemon question: a hung daemon is an error, not a wait
 
@@ -45,16 +43,6 @@ class DockerFailure(Exception):
         self.argv = tuple(argv)
         self.stderr = stderr
         self.return_code = return_code
-
-
-def _caught(fn: Callable[[], T]) -> T:
-    """``fn()``, python-on-whales' DockerException turned into multibake's DockerFailure."""
-    from python_on_whales.exceptions import DockerException
-
-    try:
-        return fn()
-    except DockerException as exc:
-        raise DockerFailure(exc.docker_command, exc.stderr or "", exc.return_code) from exc
 
 
 # --- argv ---------------------------------------------------------------------------------------------
@@ -149,17 +137,25 @@ class Docker:
     def engine(self) -> EngineFacts:
         with ThreadPoolExecutor(max_workers=1) as pool:  # the plugin's process runs while the daemon answers
             version = pool.submit(self.buildx_version)
-            info = _engine_info(self)
-            return EngineFacts(buildx_version=version.result(), snapshotter=_snapshotter(info))
+            status = _engine_info(self).get("DriverStatus") or []
+            snapshotter = any("containerd.snapshotter" in str(v) for row in status for v in row)
+            return EngineFacts(buildx_version=version.result(), snapshotter=snapshotter)
 
     def buildx_version(self) -> str | None:
-        """buildx's version (``v0.29.1``, ``0.29.1+ds1``); None when docker has no buildx plugin."""
+        """buildx's version (``0.29.1+ds1``), None without the plugin; remembered per plugin file (a process less)."""
+        plugin = buildx_plugin(self.config)
+        remembered = _remembered_version(plugin)
+        if remembered is not None:
+            return remembered
         try:
             said = _output([*self._buildx(), "version"], self.env())
         except DockerFailure:
             return None
         words = said.split()
-        return words[1] if len(words) > 1 else None
+        version = words[1] if len(words) > 1 else None
+        if plugin is not None and version is not None:
+            _remember_version(plugin, version)
+        return version
 
     def _buildx(self) -> list[str]:
         plugin = buildx_plugin(self.config)
@@ -167,6 +163,29 @@ class Docker:
 
 
 Client: TypeAlias = Docker  # the docker client other modules hold and pass back here
+
+
+def _version_cache(plugin: Path) -> tuple[Path, str]:
+    """Where buildx's version is remembered, and the key of ``plugin`` (an upgrade changes its size or time)."""
+    stat = plugin.stat()
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "multibake"
+    return folder / "buildx-version.json", f"{plugin.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _remembered_version(plugin: Path | None) -> str | None:
+    try:
+        file, key = _version_cache(plugin) if plugin else (None, "")
+        found = json.loads(file.read_text(encoding="utf-8")).get(key) if file else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _remember_version(plugin: Path, version: str) -> None:
+    with contextlib.suppress(OSError):  # not remembered: one process more next time, nothing else
+        file, key = _version_cache(plugin)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({key: version}), encoding="utf-8")
 
 
 def client(debug: bool = False) -> Docker:
@@ -201,11 +220,8 @@ _PLUGIN_DIRS = (
 
 def buildx_plugin(config: Path | None = None) -> Path | None:
     """The buildx plugin docker would run, searched where docker searches; None: let ``docker`` find it."""
-    folder = config or Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    try:
-        extra = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("cliPluginsExtraDirs") or []
-    except (OSError, ValueError, AttributeError):
-        extra = []
+    folder = config or _config_folder()
+    extra = _config_json(folder).get("cliPluginsExtraDirs") or []
     for directory in [folder / "cli-plugins", *map(Path, _PLUGIN_DIRS), *map(Path, extra)]:
         candidate = directory / "docker-buildx"
         if os.access(candidate, os.X_OK):
@@ -234,8 +250,7 @@ def streaming(docker: Docker) -> Runner:
     """Run an argv, its output (stdout and stderr as one stream) line by line; a failure raises DockerFailure."""
 
     def run(argv: Sequence[str]) -> Iterator[str]:
-        full = command(docker, argv)
-        _LOG.debug("Running command: %s", shlex.join(full))
+        full = command(docker, argv)  # bake/run.py logs the command as the user would type it
         with subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=docker.env()) as proc:
             assert proc.stdout is not None
             said: list[str] = []
@@ -252,10 +267,7 @@ def streaming(docker: Docker) -> Runner:
 
 def run(docker: Docker, argv: Sequence[str]) -> None:
     """Run an argv built here to completion; a failure raises DockerFailure."""
-    from python_on_whales.utils import run as whales_run
-
-    full = command(docker, argv)
-    _caught(lambda: whales_run(full))
+    _output(command(docker, argv), docker.env())
 
 
 def run_with_input(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str]:
@@ -323,7 +335,7 @@ def inspect_builder(docker: Docker, name: str | None, *, bootstrap: bool = False
 
 
 def engine(docker: Docker) -> EngineFacts:
-    """What the daemon says of its image store, and buildx's version; a failure raises DockerFailure."""
+    """The daemon's image store, and buildx's version; a failure raises DockerFailure."""
     return docker.engine()
 
 
@@ -334,12 +346,21 @@ def _socket() -> str | None:
         return host.removeprefix("unix://") if host.startswith("unix://") else None
     if os.environ.get("DOCKER_CONTEXT", "default") != "default":
         return None
-    folder = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    try:
-        current = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("currentContext")
-    except (OSError, ValueError, AttributeError):
-        current = None
+    current = _config_json(_config_folder()).get("currentContext")
     return "/var/run/docker.sock" if current in (None, "", "default") else None
+
+
+def _config_folder() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def _config_json(folder: Path) -> dict[str, Any]:
+    """docker's config.json in ``folder``, {} when there is none or it is not a JSON object."""
+    try:
+        found = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _engine_info(docker: Docker) -> dict[str, Any]:
@@ -349,7 +370,8 @@ def _engine_info(docker: Docker) -> dict[str, Any]:
 
     found = _socket()
     if found is None:
-        return _cli_info(docker)
+        info: dict[str, Any] = json.loads(_output([*docker.docker_cmd, "info", "--format", "{{json .}}"]))
+        return info
     path: str = found
 
     class Unix(http.client.HTTPConnection):
@@ -369,14 +391,5 @@ def _engine_info(docker: Docker) -> dict[str, Any]:
         conn.close()
     if answer.status != 200:
         raise DockerFailure(["GET", f"unix://{path}/info"], body.decode(errors="replace"))
-    info: dict[str, Any] = json.loads(body)
-    return info
-
-
-def _cli_info(docker: Docker) -> dict[str, Any]:
-    info: dict[str, Any] = json.loads(_output([*docker.docker_cmd, "info", "--format", "{{json .}}"]))
-    return info
-
-
-def _snapshotter(info: Mapping[str, Any]) -> bool:
-    return any("containerd.snapshotter" in str(v) for row in info.get("DriverStatus") or [] for v in row)
+    answered: dict[str, Any] = json.loads(body)
+    return answered

@@ -160,7 +160,7 @@ def test_one_door_to_docker() -> None:
             for n in ast.walk(ast.parse(MODULES[m].read_text()))
         )
     )
-    assert users == ["multibake.docker"]
+    assert set(users) <= {"multibake.docker"}  # none at all since docker.py runs docker itself
 
 
 def test_modules_fit_on_a_few_screens() -> None:

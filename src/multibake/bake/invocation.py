@@ -104,7 +104,7 @@ def interrupt_children(pid: int | None = None) -> None:
     """Send SIGINT to every process below ``pid`` (this one): a bake run cancels its build on it.
 
     A terminal's Ctrl-C reaches the whole process group; a SIGTERM sent to multibake alone (a CI
-    runner, ``timeout``) does not, and python-on-whales leaves its child running when we unwind.
+    runner, ``timeout``) does not, and a child left running would outlive us when we unwind.
     """
     for child in _children(os.getpid() if pid is None else pid):
         interrupt_children(child)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 Span = tuple[float, float]  # monotonic time of a target's first and last progress line
 
-# python-on-whales streams bake without logging its command; --debug shows it through this logger
+# the bake command as run, on the docker door's logger: --debug shows it
 _LOG = logging.getLogger("multibake.docker")
 _LOG_TAIL = 30  # progress lines kept per failed cell
 

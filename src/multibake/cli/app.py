@@ -2,7 +2,7 @@
 
 Each command (commands.py, release.py) turns its options into one call of the pipeline and renders
 the result; errors are turned into an exit code and one line here, once. Heavy modules
-(python-on-whales, rich) are imported inside the commands that need them, so ``--help`` stays fast.
+(the registry client, rich) are imported inside the commands that need them, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
