@@ -132,7 +132,8 @@ class Docker:
 
     def inspect(self, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:
         argv = [*self._buildx(), "inspect", *(["--bootstrap"] if bootstrap else []), *([name] if name else [])]
-        return parse_inspect(_output(argv, self.env()))
+        # --bootstrap waits for the nodes to start: the caller bounds it (nodes.py), not a fixed timeout
+        return parse_inspect(_output(argv, self.env(), timeout=None if bootstrap else TIMEOUT))
 
     def engine(self) -> EngineFacts:
         with ThreadPoolExecutor(max_workers=1) as pool:  # the plugin's process runs while the daemon answers
@@ -234,11 +235,11 @@ def buildx_plugin(config: Path | None = None) -> Path | None:
 Runner = Callable[[Sequence[str]], Iterator[str]]  # argv of `docker buildx bake …` → its output, streamed
 
 
-def _output(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """What ``argv`` prints; a failure (or no answer within TIMEOUT) raises DockerFailure."""
+def _output(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = TIMEOUT) -> str:
+    """What ``argv`` prints; a failure (or no answer within ``timeout``) raises DockerFailure."""
     _LOG.debug("Running command: %s", shlex.join(argv))
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
+        done = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DockerFailure(argv, str(exc), 127) from exc
     if done.returncode != 0:
@@ -267,7 +268,7 @@ def streaming(docker: Docker) -> Runner:
 
 def run(docker: Docker, argv: Sequence[str]) -> None:
     """Run an argv built here to completion; a failure raises DockerFailure."""
-    _output(command(docker, argv), docker.env())
+    _output(command(docker, argv), docker.env(), timeout=None)  # creating a builder takes what it takes
 
 
 def run_with_input(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str]:
