@@ -23,6 +23,7 @@ from multibake.plan import buildid
 from multibake.plan.model import Cell, Plan
 from multibake.registry.client import RawManifest, Registry
 from multibake.release.shards import ShardCell
+from multibake.release.tags import write_tags
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -136,95 +137,13 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
     ready = [c for c in plan.cells if c.target in staged]
-    moved_by, failed = _write_tags(reg, ready, staged)
+    moved_by, failed = write_tags(reg, ready, staged, parallel=_parallel)
     promoted = tuple(c.target for c in ready if c.target not in failed)
     before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
     for moved in moved_by.values():
         before.update((ref, held.digest if held else None) for ref, held in moved.items())
     unchanged = tuple(t for t in promoted if not moved_by.get(t))
     return Published(promoted=promoted, unchanged=unchanged, held_back=held_back, failed=failed, before=before)
-
-
-Moved = dict[str, RawManifest | None]  # each tag a cell moved → what it held before
-
-
-def _write_tags(
-    reg: Registry, ready: list[Cell], staged: Mapping[str, RawManifest]
-) -> tuple[dict[str, Moved], dict[str, str]]:
-    """Every public tag of ``ready`` pointed at its staged index: (target → tags moved, target → why it failed).
-
-    A tag write that fails past the retry budget fails its own cell only: the other cells' tags are
-    written all the same. A cell whose multi-arch tags could not all move keeps its per-platform tags
-    where they were, so none of them shows an image its index does not list.
-    """
-
-    moved_by: dict[str, Moved] = {}
-    failed: dict[str, str] = {}
-
-    def collect(owner: str, got: Moved | BuildError) -> None:
-        if isinstance(got, BuildError):
-            failed.setdefault(owner, str(got))
-        else:
-            moved_by.setdefault(owner, {}).update(got)
-
-    # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
-    # link on every write of that image, and an index write that checks its images at that moment
-    # is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    for cell, got in zip(ready, _parallel(lambda c: _write_index(reg, c, staged[c.target]), ready), strict=True):
-        collect(cell.target, got)
-    singles = [(c, p, refs) for c in ready if c.target not in failed for p, refs in c.platform_tags if refs]
-    written = _parallel(lambda item: _write_platform(reg, item, staged[item[0].target]), singles)
-    for (cell, _, _), got in zip(singles, written, strict=True):
-        collect(cell.target, got)
-    return moved_by, failed
-
-
-def _write_index(reg: Registry, cell: Cell, staged: RawManifest) -> Moved | BuildError:
-    """The cell's multi-arch tags pointed at ``staged`` (those that do not hold it yet), or why not."""
-    try:
-        held = {t: reg.manifest(t) for t in cell.tags}
-        moved = [t for t in cell.tags if not _holds(held[t], staged, dict(cell.annotations))]
-        if moved:
-            reg.write(staged, moved, annotations=dict(cell.annotations))
-    except BuildError as exc:
-        return exc
-    return {t: held[t] for t in moved}
-
-
-def _write_platform(reg: Registry, item: tuple[Cell, str, tuple[str, ...]], staged: RawManifest) -> Moved | BuildError:
-    """A platform's tags pointed at its image in ``staged``, byte for byte, or why not."""
-    cell, platform, refs = item
-    source = f"{cell.image}@{staged.entries()[platform]}"
-    try:
-        image = reg.manifest(source)
-        if image is None:
-            raise BuildError(f"{source} ({platform}) is not in the registry")
-        held = {ref: reg.manifest(ref) for ref in refs}
-        moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
-        if moved:
-            reg.write(image, moved)
-    except BuildError as exc:
-        return exc
-    return {ref: held[ref] for ref in moved}
-
-
-def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
-    """A public tag already holds the staged release: the same platform images and annotations.
-
-    The attestation manifests' contents are left out: provenance records when the build ran (mode=max
-    also every material and build arg), so a rebuild from cache that changed nothing still makes new
-    attestation manifests and a new index digest, and moving the tag for it would tell every digest
-    pin, tag watcher and mirror that a new image exists. Their number counts: provenance turned on or
-    off is a change of what the tag serves (a registry that refuses attestation manifests, say).
-    """
-    if current is None or not current.is_index:
-        return False
-    want = {**staged.doc.get("annotations", {}), **annotations}
-    return (
-        current.entries() == staged.entries()
-        and current.attestations() == staged.attestations()
-        and current.doc.get("annotations", {}) == want
-    )
 
 
 @dataclass(frozen=True, slots=True)
