@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from multibake.cli import fit
-from multibake.kinds import Change, PlatformSize, Status, Step
+from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
+from multibake.release import timing
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -108,16 +109,11 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
         "mode": report.mode.value,
         "route": report.route,
         "nodes": dict(report.nodes),
-        "builder": {
-            "name": b.name,
-            "driver": b.driver,
-            "buildx": b.buildx_version,
-            "platforms": list(b.platforms),
-        },
+        "builder": {"name": b.name, "driver": b.driver, "buildx": b.buildx_version, "platforms": list(b.platforms)},
         "retries": list(report.retries),
         "duration": report.duration,
-        "steps": {step.value: seconds for step, seconds in report.steps.items()},
-        "own": own_seconds(report.steps),
+        "steps": {step.value: seconds for step, seconds in report.steps.items()},  # where the time went
+        "own": timing.own_seconds(report.steps),  # every step but bake: multibake's own time
         "executed_run_steps": len(report.executed_runs),
         "bake_runs": [
             {
@@ -186,18 +182,7 @@ def build_table(report: BuildReport) -> str:
         + (f", {len(report.retries)} retried" if report.retries else "")
         + "\n"
     )
-    if report.steps:  # the last line: where the time went
-        text += " · ".join(f"{step} {_seconds(s)}" for step, s in report.steps.items()) + "\n"
-    return text
-
-
-def own_seconds(steps: Mapping[Step, float]) -> float:
-    """What multibake added to bake: every step but the bake runs."""
-    return round(sum(s for step, s in steps.items() if step is not Step.BAKE), 3)
-
-
-def _seconds(s: float) -> str:
-    return f"{s:.2f}s" if s < 1 else f"{s:.1f}s"
+    return text + (timing.summary(report.steps) + "\n" if report.steps else "")  # the last line: where the time went
 
 
 def sizes_table(rows: list[tuple[str, PlatformSize]]) -> str:

@@ -29,7 +29,7 @@ from multibake.config.schema import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
 from multibake.registry.auth import Login
-from multibake.registry.connect import Ref, ca_bundle, credentials_for, parse, plain_http
+from multibake.registry.connect import Ref, ca_bundle, credentials_for, parse, plain_http, session
 from multibake.registry.errors import (
     DELETES_REFUSED,
     REQUEST_ERRORS,
@@ -74,26 +74,9 @@ def _client(
             tlsverify=ca_bundle(ref.api_host),
             timeout=timeout,
         )
-        made._sessions = [_session(ref.api_host)]  # dxf alone opens a new connection for every request
+        made._sessions = [session(ref.api_host)]  # dxf alone opens a new connection for every request
         clients[key] = made
     return clients[key]
-
-
-_sessions: dict[str, requests.Session] = {}
-_sessions_lock = threading.Lock()
-POOL = 8  # connections kept open per registry: as many as requests run at once (publish.WORKERS)
-
-
-def _session(host: str) -> requests.Session:
-    """One HTTP session per registry host, its connections kept alive and shared by every thread and repository."""
-    with _sessions_lock:
-        if host not in _sessions:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            _sessions[host] = session
-        return _sessions[host]
 
 
 class Http:

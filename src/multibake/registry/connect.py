@@ -7,8 +7,11 @@ import json
 import os
 import ssl
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from multibake.refs import is_host, untagged
 from multibake.registry.auth import HUB_AUTH_KEY, Login, auth_key
@@ -108,3 +111,20 @@ def _auth_host(key: str) -> str:
     if key == HUB_AUTH_KEY:
         return key
     return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+
+
+_sessions: dict[str, requests.Session] = {}
+_sessions_lock = threading.Lock()
+POOL = 8  # connections kept open per registry: as many as requests run at once (publish.WORKERS)
+
+
+def session(host: str) -> requests.Session:
+    """One HTTP session per registry host, its connections kept alive and shared by every thread and repository."""
+    with _sessions_lock:
+        if host not in _sessions:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _sessions[host] = session
+        return _sessions[host]

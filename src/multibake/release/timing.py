@@ -30,3 +30,13 @@ class Stopwatch:
         """Every step measured, in pipeline order, ``startup`` (the process before the command) first."""
         laps = {Step.START: startup, **self._laps} if startup else self._laps
         return {step: round(laps[step], 3) for step in Step if step in laps}
+
+
+def own_seconds(steps: Mapping[Step, float]) -> float:
+    """What multibake added to bake: every step but the bake runs."""
+    return round(sum(s for step, s in steps.items() if step is not Step.BAKE), 3)
+
+
+def summary(steps: Mapping[Step, float]) -> str:
+    """``start 0.21s · plan 0.04s · … · bake 12.3s · promote 0.08s · verify 0.05s``: where the time went."""
+    return " · ".join(f"{step} {s:.2f}s" if s < 1 else f"{step} {s:.1f}s" for step, s in steps.items())
