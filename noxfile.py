@@ -123,7 +123,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, printed as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop."""
+    """Benchmarks, printed as numbers and ratios: plan/render, start-up, build vs raw bake vs loop, SBOM, reproduce."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
@@ -137,6 +137,8 @@ def bench(session: nox.Session) -> None:
     session.run(
         "python", "benchmarks/build.py", "--rounds", "1", "--no-warm", env={"BUILDX_BUILDER": "multibake-remote"}
     )
+    # SBOM attestations on vs off (same run, ratio), and multibake reproduce of the fast tier
+    session.run("python", "benchmarks/attest.py", "--rounds", "2")
 
 
 def _base_images_reachable() -> bool:

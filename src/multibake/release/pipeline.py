@@ -20,7 +20,7 @@ from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
-from multibake.kinds import Echo, Mode, Status
+from multibake.kinds import Echo, Mode, Placement, Status
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
@@ -97,7 +97,10 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
         recorded = Journal(release=target.release, ids=target.ids)
         limit = target.release.loaded.config.gate.max_growth
         gated = parse_limit(limit) if limit else None
-        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated)
+        detach = target.release.loaded.config.attest.placement is Placement.REFERRERS
+        return promote(
+            todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, detach=detach
+        )
     return Built(ok=report.ok, report=report)
 
 
@@ -130,6 +133,7 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocatio
         builder=opts.builder,
         keep_going=opts.keep_going,
         allow=paths.entitlements(loaded, todo.plan),
+        rewrite_timestamp=loaded.config.reproducible,
     )
 
 
@@ -227,6 +231,7 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
     gate: Limit | None = None,
+    detach: bool = False,
 ) -> Built:
     """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
 
@@ -238,7 +243,8 @@ def promote(
     if grown and not partial:
         return Built(ok=False, report=_held_by_gate(report, grown, gate))
     try:
-        published = publish.promote(reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial)
+        kept = {t: s for t, s in sources.items() if t not in grown}
+        published = publish.promote(reg, plan, kept, partial=partial, detach=detach)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
         say(f"multibake: {why}")
@@ -307,7 +313,8 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
         return Checked(ok=False, checks=None)
     reg = registry_for(release, tools)
     try:
-        published = publish.promote(reg, release.plan, sources, partial=False)
+        detach = release.loaded.config.attest.placement is Placement.REFERRERS
+        published = publish.promote(reg, release.plan, sources, partial=False, detach=detach)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
         tools.say(f"multibake: publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))

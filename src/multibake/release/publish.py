@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, TypeVar
 from multibake.errors import BuildError
 from multibake.kinds import PlatformSize, Status
 from multibake.plan import buildid
+from multibake.plan.attest import wants_sbom
 from multibake.plan.model import Cell, Plan
+from multibake.registry import attestations
 from multibake.registry.client import RawManifest, Registry
+from multibake.release import referrers
 from multibake.release.shards import ShardCell
 
 if TYPE_CHECKING:
@@ -117,11 +120,14 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
     }
 
 
-def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool) -> Published:
+def promote(
+    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool, detach: bool = False
+) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
+    ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
@@ -138,11 +144,7 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
     ready = [c for c in plan.cells if c.target in staged]
 
     def write_index(cell: Cell) -> dict[str, RawManifest | None]:
-        held = {t: reg.manifest(t) for t in cell.tags}
-        moved = [t for t in cell.tags if not _holds(held[t], staged[cell.target], dict(cell.annotations))]
-        if moved:
-            reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
-        return {t: held[t] for t in moved}
+        return _write_index(reg, cell, staged[cell.target], detach=detach)
 
     def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> dict[str, RawManifest | None]:
         cell, platform, refs = item
@@ -169,6 +171,18 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
         before.update((ref, held.digest if held else None) for ref, held in moved.items())
     unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
     return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back, before=before)
+
+
+def _write_index(reg: Registry, cell: Cell, staged: RawManifest, *, detach: bool) -> dict[str, RawManifest | None]:
+    """Point the cell's multi-arch tags that do not hold it yet at ``staged``; each moved tag → what it held."""
+    held = {t: reg.manifest(t) for t in cell.tags}
+    public = referrers.clean(staged) if detach else staged
+    moved = [t for t in cell.tags if not _holds(held[t], public, dict(cell.annotations))]
+    if moved and detach:  # the attestations first: no public tag names an image whose are not there yet
+        referrers.detach(reg, cell.image, staged)
+    if moved:
+        reg.write(public, moved, annotations=dict(cell.annotations))
+    return {t: held[t] for t in moved}
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
@@ -269,6 +283,11 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(exc))
     problem = _index_problem(cell, held)
     found = held.entries() if held is not None and held.is_index else {}
+    if problem is None and held is not None and wants_sbom(cell.attest):
+        try:
+            problem = _missing_sbom(reg, cell, held, found)
+        except BuildError as exc:
+            problem = str(exc)
     return TagCheck(
         ref=ref,
         target=cell.target,
@@ -278,6 +297,16 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         attestations=held.attestations() if held else 0,
         problem=problem,
     )
+
+
+def _missing_sbom(reg: Registry, cell: Cell, held: RawManifest, found: Mapping[str, str]) -> str | None:
+    """Which platform images lack the SBOM attestation the cell's attest: asks for (in the index or as referrers)."""
+    missing = [
+        f"{platform} ({digest})"
+        for platform, digest in sorted(found.items())
+        if not attestations.has_sbom(attestations.of_image(reg, cell.image, digest, held))
+    ]
+    return f"no SBOM attestation for {', '.join(missing)}" if missing else None
 
 
 def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:
