@@ -124,7 +124,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks as numbers and ratios: plan/render scaling, start-up, build vs raw bake vs loop, real tier."""
+    """Benchmarks as ratios: plan/render, start-up, build vs raw bake vs loop, SBOM, reproduce, real tier."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
@@ -138,6 +138,8 @@ def bench(session: nox.Session) -> None:
     session.run(
         "python", "benchmarks/build.py", "--rounds", "1", "--wide", "0", env={"BUILDX_BUILDER": "multibake-remote"}
     )
+    # SBOM attestations on vs off (same run, ratio), and multibake reproduce of the fast tier
+    session.run("python", "benchmarks/attest.py", "--rounds", "2")
     # the real tier on a fresh runner (registry cache kept, BuildKit's pruned) against the old loop
     session.run("python", "benchmarks/real_tier.py")
 

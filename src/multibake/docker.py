@@ -285,6 +285,7 @@ class NodeFacts:
     endpoint: str
     platforms: tuple[str, ...]  # as buildx prints them: declared ones marked with a trailing *
     status: str
+    version: str = ""  # the node's BuildKit version (v0.34.2), when buildx knows it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -323,6 +324,7 @@ def parse_inspect(text: str) -> BuilderFacts:
                 endpoint=n.get("Endpoint", ""),
                 platforms=tuple(p.strip() for p in n.get("Platforms", "").split(",") if p.strip()),
                 status=n.get("Status", ""),
+                version=n.get("BuildKit version", ""),
             )
             for n in nodes
             if n

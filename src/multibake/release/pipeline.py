@@ -20,7 +20,7 @@ from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
-from multibake.kinds import Echo, Mode, Status, Step
+from multibake.kinds import Echo, Mode, Placement, Status, Step
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
@@ -111,8 +111,17 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -
         recorded = Journal(release=target.release, ids=target.ids)
         limit = target.release.loaded.config.gate.max_growth
         gated = parse_limit(limit) if limit else None
+        detach = target.release.loaded.config.attest.placement is Placement.REFERRERS
         return promote(
-            todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, watch=watch
+            todo.plan,
+            report,
+            reg,
+            tools.say,
+            partial=opts.keep_going,
+            journal_to=recorded,
+            gate=gated,
+            detach=detach,
+            watch=watch,
         )
     return Built(ok=report.ok, report=report)
 
@@ -146,6 +155,7 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocatio
         builder=opts.builder,
         keep_going=opts.keep_going,
         allow=paths.entitlements(loaded, todo.plan),
+        rewrite_timestamp=loaded.config.reproducible,
     )
 
 
@@ -243,6 +253,7 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
     gate: Limit | None = None,
+    detach: bool = False,
     watch: Stopwatch | None = None,
 ) -> Built:
     """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
@@ -256,7 +267,8 @@ def promote(
     if grown and not partial:
         return Built(ok=False, report=_held_by_gate(report, grown, gate))
     try:
-        published = publish.promote(reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial)
+        kept = {t: s for t, s in sources.items() if t not in grown}
+        published = publish.promote(reg, plan, kept, partial=partial, detach=detach)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} ({RERUN})"
         say(f"multibake: {why}")
@@ -340,7 +352,8 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
         return Checked(ok=False, checks=None)
     reg = registry_for(release, tools)
     try:
-        published = publish.promote(reg, release.plan, sources, partial=False)
+        detach = release.loaded.config.attest.placement is Placement.REFERRERS
+        published = publish.promote(reg, release.plan, sources, partial=False, detach=detach)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
         tools.say(f"multibake: publishing: {exc} ({RERUN})")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, TypeVar
 from multibake.errors import BuildError
 from multibake.kinds import PlatformSize, Status
 from multibake.plan import buildid
+from multibake.plan.attest import wants_sbom
 from multibake.plan.model import Cell, Plan
+from multibake.registry import attestations
 from multibake.registry.client import RawManifest, Registry
 from multibake.release.shards import ShardCell
 from multibake.release.tags import write_tags
@@ -118,11 +120,14 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
     }
 
 
-def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool) -> Published:
+def promote(
+    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool, detach: bool = False
+) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
+    ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
@@ -137,7 +142,7 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
     ready = [c for c in plan.cells if c.target in staged]
-    moved_by, failed = write_tags(reg, ready, staged, parallel=_parallel)
+    moved_by, failed = write_tags(reg, ready, staged, parallel=_parallel, detach=detach)
     promoted = tuple(c.target for c in ready if c.target not in failed)
     before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
     for moved in moved_by.values():
@@ -225,6 +230,11 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(exc))
     problem = _index_problem(cell, held)
     found = held.entries() if held is not None and held.is_index else {}
+    if problem is None and held is not None and wants_sbom(cell.attest):
+        try:
+            problem = _missing_sbom(reg, cell, held, found)
+        except BuildError as exc:
+            problem = str(exc)
     return TagCheck(
         ref=ref,
         target=cell.target,
@@ -234,6 +244,16 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         attestations=held.attestations() if held else 0,
         problem=problem,
     )
+
+
+def _missing_sbom(reg: Registry, cell: Cell, held: RawManifest, found: Mapping[str, str]) -> str | None:
+    """Which platform images lack the SBOM attestation the cell's attest: asks for (in the index or as referrers)."""
+    missing = [
+        f"{platform} ({digest})"
+        for platform, digest in sorted(found.items())
+        if not attestations.has_sbom(attestations.of_image(reg, cell.image, digest, held))
+    ]
+    return f"no SBOM attestation for {', '.join(missing)}" if missing else None
 
 
 def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:

@@ -12,6 +12,7 @@ from typing import Any
 from multibake.errors import BuildError
 from multibake.plan.model import Cell
 from multibake.registry.client import RawManifest, Registry
+from multibake.release import referrers
 
 Parallel = Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]]  # publish._parallel: a few at a time
 
@@ -20,7 +21,7 @@ Moved = dict[str, RawManifest | None]  # each tag a cell moved → what it held 
 
 
 def write_tags(
-    reg: Registry, ready: list[Cell], staged: Mapping[str, RawManifest], *, parallel: Parallel
+    reg: Registry, ready: list[Cell], staged: Mapping[str, RawManifest], *, parallel: Parallel, detach: bool = False
 ) -> tuple[dict[str, Moved], dict[str, str]]:
     """Every public tag of ``ready`` pointed at its staged index: (target → tags moved, target → why it failed).
 
@@ -44,7 +45,9 @@ def write_tags(
     # Then two rounds of writes, never overlapping: a registry on a plain filesystem rewrites an image's
     # revision link on every write of that image, and an index write that checks its images at that
     # moment is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    for cell, got in zip(ready, parallel(lambda c: _write_index(reg, c, staged[c.target], now), ready), strict=True):
+    for cell, got in zip(
+        ready, parallel(lambda c: _write_index(reg, c, staged[c.target], now, detach=detach), ready), strict=True
+    ):
         collect(cell.target, got)
     singles = [(c, p, refs) for c in ready if c.target not in failed for p, refs in c.platform_tags if refs]
     written = parallel(lambda item: _write_platform(reg, item, staged[item[0].target], now), singles)
@@ -79,13 +82,21 @@ def _sources(cell: Cell, staged: RawManifest) -> dict[str, str]:
     return {p: f"{cell.image}@{staged.entries()[p]}" for p, refs in cell.platform_tags if refs}
 
 
-def _write_index(reg: Registry, cell: Cell, staged: RawManifest, now: Mapping[str, Read]) -> Moved | BuildError:
-    """The cell's multi-arch tags pointed at ``staged`` (those that do not hold it yet), or why not."""
+def _write_index(
+    reg: Registry, cell: Cell, staged: RawManifest, now: Mapping[str, Read], *, detach: bool
+) -> Moved | BuildError:
+    """The cell's multi-arch tags pointed at ``staged`` (those that do not hold it yet), or why not.
+
+    ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
+    """
     try:
         held = {t: _held(now, t) for t in cell.tags}
-        moved = [t for t in cell.tags if not holds(held[t], staged, dict(cell.annotations))]
+        public = referrers.clean(staged) if detach else staged
+        moved = [t for t in cell.tags if not holds(held[t], public, dict(cell.annotations))]
+        if moved and detach:  # the attestations first: no public tag names an image whose are not there yet
+            referrers.detach(reg, cell.image, staged)
         if moved:
-            reg.write(staged, moved, annotations=dict(cell.annotations))
+            reg.write(public, moved, annotations=dict(cell.annotations))
     except BuildError as exc:
         return exc
     return {t: held[t] for t in moved}
