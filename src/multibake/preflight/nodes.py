@@ -22,6 +22,7 @@ from multibake.docker import BuilderFacts, DockerFailure, NodeArgs
 from multibake.errors import UsageError
 from multibake.failures import first_line
 from multibake.plan.model import Plan
+from multibake.preflight import tls
 
 if TYPE_CHECKING:
     from multibake.docker import Client
@@ -39,6 +40,7 @@ class Observed:
     platforms: tuple[str, ...]  # what the node runs: those declared at create time first
     declared: tuple[str, ...] = ()  # the ones given with --platform, when buildx marks them (with *)
     status: str = ""
+    version: str = ""  # its BuildKit
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,7 +66,7 @@ def create_argv(builder: str, node: NodeSpec, *, append: bool) -> tuple[str, ...
         name=node.name,
         driver=node.driver.value,
         platforms=tuple(node.platforms),
-        driver_opts=node.driver_opts,
+        driver_opts=node.options,
         endpoint=node.endpoint,
     )
     return door.create_argv(builder, args, append=append)
@@ -159,6 +161,8 @@ class Buildx(Protocol):
 
     def run(self, argv: Sequence[str]) -> None: ...
 
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None: ...  # None: not a tcp:// node
+
 
 class NodesDown(Exception):
     """The builder's nodes did not all start (buildx's reason) or did not answer in time."""
@@ -167,6 +171,7 @@ class NodesDown(Exception):
 def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], None]) -> None:
     """Make the builder match ``spec``, then check every node answers; refusals are exit 2."""
     check_coverage(spec, plan)
+    refuse_unanswered(buildx, spec)
     for action in plan_actions(spec, buildx.inspect(spec.name)):
         say(f"multibake: builder {spec.name}: {action.why}: {action.shell}")
         try:
@@ -183,6 +188,42 @@ def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], N
         named = down or silent_nodes(spec, None)  # buildx failed without saying which: every node is suspect
         which = "node" if len(named) == 1 else "nodes"
         raise UsageError(f"builder {spec.name!r}: {which} {', '.join(named)} did not answer: {reason or 'not running'}")
+    for line in describe(spec, seen):
+        say(line)
+
+
+def refuse_unanswered(buildx: Buildx, spec: BuilderSpec) -> None:
+    """Exit 2 naming the first tcp:// node that multibake's own connection finds down or refusing TLS."""
+    for node in spec.nodes:
+        found = buildx.probe(node, min(spec.timeout, 10.0))
+        if found is None or found.verdict is tls.Verdict.ANSWERS:
+            continue
+        what = "TLS refused" if found.verdict is tls.Verdict.REFUSED else "not reachable"
+        raise UsageError(f"builder {spec.name!r}: node {node.name} ({node.endpoint}): {what}: {found.reason}")
+
+
+def lost_nodes(buildx: Buildx, spec: BuilderSpec, timeout: float = 5.0) -> tuple[tuple[NodeSpec, str], ...]:
+    """The tcp:// nodes that do not answer now, each with why (after a build failed)."""
+    found = ((node, buildx.probe(node, timeout)) for node in spec.nodes)
+    return tuple((n, p.reason) for n, p in found if p is not None and p.verdict is not tls.Verdict.ANSWERS)
+
+
+def describe(spec: BuilderSpec, seen: Inspected | None) -> tuple[str, ...]:
+    """One line per node: where, its BuildKit, and which of its platforms it runs natively or emulated."""
+    by_name = {n.name: n for n in (seen.nodes if seen else ())}
+    lines = []
+    for node in spec.nodes:
+        facts = by_name.get(node.name)
+        native = [p for p in node.platforms if p in node.native_platforms]
+        emulated = [p for p in node.platforms if p not in node.native_platforms]
+        runs = "; ".join(part for part in (_listed(native, "native"), _listed(emulated, "emulated (QEMU)")) if part)
+        version = f"BuildKit {facts.version}" if facts and facts.version else "BuildKit version unknown"
+        lines.append(f"multibake: node {node.name} ({node.endpoint or node.driver.value}): {version}; {runs}")
+    return tuple(lines)
+
+
+def _listed(items: list[str], what: str) -> str:
+    return f"{', '.join(items)} {what}" if items else ""
 
 
 def silent_nodes(spec: BuilderSpec, seen: Inspected | None) -> list[str]:
@@ -231,6 +272,7 @@ def observed(builder: BuilderFacts) -> Inspected:
             platforms=tuple(p.rstrip("*") for p in n.platforms),
             declared=tuple(p.rstrip("*") for p in n.platforms if p.endswith("*")),
             status=n.status,
+            version=n.version,
         )
         for n in builder.nodes
     )
@@ -256,3 +298,6 @@ class WhalesBuildx:
 
     def run(self, argv: Sequence[str]) -> None:
         door.run(self.docker, argv)
+
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None:
+        return tls.probe(node, timeout)

@@ -12,13 +12,13 @@ import pytest
 from multibake.cli import app as cli
 from multibake.config import schema as cfg
 from multibake.config.load import load, validate
-from multibake.config.nodes import BuilderSpec
+from multibake.config.nodes import BuilderSpec, NodeSpec
 from multibake.config.yamlpos import parse_yaml
 from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
 from multibake.errors import ConfigError, UsageError
 from multibake.plan import planner
 from multibake.plan.model import Plan
-from multibake.preflight import nodes
+from multibake.preflight import nodes, tls
 from multibake.preflight.nodes import Action, Inspected, NodesDown, Observed
 from multibake.release import pipeline as release
 from multibake.release.resolve import BuildOptions
@@ -220,6 +220,7 @@ class FakeBuildx:
     hang: bool = False
     ran: list[tuple[str, ...]] = field(default_factory=list)
     inspected: int = 0
+    probes: dict[str, tls.Probe] = field(default_factory=dict)  # node → what multibake's own connection finds
 
     def inspect(self, name: str) -> Inspected | None:
         self.inspected += 1
@@ -240,6 +241,9 @@ class FakeBuildx:
         found = self.inspect(name)
         assert found is not None
         return found
+
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None:
+        return self.probes.get(node.name)
 
     def run(self, argv: Sequence[str]) -> None:
         self.ran.append(tuple(argv))
