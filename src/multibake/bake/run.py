@@ -100,6 +100,7 @@ class BuildReport:
     retries: tuple[str, ...] = ()  # reasons of retried attempts
     pushed: Mapping[str, str] = field(default_factory=dict)  # bake target → its staged image, pinned by digest
     nodes: Mapping[str, str] = field(default_factory=dict)  # bake target → the builder node that built it
+    placement: Mapping[str, tuple[str, bool]] = field(default_factory=dict)  # platform → (node, emulated)
     duration: float = 0.0
     bases: Mapping[str, str] = field(default_factory=dict)  # cell target → the base image it builds on
 

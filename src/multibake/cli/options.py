@@ -105,6 +105,8 @@ def render_build(built: Built, as_json: bool) -> int:
         typer.echo(built.dry_run.bake_file)
         for line in built.dry_run.builder_commands:  # what a build would run first, on a builder that does not exist
             typer.echo(f"# {line}")
+        for line in built.dry_run.placement:
+            typer.echo(f"# {line}")
         typer.echo(f"# {built.dry_run.command}")
     elif built.report is not None and as_json:
         typer.echo(json.dumps(report.build_json(built.report, ok=built.ok), indent=2))

@@ -265,3 +265,29 @@ def _pem_problem(files: dict[str, str]) -> str | None:
             # the library's own words can quote the file: say only which pair failed
             return f"cert {cert} and key {key} are not a PEM certificate and its private key"
     return None
+
+
+def placement(spec: BuilderSpec) -> dict[str, tuple[NodeSpec, bool]]:
+    """platform → the node that builds it and whether under emulation: a native node first, then the listed order.
+
+    buildx sends a platform to the first node that declares it; a native node declared after an
+    emulating one is preferred here and the declaration is made to match (``routed``).
+    """
+    chosen: dict[str, tuple[NodeSpec, bool]] = {}
+    for native_pass in (True, False):
+        for node in spec.nodes:
+            for p in node.platforms:
+                is_native = p in node.native_platforms
+                if p not in chosen and is_native == native_pass:
+                    chosen[p] = (node, not is_native)
+    return chosen
+
+
+def routed(spec: BuilderSpec) -> BuilderSpec:
+    """``spec`` with each platform declared only by the node ``placement`` chose (a node keeps at least one)."""
+    chosen = placement(spec)
+    nodes = [
+        node.model_copy(update={"platforms": [p for p in node.platforms if chosen[p][0] is node] or node.platforms})
+        for node in spec.nodes
+    ]
+    return spec.model_copy(update={"nodes": nodes})

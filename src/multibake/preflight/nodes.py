@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from multibake import docker as door
 from multibake import platforms
-from multibake.config.nodes import BuilderSpec, Driver, NodeSpec
+from multibake.config.nodes import BuilderSpec, Driver, NodeSpec, placement, routed
 from multibake.docker import BuilderFacts, DockerFailure, NodeArgs
 from multibake.errors import UsageError
 from multibake.failures import first_line
@@ -133,7 +133,12 @@ def _create_all(spec: BuilderSpec, why: str) -> tuple[Action, ...]:
 
 def dry_run_lines(spec: BuilderSpec) -> tuple[str, ...]:
     """The commands that create the builder from nothing, as shell lines (``build --dry-run``)."""
-    return tuple(a.shell for a in _create_all(spec, "create"))
+    return tuple(a.shell for a in _create_all(routed(spec), "create"))
+
+
+def placement_lines(spec: BuilderSpec) -> tuple[str, ...]:
+    """``linux/arm64: node pi (native)``: which node builds each platform."""
+    return tuple(f"{p}: node {n.name} ({'emulated' if emu else 'native'})" for p, (n, emu) in placement(spec).items())
 
 
 # --- preflight --------------------------------------------------------------------------------------
@@ -172,7 +177,7 @@ def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], N
     """Make the builder match ``spec``, then check every node answers; refusals are exit 2."""
     check_coverage(spec, plan)
     refuse_unanswered(buildx, spec)
-    for action in plan_actions(spec, buildx.inspect(spec.name)):
+    for action in plan_actions(routed(spec), buildx.inspect(spec.name)):
         say(f"multibake: builder {spec.name}: {action.why}: {action.shell}")
         try:
             buildx.run(action.argv)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
-from multibake.config.nodes import BuilderSpec
+from multibake.config.nodes import BuilderSpec, placement
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Placement, Status
@@ -28,7 +28,7 @@ from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
 from multibake.registry.client import Registry
 from multibake.release import gate as size_gate
-from multibake.release import journal, publish, shards
+from multibake.release import journal, nodeloss, publish, shards
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
@@ -42,6 +42,7 @@ class DryRun:
     bake_file: str  # its text
     command: str  # `cd ROOT && docker buildx bake …`
     builder_commands: tuple[str, ...] = ()  # `docker buildx create …` of a configured builder, from nothing
+    placement: tuple[str, ...] = ()  # which node of a configured builder builds each platform
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,6 +91,9 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     with tools.watch(todo.plan, info.nodes) as followed:
         runner = followed(tools.bake_runner(docker))
         report = bake.execute(runner, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+    if configured is not None:
+        report = nodeloss.blame(report, configured, tools.buildx(docker), tools.say)
+        report = replace(report, placement={p: (n.name, emu) for p, (n, emu) in placement(configured).items()})
     report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
@@ -143,6 +147,7 @@ def dry_run(todo: Todo, req: invocation.Request, builder: BuilderSpec | None = N
         bake_file=req.bake_file.read_text(encoding="utf-8"),
         command=f"cd {req.root} && " + " ".join(argv),
         builder_commands=nodes.dry_run_lines(builder) if builder else (),
+        placement=nodes.placement_lines(builder) if builder else (),
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from multibake.config.load import load
 from multibake.config.nodes import TlsOption
 from multibake.errors import ConfigError
-from multibake.preflight.nodes import dry_run_lines
+from multibake.preflight.nodes import dry_run_lines, placement_lines
 from tests.helpers import make_context, write_config
 
 SECRET_MARK = "MULTIBAKE-TEST-KEY"
@@ -65,6 +65,7 @@ def test_tls_files_are_made_absolute_and_go_to_buildx_as_driver_options(tmp_path
     node = builder.nodes[0]
     assert node.tls[TlsOption.CACERT] == str(tmp_path.resolve() / "ca.pem")
     (line,) = dry_run_lines(builder)
+    assert placement_lines(builder) == ("linux/arm64: node pi (native)",)
     assert f"cacert={tmp_path.resolve() / 'ca.pem'}" in line and "servername=pi.lan" in line
     assert f"key={tmp_path.resolve() / 'client-key.pem'}" in line
 
