@@ -46,6 +46,13 @@ class TlsOption(StrEnum):
 TLS_FILES = (TlsOption.CACERT, TlsOption.CERT, TlsOption.KEY)
 
 
+class NodeLoss(StrEnum):
+    """What a release does when a node does not answer (at preflight, or stops during the build)."""
+
+    FAIL = "fail"  # its cells fail (exit 1; preflight: exit 2), naming the node
+    EMULATE = "emulate"  # its platforms go to a remaining node, built under emulation
+
+
 def _platform(value: str) -> str:
     return platforms.normalize(value)
 
@@ -174,6 +181,11 @@ class BuilderSpec(BaseModel):
     timeout: float = Field(
         default=DEFAULT_TIMEOUT, gt=0, le=3600, description="seconds the nodes have to answer before a build"
     )
+    on_node_loss: NodeLoss = Field(
+        default=NodeLoss.FAIL,
+        description="fail: a node that does not answer fails its cells; emulate: a remaining node builds its "
+        "platforms under emulation (build --on-node-loss overrides)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -291,3 +303,20 @@ def routed(spec: BuilderSpec) -> BuilderSpec:
         for node in spec.nodes
     ]
     return spec.model_copy(update={"nodes": nodes})
+
+
+def without(spec: BuilderSpec, lost: set[str]) -> BuilderSpec:
+    """A builder of the nodes not ``lost``; the first of them also builds their platforms, under emulation.
+
+    It gets a name of its own (``NAME-without-NODE``): the declared builder is left as it is, for
+    when the node is back.
+    """
+    kept = [n for n in spec.nodes if n.name not in lost]
+    if not kept:
+        raise ValueError("no node is left")
+    orphaned = [p for n in spec.nodes if n.name in lost for p in n.platforms if p not in kept[0].platforms]
+    taker = kept[0].model_copy(
+        update={"platforms": [*kept[0].platforms, *orphaned], "native": list(kept[0].native_platforms)}
+    )
+    name = f"{spec.name}-without-{'-'.join(sorted(lost))}"[:63]
+    return spec.model_copy(update={"name": name, "nodes": [taker, *kept[1:]]})

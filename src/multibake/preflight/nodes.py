@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from multibake import docker as door
 from multibake import platforms
-from multibake.config.nodes import BuilderSpec, Driver, NodeSpec, placement, routed
+from multibake.config.nodes import BuilderSpec, Driver, NodeLoss, NodeSpec, placement, routed, without
 from multibake.docker import BuilderFacts, DockerFailure, NodeArgs
 from multibake.errors import UsageError
 from multibake.failures import first_line
@@ -173,10 +173,16 @@ class NodesDown(Exception):
     """The builder's nodes did not all start (buildx's reason) or did not answer in time."""
 
 
-def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], None]) -> None:
-    """Make the builder match ``spec``, then check every node answers; refusals are exit 2."""
+def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], None]) -> BuilderSpec:
+    """Make the builder match ``spec``, then check every node answers; refusals are exit 2.
+
+    With ``on_node_loss: emulate`` a node that does not answer is left out and a remaining node
+    builds its platforms under emulation: the builder used then is returned (``without``).
+    """
     check_coverage(spec, plan)
-    refuse_unanswered(buildx, spec)
+    gone = refuse_unanswered(buildx, spec)
+    if gone:
+        spec = emulating(spec, gone, say)
     for action in plan_actions(routed(spec), buildx.inspect(spec.name)):
         say(f"multibake: builder {spec.name}: {action.why}: {action.shell}")
         try:
@@ -195,16 +201,42 @@ def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], N
         raise UsageError(f"builder {spec.name!r}: {which} {', '.join(named)} did not answer: {reason or 'not running'}")
     for line in describe(spec, seen):
         say(line)
+    return spec
 
 
-def refuse_unanswered(buildx: Buildx, spec: BuilderSpec) -> None:
-    """Exit 2 naming the first tcp:// node that multibake's own connection finds down or refusing TLS."""
+def emulating(spec: BuilderSpec, down: dict[str, str], say: Callable[[str], None]) -> BuilderSpec:
+    """The builder without the ``down`` nodes (name → why); said in one line per node."""
+    try:
+        kept = without(spec, set(down))
+    except ValueError:
+        raise UsageError(f"builder {spec.name!r}: no node answers ({'; '.join(down.values())})") from None
+    for node in spec.nodes:
+        if node.name in down:
+            say(
+                f"multibake: node {node.name} ({node.endpoint}) does not answer ({down[node.name]}): "
+                f"{', '.join(node.platforms)} built on node {kept.nodes[0].name} under emulation "
+                f"(on_node_loss: emulate; builder {kept.name})"
+            )
+    return kept
+
+
+def refuse_unanswered(buildx: Buildx, spec: BuilderSpec) -> dict[str, str]:
+    """Exit 2 naming the first tcp:// node that multibake's own connection finds down or refusing TLS.
+
+    With ``on_node_loss: emulate`` the nodes that are down (not those refusing TLS, a configuration
+    error) are returned instead, each with why.
+    """
+    down: dict[str, str] = {}
     for node in spec.nodes:
         found = buildx.probe(node, min(spec.timeout, 10.0))
         if found is None or found.verdict is tls.Verdict.ANSWERS:
             continue
+        if found.verdict is tls.Verdict.UNREACHABLE and spec.on_node_loss is NodeLoss.EMULATE:
+            down[node.name] = found.reason
+            continue
         what = "TLS refused" if found.verdict is tls.Verdict.REFUSED else "not reachable"
         raise UsageError(f"builder {spec.name!r}: node {node.name} ({node.endpoint}): {what}: {found.reason}")
+    return down
 
 
 def lost_nodes(buildx: Buildx, spec: BuilderSpec, timeout: float = 5.0) -> tuple[tuple[NodeSpec, str], ...]:

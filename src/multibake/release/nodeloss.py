@@ -18,18 +18,33 @@ from multibake.kinds import Echo
 from multibake.preflight.nodes import Buildx, lost_nodes
 
 
-def blame(report: BuildReport, spec: BuilderSpec, buildx: Buildx, say: Echo) -> BuildReport:
-    """``report`` with the failed cells of a node that stopped answering saying so (no change otherwise)."""
+def blame(report: BuildReport, spec: BuilderSpec, buildx: Buildx, say: Echo) -> tuple[BuildReport, dict[str, str]]:
+    """``report`` with the failed cells of a node that stopped answering saying so, and the lost nodes (name → why)."""
     if report.ok:
-        return report
+        return report, {}
     lost = lost_nodes(buildx, spec)
     if not lost:
-        return report
+        return report, {}
     for node, why in lost:
         say(f"multibake: error: node {node.name} ({node.endpoint}) stopped answering during the build: {why}")
     by_platform = {p: node for p, (node, _) in placement(spec).items()}
     gone = {node.name: (node, why) for node, why in lost}
-    return replace(report, cells=tuple(_blamed(c, by_platform, gone) for c in report.cells))
+    cells = tuple(_blamed(c, by_platform, gone) for c in report.cells)
+    return replace(report, cells=cells), {node.name: why for node, why in lost}
+
+
+def merged(first: BuildReport, again: BuildReport) -> BuildReport:
+    """The first build's report with the cells built ``again`` (elsewhere) in their place."""
+    redone = {c.target: c for c in again.cells}
+    return replace(
+        first,
+        cells=tuple(redone.get(c.target, c) for c in first.cells),
+        runs=(*first.runs, *again.runs),
+        retries=(*first.retries, *again.retries),
+        pushed={**first.pushed, **again.pushed},
+        nodes={**first.nodes, **again.nodes},
+        duration=first.duration + again.duration,
+    )
 
 
 def _blamed(cell: CellResult, by_platform: dict[str, NodeSpec], gone: dict[str, tuple[NodeSpec, str]]) -> CellResult:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
-from multibake.config.nodes import BuilderSpec, placement
+from multibake.config.nodes import BuilderSpec, NodeLoss, placement
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Placement, Status
@@ -32,6 +32,7 @@ from multibake.release import journal, nodeloss, publish, shards
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
+from multibake.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from multibake.docker import Client
@@ -84,16 +85,12 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
         return Built(ok=True, dry_run=dry_run(todo, req, configured))
     shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
-    if configured is not None:
-        nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
-    info = preflight(docker, todo.plan, opts.builder, tools.say)
-    workdir = req.bake_file.parent
-    with tools.watch(todo.plan, info.nodes) as followed:
-        runner = followed(tools.bake_runner(docker))
-        report = bake.execute(runner, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
-    if configured is not None:
-        report = nodeloss.blame(report, configured, tools.buildx(docker), tools.say)
-        report = replace(report, placement={p: (n.name, emu) for p, (n, emu) in placement(configured).items()})
+    if configured is None:
+        report = execute(docker, todo.plan, req, tools, policy)
+    else:
+        if opts.on_node_loss is not None:
+            configured = configured.model_copy(update={"on_node_loss": opts.on_node_loss})
+        report = on_nodes(OnNodes(docker=docker, spec=configured, target=target, opts=opts, tools=tools), todo, policy)
     report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
     if target.shard is not None:
         return stage(target, todo.plan, report, reg, result_dir=opts.result_dir, say=tools.say)
@@ -106,6 +103,43 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
             todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, detach=detach
         )
     return Built(ok=report.ok, report=report)
+
+
+def execute(docker: Client, plan: Plan, req: invocation.Request, tools: Tools, policy: RetryPolicy) -> bake.BuildReport:
+    """Builder preflight, then the bake runs, followed."""
+    info = preflight(docker, plan, req.builder, tools.say)
+    with tools.watch(plan, info.nodes) as followed:
+        runner = followed(tools.bake_runner(docker))
+        workdir = req.bake_file.parent
+        return bake.execute(runner, plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnNodes:
+    """A build on the builder of platforms.yaml: what it needs beyond the plan."""
+
+    docker: Client
+    spec: BuilderSpec
+    target: Target
+    opts: BuildOptions
+    tools: Tools
+
+
+def on_nodes(run: OnNodes, todo: Todo, policy: RetryPolicy) -> bake.BuildReport:
+    """Bake on the configured builder; a node lost on the way is named, and with ``on_node_loss:
+    emulate`` the cells it failed are built again on the remaining nodes (their platforms emulated)."""
+    buildx = run.tools.buildx(run.docker)
+    spec = nodes.ensure(buildx, run.spec, todo.plan, run.tools.say)
+    req = write_bake_file(run.target, todo, replace(run.opts, builder=spec.name))
+    report, lost = nodeloss.blame(execute(run.docker, todo.plan, req, run.tools, policy), spec, buildx, run.tools.say)
+    if lost and spec.on_node_loss is NodeLoss.EMULATE:
+        spec = nodes.emulating(spec, lost, run.tools.say)
+        staged = {c.target: report.pushed[c.target] for c in report.cells if c.status.ok and c.target in report.pushed}
+        again = Todo(plan=without(todo.plan, staged))
+        spec = nodes.ensure(buildx, spec, again.plan, run.tools.say)
+        req = write_bake_file(run.target, again, replace(run.opts, builder=spec.name))
+        report = nodeloss.merged(report, execute(run.docker, again.plan, req, run.tools, policy))
+    return replace(report, placement={p: (n.name, emu) for p, (n, emu) in placement(spec).items()})
 
 
 def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
