@@ -228,3 +228,68 @@ def test_a_node_killed_mid_build_is_named_keep_going_publishes_the_rest_and_a_re
     assert not any(t.startswith("solo") for t in rebuilt), rebuilt
     verify = multibake("verify", "--json", "-c", str(cfg), env=hosts.env)
     assert verify.returncode == 0, verify.stdout[-2000:]
+
+
+def _build_killing_arm(cfg: Path, hosts: Hosts, *args: str) -> tuple[int, str, str]:
+    """``build --push`` on ``cfg``; the arm node is killed as soon as it runs an app RUN step."""
+    import os
+
+    argv = ["multibake", "build", "--push", "--json", "--progress", "plain", "-c", str(cfg), *args]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **hosts.env},
+        cwd=cfg.parent,
+    )
+    try:
+        err = "".join(_kill_when_arm_runs(proc, hosts))
+        out = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hosts.start("arm")
+    return proc.returncode, out, err
+
+
+def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_to_the_other(
+    hosts: Hosts, tmp_path: Path, builder_name: str
+) -> None:
+    cfg = _release(tmp_path, hosts, builder_name)
+    app = tmp_path / "app" / "Dockerfile"
+    app.write_text(app.read_text().replace('RUN echo "$VERSION"', 'RUN sleep 20 && echo "$VERSION"'))
+    code, out, err = _build_killing_arm(cfg, hosts, "--on-node-loss", "emulate")
+    assert code == 0, err[-3000:]
+    assert f"node arm ({hosts.nodes['arm'].endpoint}) does not answer" in err, err[-3000:]
+    assert "built on node amd64 under emulation" in err
+    report = json.loads(out)
+    app_cell = next(c for c in report["cells"] if c["family"] == "app")
+    assert report["placement"][app_cell["target"]]["linux/arm64"]["node"] == "amd64"
+    assert report["placement"][app_cell["target"]]["linux/arm64"]["emulated"] is True
+    plan = plan_of(cfg)
+    for cell in plan["cells"]:
+        index = registry.get(cell["tags"][0])
+        assert index is not None and sorted(index.platforms()) == sorted(cell["platforms"]), cell["target"]
+    verify = multibake("verify", "--json", "-c", str(cfg), env=hosts.env)
+    assert verify.returncode == 0, verify.stdout[-2000:]
+    subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
+
+
+def test_a_node_down_before_the_build_is_emulated_elsewhere_and_imports_the_first_nodes_cache(
+    hosts: Hosts, tmp_path: Path, builder_name: str, measured: Any
+) -> None:
+    cfg = _release(tmp_path, hosts, builder_name, extra="cache: {type: registry}\n")
+    code, first, err = push(cfg, env=hosts.env)
+    assert code == 0, err[-3000:]
+    hosts.stop("arm")
+    try:
+        code, again, err = push(cfg, "--on-node-loss", "emulate", env=hosts.env)
+    finally:
+        hosts.start("arm")
+        subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
+    assert code == 0, err[-3000:]
+    assert "linux/arm64, linux/arm/v7 built on node amd64 under emulation" in err
+    before, after = first["executed_run_steps"], again["executed_run_steps"]
+    measured(f"cache across nodes: RUN steps executed {before} on nodes amd64+arm, {after} when amd64 rebuilt all")
+    assert after < before, "the arm cells rebuilt on amd64 import the arm node's registry cache"
