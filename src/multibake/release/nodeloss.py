@@ -10,6 +10,7 @@ tag moves for them, and ``--keep-going`` publishes the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from multibake.bake.run import BuildReport, CellResult
@@ -31,6 +32,16 @@ def blame(report: BuildReport, spec: BuilderSpec, buildx: Buildx, say: Echo) -> 
     gone = {node.name: (node, why) for node, why in lost}
     cells = tuple(_blamed(c, by_platform, gone) for c in report.cells)
     return replace(report, cells=cells), {node.name: why for node, why in lost}
+
+
+def watcher(spec: BuilderSpec, buildx: Buildx) -> Callable[[], str | None]:
+    """For the bake runs: why a node of ``spec`` no longer answers (None while all do)."""
+
+    def gone() -> str | None:
+        lost = lost_nodes(buildx, spec)
+        return "; ".join(f"node {n.name} ({n.endpoint}) stopped answering: {why}" for n, why in lost) or None
+
+    return gone
 
 
 def merged(first: BuildReport, again: BuildReport) -> BuildReport:

@@ -9,7 +9,7 @@ injected (``Tools``), so every path runs in tests without docker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,13 +105,21 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
     return Built(ok=report.ok, report=report)
 
 
-def execute(docker: Client, plan: Plan, req: invocation.Request, tools: Tools, policy: RetryPolicy) -> bake.BuildReport:
+def execute(
+    docker: Client,
+    plan: Plan,
+    req: invocation.Request,
+    tools: Tools,
+    policy: RetryPolicy,
+    *,
+    gone: Callable[[], str | None] | None = None,
+) -> bake.BuildReport:
     """Builder preflight, then the bake runs, followed."""
     info = preflight(docker, plan, req.builder, tools.say)
     with tools.watch(plan, info.nodes) as followed:
         runner = followed(tools.bake_runner(docker))
         workdir = req.bake_file.parent
-        return bake.execute(runner, plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+        return bake.execute(runner, plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir, gone=gone)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,14 +139,18 @@ def on_nodes(run: OnNodes, todo: Todo, policy: RetryPolicy) -> bake.BuildReport:
     buildx = run.tools.buildx(run.docker)
     spec = nodes.ensure(buildx, run.spec, todo.plan, run.tools.say)
     req = write_bake_file(run.target, todo, replace(run.opts, builder=spec.name))
-    report, lost = nodeloss.blame(execute(run.docker, todo.plan, req, run.tools, policy), spec, buildx, run.tools.say)
+    gone = nodeloss.watcher(spec, buildx)
+    first = execute(run.docker, todo.plan, req, run.tools, policy, gone=gone)
+    report, lost = nodeloss.blame(first, spec, buildx, run.tools.say)
     if lost and spec.on_node_loss is NodeLoss.EMULATE:
         spec = nodes.emulating(spec, lost, run.tools.say)
         staged = {c.target: report.pushed[c.target] for c in report.cells if c.status.ok and c.target in report.pushed}
         again = Todo(plan=without(todo.plan, staged))
         spec = nodes.ensure(buildx, spec, again.plan, run.tools.say)
         req = write_bake_file(run.target, again, replace(run.opts, builder=spec.name))
-        report = nodeloss.merged(report, execute(run.docker, again.plan, req, run.tools, policy))
+        report = nodeloss.merged(
+            report, execute(run.docker, again.plan, req, run.tools, policy, gone=nodeloss.watcher(spec, buildx))
+        )
     return replace(report, placement={p: (n.name, emu) for p, (n, emu) in placement(spec).items()})
 
 
