@@ -65,7 +65,7 @@ def _side(label: str, work: Path, two: bool) -> float:
         config.write_text(text)
         started = time.perf_counter()
         proc = subprocess.run(
-            ["multibake", "build", "--push", "--json", "--progress", "quiet", "-c", str(config)],
+            [sys.executable, "-m", "multibake", "build", "--push", "--json", "--progress", "quiet", "-c", str(config)],
             capture_output=True,
             text=True,
             env={**os.environ, "SSL_CERT_FILE": env["SSL_CERT_FILE"]},
@@ -84,8 +84,8 @@ def _side(label: str, work: Path, two: bool) -> float:
 
 
 def main() -> int:
-    if os.geteuid() != 0 or shutil.which("multibake") is None:
-        print("remote hosts: skipped (needs root and multibake on PATH)")
+    if os.geteuid() != 0:
+        print("remote hosts: skipped (network namespaces need root)")
         return 0
     print("release of samples/offline over mutual TLS (cold each side; both nodes share this machine's CPU)")
     with tempfile.TemporaryDirectory() as tmp:

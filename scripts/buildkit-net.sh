@@ -218,8 +218,17 @@ kill_pidfile() { # file: the process this script started, by its id
   rm -f "$1"
 }
 
-stop_node() { # node: as a host that dies, with no goodbye
+stop_node() { # node: as a host that dies, with no goodbye: its buildkitd and what it was running
+  local pid
   kill_pidfile "$DIR/$1/pid"
+  for pid in $(ip netns pids "$(netns "$1")" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+unmount_under() { # dir: the overlay mounts a killed buildkitd's containers leave behind
+  local m
+  for m in $(awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
 }
 
 # --- up, down, env --------------------------------------------------------------------------------------
@@ -239,6 +248,7 @@ down() {
   for i in "$CERTS_D"/*/"$OWNER_MARK"; do
     [ -e "$i" ] && grep -q "($NAME)" "$i" && rm -rf "$(dirname "$i")"
   done
+  unmount_under "$DIR"
   rm -rf "$DIR"
 }
 

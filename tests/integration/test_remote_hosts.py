@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -194,10 +196,9 @@ def test_a_node_killed_mid_build_is_named_keep_going_publishes_the_rest_and_a_re
     app = tmp_path / "app" / "Dockerfile"
     app.write_text(app.read_text().replace('RUN echo "$VERSION"', 'RUN sleep 20 && echo "$VERSION"'))
     argv = ["build", "--push", "--keep-going", "--progress", "plain", "-c", str(cfg)]
-    import os
 
     proc = subprocess.Popen(
-        ["multibake", *argv],
+        [sys.executable, "-m", "multibake", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -226,15 +227,26 @@ def test_a_node_killed_mid_build_is_named_keep_going_publishes_the_rest_and_a_re
     assert all(f"solo-{v} is up to date" in err or "up to date" in err for v in ("1", "2")), err[-2000:]
     rebuilt = {c["target"] for c in report["cells"] if c.get("status") != "up-to-date"}
     assert not any(t.startswith("solo") for t in rebuilt), rebuilt
-    verify = multibake("verify", "--json", "-c", str(cfg), env=hosts.env)
-    assert verify.returncode == 0, verify.stdout[-2000:]
+    verify = multibake("verify", "--debug", "--json", "-c", str(cfg), env=hosts.env)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
 
 
 def _build_killing_arm(cfg: Path, hosts: Hosts, *args: str) -> tuple[int, str, str]:
     """``build --push`` on ``cfg``; the arm node is killed as soon as it runs an app RUN step."""
-    import os
 
-    argv = ["multibake", "build", "--push", "--json", "--progress", "plain", "-c", str(cfg), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "multibake",
+        "build",
+        "--push",
+        "--json",
+        "--progress",
+        "plain",
+        "-c",
+        str(cfg),
+        *args,
+    ]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -271,8 +283,8 @@ def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_
     for cell in plan["cells"]:
         index = registry.get(cell["tags"][0])
         assert index is not None and sorted(index.platforms()) == sorted(cell["platforms"]), cell["target"]
-    verify = multibake("verify", "--json", "-c", str(cfg), env=hosts.env)
-    assert verify.returncode == 0, verify.stdout[-2000:]
+    verify = multibake("verify", "--debug", "--json", "-c", str(cfg), env=hosts.env)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
     subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
 
 
