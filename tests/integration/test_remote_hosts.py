@@ -227,7 +227,7 @@ def test_a_node_killed_mid_build_is_named_keep_going_publishes_the_rest_and_a_re
     assert all(f"solo-{v} is up to date" in err or "up to date" in err for v in ("1", "2")), err[-2000:]
     rebuilt = {c["target"] for c in report["cells"] if c.get("status") != "up-to-date"}
     assert not any(t.startswith("solo") for t in rebuilt), rebuilt
-    verify = multibake("verify", "--debug", "--json", "-c", str(cfg), env=hosts.env)
+    verify = multibake("--debug", "verify", "--json", "-c", str(cfg), env=hosts.env)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
 
 
@@ -283,7 +283,7 @@ def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_
     for cell in plan["cells"]:
         index = registry.get(cell["tags"][0])
         assert index is not None and sorted(index.platforms()) == sorted(cell["platforms"]), cell["target"]
-    verify = multibake("verify", "--debug", "--json", "-c", str(cfg), env=hosts.env)
+    verify = multibake("--debug", "verify", "--json", "-c", str(cfg), env=hosts.env)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
     subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
 
