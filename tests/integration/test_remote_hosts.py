@@ -50,8 +50,11 @@ def builder_name() -> Iterator[str]:
     subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
 
 
-def _release(tmp_path: Path, hosts: Hosts, name: str, arm: dict[str, str] | None = None, extra: str = "") -> Path:
-    cfg = write_release(tmp_path, registry_ns=f"{hosts.registry}/net-{uuid.uuid4().hex[:8]}")
+def _release(
+    tmp_path: Path, hosts: Hosts, name: str, arm: dict[str, str] | None = None, extra: str = "", run: str = ""
+) -> Path:
+    namespace = f"{hosts.registry}/net-{uuid.uuid4().hex[:8]}"
+    cfg = write_release(tmp_path, registry_ns=namespace, app_run=run or "uname -m > /arch")
     text = cfg.read_text() + extra
     text += f"builder:\n  name: {name}\n  timeout: 30\n  nodes:\n"
     text += hosts.node_yaml("amd64").replace("platforms: [linux/amd64]", "platforms: [linux/amd64]")
@@ -291,7 +294,9 @@ def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_
 def test_a_node_down_before_the_build_is_emulated_elsewhere_and_imports_the_first_nodes_cache(
     hosts: Hosts, tmp_path: Path, builder_name: str, measured: Any
 ) -> None:
-    cfg = _release(tmp_path, hosts, builder_name, extra="cache: {type: registry}\n")
+    # RUN steps of their own: no node has them in its local cache from an earlier test
+    unique = f"uname -m > /arch && echo {uuid.uuid4().hex} > /id"
+    cfg = _release(tmp_path, hosts, builder_name, extra="cache: {type: registry}\n", run=unique)
     code, first, err = push(cfg, env=hosts.env)
     assert code == 0, err[-3000:]
     hosts.stop("arm")
