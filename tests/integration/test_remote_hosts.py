@@ -51,7 +51,7 @@ def builder_name() -> Iterator[str]:
 
 
 def _release(
-    tmp_path: Path, hosts: Hosts, name: str, arm: dict[str, str] | None = None, extra: str = "", run: str = ""
+    tmp_path: Path, hosts: Hosts, name: str, *, arm: dict[str, str] | None = None, extra: str = "", run: str = ""
 ) -> Path:
     namespace = f"{hosts.registry}/net-{uuid.uuid4().hex[:8]}"
     cfg = write_release(tmp_path, registry_ns=namespace, app_run=run or "uname -m > /arch")
