@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from multibake.cli import fit
 from multibake.cli.packages import notes_text, package_json, package_lines
-from multibake.cli.placement import placement_json, placement_lines
 from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
@@ -110,7 +109,6 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
         "mode": report.mode.value,
         "route": report.route,
         "nodes": dict(report.nodes),
-        "placement": placement_json(report),
         "builder": {
             "name": b.name,
             "driver": b.driver,
@@ -187,7 +185,7 @@ def build_table(report: BuildReport) -> str:
         + (f", {len(report.retries)} retried" if report.retries else "")
         + "\n"
     )
-    return text + placement_lines(report)
+    return text
 
 
 def sizes_table(rows: list[tuple[str, PlatformSize]]) -> str:
