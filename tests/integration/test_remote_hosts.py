@@ -47,7 +47,8 @@ def hosts(stack: str) -> Iterator[Hosts]:
 def builder_name() -> Iterator[str]:
     name = f"mb-net-{uuid.uuid4().hex[:6]}"
     yield name
-    subprocess.run(["docker", "buildx", "rm", name], capture_output=True, check=False)
+    for made in (name, f"{name}-without-arm"):  # the second: on_node_loss emulate made it
+        subprocess.run(["docker", "buildx", "rm", made], capture_output=True, check=False)
 
 
 def _release(
@@ -288,7 +289,6 @@ def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_
         assert index is not None and sorted(index.platforms()) == sorted(cell["platforms"]), cell["target"]
     verify = multibake("--debug", "verify", "--json", "-c", str(cfg), env=hosts.env)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
-    subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
 
 
 def test_a_node_down_before_the_build_is_emulated_elsewhere_and_imports_the_first_nodes_cache(
@@ -304,7 +304,6 @@ def test_a_node_down_before_the_build_is_emulated_elsewhere_and_imports_the_firs
         code, again, err = push(cfg, "--on-node-loss", "emulate", env=hosts.env)
     finally:
         hosts.start("arm")
-        subprocess.run(["docker", "buildx", "rm", f"{builder_name}-without-arm"], capture_output=True, check=False)
     assert code == 0, err[-3000:]
     assert "linux/arm64, linux/arm/v7 built on node amd64 under emulation" in err
     before, after = first["executed_run_steps"], again["executed_run_steps"]
