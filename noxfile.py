@@ -140,6 +140,9 @@ def bench(session: nox.Session) -> None:
     )
     # SBOM attestations on vs off (same run, ratio), and multibake reproduce of the fast tier
     session.run("python", "benchmarks/attest.py", "--rounds", "2")
+    # the same release on two BuildKit hosts over mutual TLS beside one of them (scripts/buildkit-net.sh)
+    session.log("stack: BuildKit hosts in network namespaces (two nodes vs one)")
+    session.run("python", "benchmarks/remote_hosts.py")
     # the real tier on a fresh runner (registry cache kept, BuildKit's pruned) against the old loop
     session.run("python", "benchmarks/real_tier.py")
 

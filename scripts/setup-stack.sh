@@ -2,7 +2,7 @@
 # Install and start a build stack for multibake: dockerd with the containerd image store, buildx,
 # QEMU binfmt emulators for arm64 and arm/v7, and a registry on 127.0.0.1:5000.
 #
-#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit] [--browser] [--allow-core-upgrade] [--dry-run]
+#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit|buildkit-net] [--browser] [--allow-core-upgrade] [--dry-run]
 #
 # --browser also installs Debian's chromium (this machine's own release; its .debs are kept in
 # $MULTIBAKE_CACHE/debs/chromium): the tests open the HTML release report in it, headless.
@@ -22,6 +22,11 @@
 #             `multibake-multinode` (node `amd64` for linux/amd64, node `arm` for linux/arm64 and
 #             linux/arm/v7: a stand-in for a native x86 host and a native arm host); and the SBOM
 #             generator image in the local registry (scripts/sbom-scanner.sh).
+#   buildkit-net  `buildkit`, plus the same two nodes as hosts of their own (scripts/buildkit-net.sh):
+#             network namespaces joined by veth pairs to a bridge mbnet-br (10.213.0.1), buildkitd on
+#             TCP with mutual TLS, a TLS registry on 10.213.0.1:5443, and a builder `multibake-net` of
+#             nodes amd64 (tcp://10.213.0.10:1234) and arm (tcp://10.213.0.11:1234). buildx trusts that
+#             registry's CA only through SSL_CERT_FILE (printed at the end).
 #
 # Idempotent: each step checks whether its piece already works and does nothing if so. Before
 # changing anything the script prints what it will change; --dry-run stops there.
@@ -76,7 +81,7 @@ while [ $# -gt 0 ]; do
     *) say "unknown argument: $1"; usage 2 ;;
   esac
 done
-case "$STACK" in auto | current | debian | buildkit) ;; *) die "unknown stack '$STACK' (auto, current, debian, buildkit)" ;; esac
+case "$STACK" in auto | current | debian | buildkit | buildkit-net) ;; *) die "unknown stack '$STACK' (auto, current, debian, buildkit, buildkit-net)" ;; esac
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -380,6 +385,30 @@ setup_buildkit() {
   register_builders
 }
 
+# --- the `buildkit-net` stack: the two nodes as hosts of their own, over TCP with mutual TLS ---------------
+
+NET_SCRIPT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/buildkit-net.sh"
+
+setup_buildkit_net() {
+  local env node args
+  export MULTIBAKE_BUILDKIT_VERSION=$BUILDKIT_VERSION
+  "$NET_SCRIPT" ok || "$NET_SCRIPT" up >/dev/null
+  env=$("$NET_SCRIPT" env)
+  get() { printf '%s\n' "$env" | sed -n "s/^$1=//p"; }
+  if ! builder_exists multibake-net; then
+    args=(--driver remote)
+    for node in amd64 arm; do
+      docker buildx create --name multibake-net "${args[@]}" --node "$node" \
+        --platform "$( [ $node = amd64 ] && echo linux/amd64 || echo linux/arm64,linux/arm/v7)" \
+        --driver-opt "cacert=$(get CA),cert=$(get CLIENT_CERT),key=$(get CLIENT_KEY),servername=$(get "NODE_${node}_SERVERNAME")" \
+        "$(get "NODE_${node}_ENDPOINT")" >/dev/null
+      args=(--driver remote --append)
+    done
+  fi
+  docker buildx inspect --bootstrap multibake-net >/dev/null
+  say "builder multibake-net ready; registry $(get REGISTRY): for buildx to trust its CA, export SSL_CERT_FILE=$(get SSL_CERT_FILE)"
+}
+
 # --- common pieces ------------------------------------------------------------------------------
 
 enable_binfmt() {
@@ -430,7 +459,7 @@ announce() { # what this run will change, before it changes anything
   say "stack '$STACK': this run may"
   [ -n "$pkgs" ] && say "  - apt-get install from this machine's own release: $pkgs"
   case "$STACK" in
-    current | buildkit)
+    current | buildkit | buildkit-net)
       say "  - unpack docker $DOCKER_DEB, containerd $CONTAINERD_DEB, buildx $BUILDX_DEB (Debian unstable) into $STACK_PREFIX"
       say "  - link /usr/local/lib/docker/cli-plugins/docker-buildx (and /usr/local/bin/docker if there is none)"
       say "  - start dockerd with $STATE_DIR/daemon.json (containerd image store, insecure 127.0.0.1 registries)" ;;
@@ -438,9 +467,10 @@ announce() { # what this run will change, before it changes anything
       say "  - add a low-pinned trixie source and apt-get install -t trixie ${TRIXIE_PKGS[*]}"
       say "  - write /etc/docker/daemon.json if it is missing or one this script wrote, and (re)start dockerd" ;;
   esac
-  [ "$STACK" = buildkit ] && say "  - build buildkitd $BUILDKIT_VERSION into $BUILDKIT_PREFIX and start 3 daemons on $RUN_DIR; register builders multibake-remote, multibake-multinode"
+  [ "$STACK" = buildkit-net ] && say "  - scripts/buildkit-net.sh up: namespaces mbnet-amd64, mbnet-arm, bridge mbnet-br (10.213.0.0/24), certificates and a TLS registry in $STATE_DIR/mbnet, /etc/docker/certs.d/10.213.0.1:5443; register builder multibake-net"
+  case "$STACK" in buildkit | buildkit-net) say "  - build buildkitd $BUILDKIT_VERSION into $BUILDKIT_PREFIX and start 3 daemons on $RUN_DIR; register builders multibake-remote, multibake-multinode" ;; esac
   if [ "$BROWSER" = 1 ] && ! have chromium; then say "  - apt-get install chromium (from this machine's own release)"; fi
-  [ "$STACK" = buildkit ] && say "  - build the SBOM scanner image once (scripts/sbom-scanner.sh, cached in $CACHE) and push it to $REGISTRY_ADDR"
+  case "$STACK" in buildkit | buildkit-net) say "  - build the SBOM scanner image once (scripts/sbom-scanner.sh, cached in $CACHE) and push it to $REGISTRY_ADDR" ;; esac
   say "  - register QEMU binfmt handlers (qemu-aarch64, qemu-arm) and start a registry on $REGISTRY_ADDR"
 }
 
@@ -465,14 +495,16 @@ main() {
     current) setup_current ;;
     debian) setup_debian ;;
     buildkit) setup_current; setup_buildkit ;;
+    buildkit-net) setup_current; setup_buildkit ;;
   esac
   start_registry
   install_browser
   multiplatform_ok || die "the docker driver lacks the containerd image store; add \"features\":{\"containerd-snapshotter\":true} to /etc/docker/daemon.json and restart dockerd"
   # the SBOM generator BuildKit runs for `attest type=sbom` (Docker Hub's is out of reach here)
-  if [ "$STACK" = buildkit ]; then
+  if [ "$STACK" = buildkit ] || [ "$STACK" = buildkit-net ]; then
     bash "$(dirname "${BASH_SOURCE[0]}")/sbom-scanner.sh" || say "warning: no SBOM scanner image (SBOM tests will say why)"
   fi
+  [ "$STACK" = buildkit-net ] && setup_buildkit_net
   say "stack ready (docker $(server_version), buildx $(buildx_version), registry $REGISTRY_ADDR)"
 }
 

@@ -54,10 +54,10 @@ class _Access:
 _ACCESS: dict[str, _Access] = {}
 
 
-def allow(host: str, *, ca: Path, user: str, password: str) -> None:
-    """Read ``host`` over HTTPS, verified with ``ca``, as ``user``."""
-    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-    _ACCESS[host] = _Access(ssl.create_default_context(cafile=str(ca)), f"Basic {basic}")
+def allow(host: str, *, ca: Path, user: str | None = None, password: str = "") -> None:
+    """Read ``host`` over HTTPS, verified with ``ca``, as ``user`` (no credentials without one)."""
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user else ""
+    _ACCESS[host] = _Access(ssl.create_default_context(cafile=str(ca)), f"Basic {basic}" if basic else "")
 
 
 def forget(host: str) -> None:
@@ -68,7 +68,7 @@ def _open(host: str, path: str, accept: tuple[str, ...] = ()) -> tuple[bytes, st
     """The body and content type of ``GET path`` on ``host``."""
     access = _ACCESS.get(host)
     headers = {"Accept": ", ".join(accept)} if accept else {}
-    if access is not None:
+    if access is not None and access.authorization:
         headers["Authorization"] = access.authorization
     scheme = "https" if access is not None else "http"
     req = urllib.request.Request(f"{scheme}://{host}{path}", headers=headers)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,7 @@ class BuildReport:
     retries: tuple[str, ...] = ()  # reasons of retried attempts
     pushed: Mapping[str, str] = field(default_factory=dict)  # bake target → its staged image, pinned by digest
     nodes: Mapping[str, str] = field(default_factory=dict)  # bake target → the builder node that built it
+    placement: Mapping[str, tuple[str, bool]] = field(default_factory=dict)  # platform → (node, emulated)
     duration: float = 0.0
     bases: Mapping[str, str] = field(default_factory=dict)  # cell target → the base image it builds on
     steps: Mapping[Step, float] = field(default_factory=dict)  # seconds of each step of the release (pipeline)
@@ -131,6 +132,7 @@ class _Job:
     echo: Echo
     workdir: Path
     owner: Mapping[str, Cell]  # bake target → the cell it builds (a cell built per platform has several)
+    gone: Callable[[], str | None] | None = None  # why a builder node no longer answers (then: no retry)
 
 
 def pending(cell: Cell) -> CellResult:
@@ -223,6 +225,9 @@ def _retried(job: _Job, targets: Sequence[str], pushed: Mapping[str, str], use_c
         progressed = any(t not in pushed for t in run.pushed)
         pushed = {**pushed, **run.pushed}
         failure = _unresolved(job, run)
+        if failure is not None and failure.kind is Kind.TRANSIENT and job.gone and (lost := job.gone()):
+            # a lost node looks transient to BuildKit (EOF, connection refused): not worth a retry
+            failure = replace(failure, kind=Kind.PERMANENT, reason=lost)
         stalled = 1 if progressed else stalled + 1
         if failure is None or failure.kind is not Kind.TRANSIENT or stalled >= job.policy.limits.attempts:
             return Attempt(targets=tuple(targets), runs=tuple(runs), retries=tuple(retries), failure=failure)
@@ -339,8 +344,12 @@ def execute(
     policy: RetryPolicy,
     echo: Echo,
     workdir: Path,
+    gone: Callable[[], str | None] | None = None,
 ) -> BuildReport:
-    """Build ``plan`` as ``req`` says; never raises for a failed cell, the report says what happened."""
+    """Build ``plan`` as ``req`` says; never raises for a failed cell, the report says what happened.
+
+    ``gone`` says why a node of the builder stopped answering, if one did: a failure then is not retried.
+    """
     results = {c.target: pending(c) for c in plan.cells}
     if not plan.cells:  # everything was up to date: bake without targets would build the default group
         return BuildReport(builder=builder, mode=req.mode, cells=())
@@ -350,7 +359,7 @@ def execute(
     req = replace(req, by_digest=req.mode is Mode.PUSH and by_digest(builder))
     req = replace(req, rewrite_timestamp=req.by_digest and req.rewrite_timestamp and rewrites_timestamps(builder))
     owner = {t: c for c in plan.cells for t in c.bake_targets}
-    job = _Job(run=run, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner)
+    job = _Job(run=run, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner, gone=gone)
     first = _build(job, bake_targets(plan), {})
     attempts = [first]
     results.update(_decided(job, first, first.pushed))

@@ -118,16 +118,21 @@ def process_age() -> float:
 
 def render_build(built: Built, as_json: bool) -> int:
     from multibake.cli import report
+    from multibake.cli.placement import placement_json, placement_lines
 
     if built.dry_run is not None:
         typer.echo(built.dry_run.bake_file)
         for line in built.dry_run.builder_commands:  # what a build would run first, on a builder that does not exist
             typer.echo(f"# {line}")
+        for line in built.dry_run.placement:
+            typer.echo(f"# {line}")
         typer.echo(f"# {built.dry_run.command}")
     elif built.report is not None and as_json:
-        typer.echo(json.dumps(report.build_json(built.report, ok=built.ok), indent=2))
+        # where each platform was built, beside the stable document's keys (a configured builder only)
+        doc = {**report.build_json(built.report, ok=built.ok), "placement": placement_json(built.report)}
+        typer.echo(json.dumps(doc, indent=2))
     elif built.report is not None:
-        typer.echo(report.build_table(built.report), nl=False)
+        typer.echo(report.build_table(built.report) + placement_lines(built.report), nl=False)
     return 0 if built.ok else 1
 
 

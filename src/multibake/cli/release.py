@@ -9,6 +9,7 @@ import typer
 
 from multibake.cli import options
 from multibake.cli.options import ConfigOpt, LockOpt, RegistryOpt, Selectors, render_build, render_checks
+from multibake.config.nodes import NodeLoss
 from multibake.config.settings import DEFAULT_CONFIG
 from multibake.errors import UsageError
 from multibake.kinds import Progress
@@ -32,6 +33,14 @@ def build(
         list[str] | None, typer.Option("--set", help="Override a target value: target.key=value (repeatable).")
     ] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Build every other cell when one fails.")] = False,
+    on_node_loss: Annotated[
+        NodeLoss | None,
+        typer.Option(
+            "--on-node-loss",
+            help="A node of builder: that does not answer: fail its cells, or emulate its platforms on a "
+            "remaining node (default: builder.on_node_loss, else fail).",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the bake file and command, build nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (shape in the README).")] = False,
     progress: Annotated[
@@ -100,6 +109,7 @@ def build(
             skip_existing=skip_existing,
             preflight=not no_preflight,
             attest=tuple(attest or ()),
+            on_node_loss=on_node_loss,
         ),
         progress,
         as_json,

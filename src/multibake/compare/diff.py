@@ -231,7 +231,7 @@ class Reader:
 
     @staticmethod
     def _image(held: RawManifest, config: Mapping[str, Any]) -> Image:
-        layers = held.doc.get("layers", [])
+        layers = held.doc.get("layers") or []  # null in an image of metadata only
         labels = (config.get("config") or {}).get("Labels") or {}
         name, digest = labels.get(BASE_NAME), labels.get(BASE_DIGEST)
         base = f"{name}@{digest}" if name and digest else name or digest

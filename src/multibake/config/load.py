@@ -131,10 +131,13 @@ def validate(data: Any, file: str, positions: Positions, keys: Positions | None 
     except ValidationError as exc:
         raise _config_error(exc, file, positions, keys or {}) from None
     if config.builder is not None:
-        nodes.check(
-            config.builder,
-            lambda path, msg: config_error(Location(file, *_nearest(positions, path), format_path(path)), msg),
-        )
+
+        def error(path: KeyPath, msg: str) -> ConfigError:
+            return config_error(Location(file, *_nearest(positions, path), format_path(path)), msg)
+
+        nodes.check(config.builder, error)
+        builder = nodes.with_files(config.builder, Path(file).resolve().parent, error)
+        config = config.model_copy(update={"builder": builder})
     _check_update_axes(config, file, keys or {}, positions)
     return config
 

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from multibake import docker as door
 from multibake import platforms
-from multibake.config.nodes import BuilderSpec, Driver, NodeSpec
+from multibake.config.nodes import BuilderSpec, Driver, NodeLoss, NodeSpec, placement, routed, without
 from multibake.docker import BuilderFacts, DockerFailure, NodeArgs
 from multibake.errors import UsageError
 from multibake.failures import first_line
 from multibake.plan.model import Plan
+from multibake.preflight import tls
 
 if TYPE_CHECKING:
     from multibake.docker import Client
@@ -39,6 +40,7 @@ class Observed:
     platforms: tuple[str, ...]  # what the node runs: those declared at create time first
     declared: tuple[str, ...] = ()  # the ones given with --platform, when buildx marks them (with *)
     status: str = ""
+    version: str = ""  # its BuildKit
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,7 +66,7 @@ def create_argv(builder: str, node: NodeSpec, *, append: bool) -> tuple[str, ...
         name=node.name,
         driver=node.driver.value,
         platforms=tuple(node.platforms),
-        driver_opts=node.driver_opts,
+        driver_opts=node.options,
         endpoint=node.endpoint,
     )
     return door.create_argv(builder, args, append=append)
@@ -131,7 +133,12 @@ def _create_all(spec: BuilderSpec, why: str) -> tuple[Action, ...]:
 
 def dry_run_lines(spec: BuilderSpec) -> tuple[str, ...]:
     """The commands that create the builder from nothing, as shell lines (``build --dry-run``)."""
-    return tuple(a.shell for a in _create_all(spec, "create"))
+    return tuple(a.shell for a in _create_all(routed(spec), "create"))
+
+
+def placement_lines(spec: BuilderSpec) -> tuple[str, ...]:
+    """``linux/arm64: node pi (native)``: which node builds each platform."""
+    return tuple(f"{p}: node {n.name} ({'emulated' if emu else 'native'})" for p, (n, emu) in placement(spec).items())
 
 
 # --- preflight --------------------------------------------------------------------------------------
@@ -159,15 +166,24 @@ class Buildx(Protocol):
 
     def run(self, argv: Sequence[str]) -> None: ...
 
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None: ...  # None: not a tcp:// node
+
 
 class NodesDown(Exception):
     """The builder's nodes did not all start (buildx's reason) or did not answer in time."""
 
 
-def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], None]) -> None:
-    """Make the builder match ``spec``, then check every node answers; refusals are exit 2."""
+def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], None]) -> BuilderSpec:
+    """Make the builder match ``spec``, then check every node answers; refusals are exit 2.
+
+    With ``on_node_loss: emulate`` a node that does not answer is left out and a remaining node
+    builds its platforms under emulation: the builder used then is returned (``without``).
+    """
     check_coverage(spec, plan)
-    for action in plan_actions(spec, buildx.inspect(spec.name)):
+    gone = refuse_unanswered(buildx, spec)
+    if gone:
+        spec = emulating(spec, gone, say)
+    for action in plan_actions(routed(spec), buildx.inspect(spec.name)):
         say(f"multibake: builder {spec.name}: {action.why}: {action.shell}")
         try:
             buildx.run(action.argv)
@@ -183,6 +199,68 @@ def ensure(buildx: Buildx, spec: BuilderSpec, plan: Plan, say: Callable[[str], N
         named = down or silent_nodes(spec, None)  # buildx failed without saying which: every node is suspect
         which = "node" if len(named) == 1 else "nodes"
         raise UsageError(f"builder {spec.name!r}: {which} {', '.join(named)} did not answer: {reason or 'not running'}")
+    for line in describe(spec, seen):
+        say(line)
+    return spec
+
+
+def emulating(spec: BuilderSpec, down: dict[str, str], say: Callable[[str], None]) -> BuilderSpec:
+    """The builder without the ``down`` nodes (name → why); said in one line per node."""
+    try:
+        kept = without(spec, set(down))
+    except ValueError:
+        raise UsageError(f"builder {spec.name!r}: no node answers ({'; '.join(down.values())})") from None
+    for node in spec.nodes:
+        if node.name in down:
+            say(
+                f"multibake: node {node.name} ({node.endpoint}) does not answer ({down[node.name]}): "
+                f"{', '.join(node.platforms)} built on node {kept.nodes[0].name} under emulation "
+                f"(on_node_loss: emulate; builder {kept.name})"
+            )
+    return kept
+
+
+def refuse_unanswered(buildx: Buildx, spec: BuilderSpec) -> dict[str, str]:
+    """Exit 2 naming the first tcp:// node that multibake's own connection finds down or refusing TLS.
+
+    With ``on_node_loss: emulate`` the nodes that are down (not those refusing TLS, a configuration
+    error) are returned instead, each with why.
+    """
+    down: dict[str, str] = {}
+    for node in spec.nodes:
+        found = buildx.probe(node, min(spec.timeout, 10.0))
+        if found is None or found.verdict is tls.Verdict.ANSWERS:
+            continue
+        if found.verdict is tls.Verdict.UNREACHABLE and spec.on_node_loss is NodeLoss.EMULATE:
+            down[node.name] = found.reason
+            continue
+        what = "TLS refused" if found.verdict is tls.Verdict.REFUSED else "not reachable"
+        raise UsageError(f"builder {spec.name!r}: node {node.name} ({node.endpoint}): {what}: {found.reason}")
+    return down
+
+
+def lost_nodes(buildx: Buildx, spec: BuilderSpec, timeout: float = 5.0) -> tuple[tuple[NodeSpec, str], ...]:
+    """The tcp:// nodes that do not answer now, each with why (after a build failed)."""
+    found = ((node, buildx.probe(node, timeout)) for node in spec.nodes)
+    return tuple((n, p.reason) for n, p in found if p is not None and p.verdict is not tls.Verdict.ANSWERS)
+
+
+def describe(spec: BuilderSpec, seen: Inspected | None) -> tuple[str, ...]:
+    """One line per node: where, its BuildKit, and which of its platforms it runs natively or emulated."""
+    by_name = {n.name: n for n in (seen.nodes if seen else ())}
+    lines = []
+    for node in spec.nodes:
+        facts = by_name.get(node.name)
+        native = [p for p in node.platforms if p in node.native_platforms]
+        emulated = [p for p in node.platforms if p not in node.native_platforms]
+        runs = "; ".join(part for part in (_listed(native, "native"), _listed(emulated, "emulated (QEMU)")) if part)
+        version = f"BuildKit {facts.version}" if facts and facts.version else "BuildKit version unknown"
+        lines.append(f"multibake: node {node.name} ({node.endpoint or node.driver.value}): {version}; {runs}")
+    return tuple(lines)
+
+
+def _listed(items: list[str], what: str) -> str:
+    return f"{', '.join(items)} {what}" if items else ""
 
 
 def silent_nodes(spec: BuilderSpec, seen: Inspected | None) -> list[str]:
@@ -231,6 +309,7 @@ def observed(builder: BuilderFacts) -> Inspected:
             platforms=tuple(p.rstrip("*") for p in n.platforms),
             declared=tuple(p.rstrip("*") for p in n.platforms if p.endswith("*")),
             status=n.status,
+            version=n.version,
         )
         for n in builder.nodes
     )
@@ -256,3 +335,6 @@ class WhalesBuildx:
 
     def run(self, argv: Sequence[str]) -> None:
         door.run(self.docker, argv)
+
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None:
+        return tls.probe(node, timeout)

@@ -9,15 +9,15 @@ injected (``Tools``), so every path runs in tests without docker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
-from multibake.config.nodes import BuilderSpec
+from multibake.config.nodes import BuilderSpec, NodeLoss, placement
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Placement, Status, Step
@@ -28,11 +28,13 @@ from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder, unasked
 from multibake.registry.client import Registry
 from multibake.release import gate as size_gate
-from multibake.release import journal, publish, shards
+from multibake.release import nodeloss, publish, shards
 from multibake.release.publish import TagCheck
+from multibake.release.recording import Journal, record
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
 from multibake.release.timing import Stopwatch
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
+from multibake.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from multibake.docker import Client
@@ -43,6 +45,7 @@ class DryRun:
     bake_file: str  # its text
     command: str  # `cd ROOT && docker buildx bake …`
     builder_commands: tuple[str, ...] = ()  # `docker buildx create …` of a configured builder, from nothing
+    placement: tuple[str, ...] = ()  # which node of a configured builder builds each platform
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,14 +96,12 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -
         )
     shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
-    if configured is not None:
-        nodes.ensure(tools.buildx(docker), configured, todo.plan, tools.say)
-    info = preflight(docker, todo.plan, opts.builder, tools.say)
-    watch.lap(Step.PREFLIGHT)
-    workdir = req.bake_file.parent
-    with tools.watch(todo.plan, info.nodes) as followed:
-        runner = followed(tools.bake_runner(docker))
-        report = bake.execute(runner, todo.plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir)
+    if configured is None:
+        report = execute(docker, todo.plan, req, tools, policy, watch=watch)
+    else:
+        if opts.on_node_loss is not None:
+            configured = configured.model_copy(update={"on_node_loss": opts.on_node_loss})
+        report = on_nodes(OnNodes(docker=docker, spec=configured, target=target, opts=opts, tools=tools), todo, policy)
     report = replace(report, cells=todo.up_to_date + report.cells, bases=shown)
     watch.lap(Step.BAKE)
     if target.shard is not None:
@@ -124,6 +125,58 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -
             watch=watch,
         )
     return Built(ok=report.ok, report=report)
+
+
+def execute(
+    docker: Client,
+    plan: Plan,
+    req: invocation.Request,
+    tools: Tools,
+    policy: RetryPolicy,
+    *,
+    gone: Callable[[], str | None] | None = None,
+    watch: Stopwatch | None = None,
+) -> bake.BuildReport:
+    """Builder preflight, then the bake runs, followed."""
+    info = preflight(docker, plan, req.builder, tools.say)
+    if watch is not None:
+        watch.lap(Step.PREFLIGHT)
+    with tools.watch(plan, info.nodes) as followed:
+        runner = followed(tools.bake_runner(docker))
+        workdir = req.bake_file.parent
+        return bake.execute(runner, plan, req, builder=info, policy=policy, echo=tools.echo, workdir=workdir, gone=gone)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnNodes:
+    """A build on the builder of platforms.yaml: what it needs beyond the plan."""
+
+    docker: Client
+    spec: BuilderSpec
+    target: Target
+    opts: BuildOptions
+    tools: Tools
+
+
+def on_nodes(run: OnNodes, todo: Todo, policy: RetryPolicy) -> bake.BuildReport:
+    """Bake on the configured builder; a node lost on the way is named, and with ``on_node_loss:
+    emulate`` the cells it failed are built again on the remaining nodes (their platforms emulated)."""
+    buildx = run.tools.buildx(run.docker)
+    spec = nodes.ensure(buildx, run.spec, todo.plan, run.tools.say)
+    req = write_bake_file(run.target, todo, replace(run.opts, builder=spec.name))
+    gone = nodeloss.watcher(spec, buildx)
+    first = execute(run.docker, todo.plan, req, run.tools, policy, gone=gone)
+    report, lost = nodeloss.blame(first, spec, buildx, run.tools.say)
+    if lost and spec.on_node_loss is NodeLoss.EMULATE:
+        spec = nodes.emulating(spec, lost, run.tools.say)
+        staged = {c.target: report.pushed[c.target] for c in report.cells if c.status.ok and c.target in report.pushed}
+        again = Todo(plan=without(todo.plan, staged))
+        spec = nodes.ensure(buildx, spec, again.plan, run.tools.say)
+        req = write_bake_file(run.target, again, replace(run.opts, builder=spec.name))
+        report = nodeloss.merged(
+            report, execute(run.docker, again.plan, req, run.tools, policy, gone=nodeloss.watcher(spec, buildx))
+        )
+    return replace(report, placement={p: (n.name, emu) for p, (n, emu) in placement(spec).items()})
 
 
 def skip_published(target: Target, reg: Registry, say: Echo) -> Todo:
@@ -165,6 +218,7 @@ def dry_run(todo: Todo, req: invocation.Request, builder: BuilderSpec | None = N
         bake_file=req.bake_file.read_text(encoding="utf-8"),
         command=f"cd {req.root} && " + " ".join(argv),
         builder_commands=nodes.dry_run_lines(builder) if builder else (),
+        placement=nodes.placement_lines(builder) if builder else (),
     )
 
 
@@ -206,42 +260,6 @@ def _restatus(cell: bake.CellResult, change: Mapping[Status, Status], error: str
     if cell.status not in change:
         return cell
     return replace(cell, status=change[cell.status], error=error if error is not None else cell.error)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Journal:
-    """What a release's journal entry says besides its tags (journal.py)."""
-
-    release: shards.Resolved
-    ids: Mapping[str, str] = field(default_factory=dict)  # target → build id
-
-
-def record(journal_to: Journal, published: publish.Published, checks: list[TagCheck], say: Echo) -> None:
-    """Record: write the release into the journal (for ``diff --previous``) when it moved a tag.
-
-    A tag the release did not move pointed before at what it points at now. A journal that cannot be
-    written costs a warning, never the release.
-    """
-    after = {check.ref: check.digest for check in checks}
-    before = {ref: published.before.get(ref, digest) for ref, digest in after.items()}
-    meta = journal_to.release.meta
-    entry = journal.release_of(
-        registry=journal_to.release.plan.registry,
-        config=journal_to.release.loaded.file,
-        tags=checks,
-        before=before,
-        after=after,
-        revision=meta.revision,
-        created=meta.created,
-        build_ids={t: i for t, i in journal_to.ids.items() if t in published.promoted},
-    )
-    try:
-        written = journal.record(journal_to.release.loaded.root, entry)
-    except OSError as exc:
-        say(f"multibake: warning: the release journal was not written: {exc}")
-        return
-    if written is not None:
-        say(f"multibake: {len(entry.moved)} tag(s) moved; recorded in {written} (multibake diff --previous)")
 
 
 def promote(

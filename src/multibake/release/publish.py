@@ -212,7 +212,8 @@ def _with_sizes(reg: Registry, plan: Plan, checks: list[TagCheck]) -> list[TagCh
 
     def size(item: tuple[int, str, str]) -> PlatformSize:
         held = reg.manifest(f"{image[checks[item[0]].target]}@{item[2]}")
-        layers = held.doc.get("layers", []) if held is not None else []
+        # an image of metadata only (FROM scratch, LABEL) may say "layers": null
+        layers = (held.doc.get("layers") or []) if held is not None else []
         return PlatformSize(
             platform=item[1], compressed=sum(int(lay.get("size", 0)) for lay in layers), layers=len(layers)
         )

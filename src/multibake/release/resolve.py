@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from multibake import platforms as arch
 from multibake.bake import run as bake
+from multibake.config.nodes import NodeLoss
 from multibake.errors import UsageError
 from multibake.kinds import Mode, Split
 from multibake.plan import attest, buildid, planner
@@ -45,6 +46,7 @@ class BuildOptions:
     skip_existing: bool = False
     preflight: bool = True  # check every base image's platforms in the registry before building
     attest: tuple[str, ...] = ()  # provenance=min|max|off, sbom=on|off|generator=IMAGE: beat platforms.yaml's attest:
+    on_node_loss: NodeLoss | None = None  # beats builder.on_node_loss of platforms.yaml
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,13 +12,13 @@ import pytest
 from multibake.cli import app as cli
 from multibake.config import schema as cfg
 from multibake.config.load import load, validate
-from multibake.config.nodes import BuilderSpec
+from multibake.config.nodes import BuilderSpec, NodeLoss, NodeSpec
 from multibake.config.yamlpos import parse_yaml
 from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
 from multibake.errors import ConfigError, UsageError
 from multibake.plan import planner
 from multibake.plan.model import Plan
-from multibake.preflight import nodes
+from multibake.preflight import nodes, tls
 from multibake.preflight.nodes import Action, Inspected, NodesDown, Observed
 from multibake.release import pipeline as release
 from multibake.release.resolve import BuildOptions
@@ -220,6 +220,7 @@ class FakeBuildx:
     hang: bool = False
     ran: list[tuple[str, ...]] = field(default_factory=list)
     inspected: int = 0
+    probes: dict[str, tls.Probe] = field(default_factory=dict)  # node → what multibake's own connection finds
 
     def inspect(self, name: str) -> Inspected | None:
         self.inspected += 1
@@ -240,6 +241,9 @@ class FakeBuildx:
         found = self.inspect(name)
         assert found is not None
         return found
+
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None:
+        return self.probes.get(node.name)
 
     def run(self, argv: Sequence[str]) -> None:
         self.ran.append(tuple(argv))
@@ -364,3 +368,46 @@ def test_dry_run_refuses_a_platform_no_node_builds(project: Path, capsys: pytest
     project.write_text(project.read_text().replace("[linux/arm64, armv7]", "[linux/arm64]"))
     assert cli.run(["build", "--dry-run", "-c", str(project)]) == 2
     assert "no node of builder 'team-builder' builds linux/arm/v7" in capsys.readouterr().err
+
+
+@dataclass
+class DyingBuildx(FakeBuildx):
+    """A builder whose node ``pi`` stops answering once preflight has seen it answer."""
+
+    seen_alive: int = 0
+
+    def probe(self, node: NodeSpec, timeout: float) -> tls.Probe | None:
+        self.seen_alive += 1
+        if node.name == "pi" and self.seen_alive > 2:  # preflight probes each of the two nodes once
+            return tls.Probe(verdict=tls.Verdict.UNREACHABLE, reason="connection refused")
+        return tls.Probe(verdict=tls.Verdict.ANSWERS)
+
+
+def test_a_node_lost_during_the_build_is_named_and_not_retried(project: Path) -> None:
+    plan = planner.plan(load(project), FIXED_META)
+    docker = FakeDocker(registry=FakeRegistry(), targets=targets_of(plan), transient=[0, 0, 0, 0])
+    buildx, said = DyingBuildx(), list[str]()
+    built = release.build(BuildOptions(config=project, push=True), _tools(docker, buildx, said))
+    assert not built.ok and built.report is not None
+    assert len(docker.argvs) == 1, "a node that is gone is not worth a retry"
+    (cell,) = built.report.cells
+    assert cell.error == "node pi (tcp://buildkit-arm.internal:1234) stopped answering: connection refused"
+    assert any(line.startswith("multibake: error: node pi (tcp://buildkit-arm.internal:1234)") for line in said)
+    assert built.report.placement == {
+        "linux/amd64": ("x86", False),
+        "linux/arm64": ("pi", False),
+        "linux/arm/v7": ("pi", False),
+    }
+
+
+def test_on_node_loss_emulate_builds_the_lost_nodes_cells_again_on_the_other(project: Path) -> None:
+    plan = planner.plan(load(project), FIXED_META)
+    docker = FakeDocker(registry=FakeRegistry(), targets=targets_of(plan), transient=[0])
+    buildx, said = DyingBuildx(), list[str]()
+    opts = BuildOptions(config=project, push=True, on_node_loss=NodeLoss.EMULATE)
+    built = release.build(opts, _tools(docker, buildx, said))
+    assert built.ok, said
+    builders = [argv[argv.index("--builder") + 1] for argv in docker.argvs]
+    assert builders == ["team-builder", "team-builder-without-pi"]
+    assert any("built on node x86 under emulation" in line for line in said)
+    assert built.report is not None and built.report.placement["linux/arm64"] == ("x86", True)
