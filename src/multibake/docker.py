@@ -4,11 +4,11 @@ Other modules describe *what* to run (a bake with these flags, a builder node wi
 login for this host) and get back plain data or a ``DockerFailure``; how docker is spelled and run,
 and which client configuration it reads, stays here. Tests fake the client (``Docker``), never docker.
 
-A release's own time is mostly waiting for processes, so it starts few, and no python-on-whales
-(a fifth of a second to import; this module ran docker through it before): the daemon's facts come
-from the Engine API socket, the builder's from the buildx plugin run directly (not through the
-``docker`` front-end), commands run by ``subprocess``; without a local socket or plugin, the
-``docker`` CLI answers instead.
+A release's own time is mostly waiting for processes, so the quick questions start few: the
+daemon's facts come from the Engine API socket, the builder's from the buildx plugin run directly
+(not through the ``docker`` front-end); without a local socket or plugin, the ``docker`` CLI answers
+instead. ``docker buildx bake`` itself runs through python-on-whales' streaming runner, imported in
+the background while preflight waits (it takes a fifth of a second to import).
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+from multibake.dockerfacts import BuilderFacts, EngineFacts, parse_inspect
+
 _LOG = logging.getLogger("multibake.docker")
-_COMMAND_LOGGERS = ("multibake",)  # where --debug shows each docker command
+_COMMAND_LOGGERS = ("python_on_whales", "multibake")  # where --debug shows each docker command
 T = TypeVar("T")
 TIMEOUT = 60.0  # seconds for a builder or daemon question: a hung daemon is an error, not a wait
 
@@ -198,6 +201,7 @@ def client(debug: bool = False) -> Docker:
             logger = logging.getLogger(name)
             logger.setLevel(logging.DEBUG)
             logger.addHandler(handler)
+    threading.Thread(target=_prefetch_runner, daemon=True).start()  # a client is made when docker is about to run
     return Docker()
 
 
@@ -248,22 +252,35 @@ def _output(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: 
 
 
 def streaming(docker: Docker) -> Runner:
-    """Run an argv, its output (stdout and stderr as one stream) line by line; a failure raises DockerFailure."""
+    """Run a bake argv through python-on-whales' streaming runner; a failure raises DockerFailure.
+
+    The argv is multibake's (python-on-whales' ``bake()`` has no ``--allow`` and re-runs bake with
+    ``--print`` after building); python-on-whales runs it and streams stdout and stderr as they come.
+    """
 
     def run(argv: Sequence[str]) -> Iterator[str]:
+        from python_on_whales.components.buildx.cli_wrapper import stream_buildx_logs
+        from python_on_whales.exceptions import DockerException
+
         full = command(docker, argv)  # bake/run.py logs the command as the user would type it
-        with subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=docker.env()) as proc:
-            assert proc.stdout is not None
-            said: list[str] = []
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace")
-                said.append(line)
-                yield line
-            code = proc.wait()
-        if code != 0:
-            raise DockerFailure(full, "".join(said[-200:]), code)
+        env = {"DOCKER_CONFIG": str(docker.config)} if docker.config else {}
+        chunks = iter(stream_buildx_logs(full, env=env))
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except DockerException as exc:
+                raise DockerFailure(full, exc.stderr or "", exc.return_code) from exc
+            yield chunk
 
     return run
+
+
+def _prefetch_runner() -> None:
+    # python-on-whales takes a fifth of a second to import: done while preflight waits on the daemon
+    with contextlib.suppress(ImportError):
+        import python_on_whales.components.buildx.cli_wrapper  # noqa: F401
 
 
 def run(docker: Docker, argv: Sequence[str]) -> None:
@@ -277,59 +294,6 @@ def run_with_input(argv: Sequence[str], stdin: str) -> subprocess.CompletedProce
 
 
 # --- what docker reports ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NodeFacts:
-    name: str
-    endpoint: str
-    platforms: tuple[str, ...]  # as buildx prints them: declared ones marked with a trailing *
-    status: str
-    version: str = ""  # the node's BuildKit version (v0.34.2), when buildx knows it
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BuilderFacts:
-    name: str
-    driver: str
-    nodes: tuple[NodeFacts, ...]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EngineFacts:
-    buildx_version: str | None  # None: no buildx plugin
-    snapshotter: bool  # dockerd stores images in containerd (multi-platform on the docker driver)
-
-
-def parse_inspect(text: str) -> BuilderFacts:
-    """``docker buildx inspect``'s text: the builder's name and driver, then a block per node."""
-    builder: dict[str, str] = {}
-    nodes: list[dict[str, str]] = []
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep or line.startswith(" "):  # labels and GC policies are indented
-            continue
-        if key == "Nodes":
-            nodes.append({})
-        elif nodes and key == "Name" and "Name" in nodes[-1]:
-            nodes.append({"Name": value.strip()})
-        else:
-            (nodes[-1] if nodes else builder).setdefault(key, value.strip())
-    return BuilderFacts(
-        name=builder.get("Name", ""),
-        driver=builder.get("Driver", ""),
-        nodes=tuple(
-            NodeFacts(
-                name=n.get("Name", ""),
-                endpoint=n.get("Endpoint", ""),
-                platforms=tuple(p.strip() for p in n.get("Platforms", "").split(",") if p.strip()),
-                status=n.get("Status", ""),
-                version=n.get("BuildKit version", ""),
-            )
-            for n in nodes
-            if n
-        ),
-    )
 
 
 def inspect_builder(docker: Docker, name: str | None, *, bootstrap: bool = False) -> BuilderFacts:

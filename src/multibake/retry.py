@@ -1,6 +1,7 @@
 """The one retry rule, for bake runs and registry requests alike, and the budget a release shares.
 
-Only a failure classified as transient (``Transient``) is retried: exponential backoff with full
+Only a failure classified as transient (``Transient``) is retried (tenacity runs the attempts, with
+the stop, wait and announcement below): exponential backoff with full
 jitter (a random wait up to ``initial_delay * 2^n``, at most ``max_delay``, at least what a
 ``Retry-After`` asked), each retry announced. Sleep, the clock and the announcement are injected, so
 tests run retries instantly and read what was said.
@@ -28,6 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+import tenacity
 
 from multibake.config.schema import Retry
 from multibake.failures import Failure
@@ -126,25 +129,41 @@ class RetryPolicy:
     def request(self, what: str, host: str, once: Callable[[], T], budget: Budget) -> T:
         """``once()``, retried while it raises Transient and the budget allows; GaveUp when it no longer does."""
         started = budget.clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = once()
-            except Transient as exc:
-                why = self._stop(host, started, attempt, budget)
-                if why is not None:
-                    raise GaveUp(exc, why) from exc
-                wait = self.delay(attempt, exc.retry_after)
-                count = f"{attempt}/{self.limits.attempts - 1}"
-                if attempt >= self.limits.attempts:  # within the window: never past its end
-                    wait = max(0.0, min(wait, self.limits.per_request - (budget.clock() - started)))
-                    count = f"{attempt}, within {self.limits.per_request:g} s"
-                self.announce(what, str(exc), count, wait)
-                self.sleep(wait)
-                continue
-            budget.succeeded(host)
-            return result
+        why: list[str] = []  # why the last failure was not retried (tenacity's stop says only yes or no)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            reason = self._stop(host, started, state.attempt_number, budget)
+            why.extend([reason] if reason is not None else [])
+            return reason is not None
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = self.delay(state.attempt_number, exc.retry_after if isinstance(exc, Transient) else 0.0)
+            if state.attempt_number >= self.limits.attempts:  # within the window: never past its end
+                delay = max(0.0, min(delay, self.limits.per_request - (budget.clock() - started)))
+            return delay
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            n = state.attempt_number
+            within = f"{n}, within {self.limits.per_request:g} s"
+            count = f"{n}/{self.limits.attempts - 1}" if n < self.limits.attempts else within
+            exc = state.outcome.exception() if state.outcome else None
+            self.announce(what, str(exc), count, state.next_action.sleep if state.next_action else 0.0)
+
+        retrying = tenacity.Retrying(
+            stop=stop,
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(Transient),
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            result: T = retrying(once)
+        except Transient as exc:
+            raise GaveUp(exc, why[-1] if why else f"after {self.limits.attempts} attempts") from exc
+        budget.succeeded(host)
+        return result
 
     def _stop(self, host: str, started: float, attempt: int, budget: Budget) -> str | None:
         """Why a request that failed ``attempt`` times is not retried; None when it is."""

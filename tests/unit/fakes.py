@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multibake.docker import BuilderFacts, DockerFailure, EngineFacts, NodeFacts
+from multibake.docker import DockerFailure
+from multibake.dockerfacts import BuilderFacts, EngineFacts, NodeFacts
 from multibake.plan.model import Plan
 from multibake.registry import client as registry
 from multibake.registry import connect

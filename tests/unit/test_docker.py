@@ -9,6 +9,7 @@ import pytest
 
 from multibake import docker as door
 from multibake.docker import Docker, DockerFailure
+from multibake.dockerfacts import parse_inspect
 
 MULTINODE = """Name:          multibake-multinode
 Driver:        remote
@@ -34,7 +35,7 @@ Platforms:        linux/arm64*, linux/arm/v7*, linux/amd64
 
 
 def test_buildx_inspect_text_gives_the_builder_and_each_node() -> None:
-    facts = door.parse_inspect(MULTINODE)
+    facts = parse_inspect(MULTINODE)
     assert (facts.name, facts.driver) == ("multibake-multinode", "remote")
     assert [n.name for n in facts.nodes] == ["amd64", "arm"]
     assert facts.nodes[0].endpoint == "unix:///run/multibake/buildkitd-amd64.sock"
@@ -44,7 +45,7 @@ def test_buildx_inspect_text_gives_the_builder_and_each_node() -> None:
 
 
 def test_a_builder_without_nodes_has_none() -> None:
-    facts = door.parse_inspect("Name: x\nDriver: docker-container\n\nNodes:\n")
+    facts = parse_inspect("Name: x\nDriver: docker-container\n\nNodes:\n")
     assert (facts.name, facts.driver, facts.nodes) == ("x", "docker-container", ())
 
 

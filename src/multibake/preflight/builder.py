@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multibake import docker as door
-from multibake.docker import DockerFailure, EngineFacts
+from multibake.docker import DockerFailure
+from multibake.dockerfacts import EngineFacts
 from multibake.errors import UsageError
 from multibake.failures import first_line
 from multibake.plan.model import Plan

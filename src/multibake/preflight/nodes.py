@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from multibake import docker as door
 from multibake import platforms
 from multibake.config.nodes import BuilderSpec, Driver, NodeLoss, NodeSpec, placement, routed, without
-from multibake.docker import BuilderFacts, DockerFailure, NodeArgs
+from multibake.docker import DockerFailure, NodeArgs
+from multibake.dockerfacts import BuilderFacts
 from multibake.errors import UsageError
 from multibake.failures import first_line
 from multibake.plan.model import Plan

@@ -14,7 +14,8 @@ from multibake.config import schema as cfg
 from multibake.config.load import load, validate
 from multibake.config.nodes import BuilderSpec, NodeLoss, NodeSpec
 from multibake.config.yamlpos import parse_yaml
-from multibake.docker import BuilderFacts, DockerFailure, NodeFacts
+from multibake.docker import DockerFailure
+from multibake.dockerfacts import BuilderFacts, NodeFacts
 from multibake.errors import ConfigError, UsageError
 from multibake.plan import planner
 from multibake.plan.model import Plan
