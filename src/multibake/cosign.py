@@ -25,13 +25,11 @@ from multibake.failures import Kind, classify, first_line
 
 BINARY_ENV = "MULTIBAKE_COSIGN"
 PASSWORD_ENV = "COSIGN_PASSWORD"
-# The oldest cosign whose `sign` takes several images and `--tlog-upload=false`, and whose `verify`
-# takes `--insecure-ignore-tlog` (2.0); 2.2 also reads registries over plain HTTP on request.
-MINIMUM = (2, 2, 0)
+# The oldest cosign multibake is tested with: 2.6 takes `--registry-cacert` (a registry with a CA of its own,
+# as docker's certs.d holds one), besides `--tlog-upload=false`, `--insecure-ignore-tlog` and several images
+# per `sign`.
+MINIMUM = (2, 6, 0)
 TIMEOUT = 300.0  # seconds one cosign run may take (it signs a cell's images in one run)
-# KMS and hardware keys cosign resolves itself: passed through untouched
-KMS_SCHEMES = ("awskms://", "gcpkms://", "azurekms://", "hashivault://", "k8s://", "pkcs11:")
-ENV_SCHEME = "env://"
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
 Runner = Callable[[Sequence[str], Mapping[str, str]], "subprocess.CompletedProcess[str]"]
@@ -62,18 +60,23 @@ def binary(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(BINARY_ENV) or "cosign"
 
 
-def is_kms(key: str) -> bool:
-    return key.startswith(KMS_SCHEMES)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reach:
+    """How cosign reaches the registry: as multibake's own client does (registry/connect.py)."""
+
+    plain_http: bool = False  # only registries on this machine without a CA of their own
+    cacert: str | None = None  # the registry's own CA (docker's certs.d/HOST/ca.crt)
 
 
-def registry_flags(plain_http: bool) -> list[str]:
+def registry_flags(reach: Reach) -> list[str]:
     # cosign refuses plain HTTP unless told; multibake allows it where its own client does (this machine)
-    return ["--allow-http-registry"] if plain_http else []
+    flags = ["--allow-http-registry"] if reach.plain_http else []
+    return [*flags, "--registry-cacert", reach.cacert] if reach.cacert else flags
 
 
-def sign_argv(signer: Signer, images: Sequence[str], *, plain_http: bool, cosign: str = "cosign") -> list[str]:
-    """``cosign sign`` of ``images`` (each ``repo@sha256:…``), no prompt, annotations none."""
-    argv = [cosign, "sign", "--yes", *registry_flags(plain_http)]
+def sign_argv(signer: Signer, images: Sequence[str], reach: Reach, cosign: str = "cosign") -> list[str]:
+    """``cosign sign`` of ``images`` (each ``repo@sha256:…``) in one run: the key is decrypted once."""
+    argv = [cosign, "sign", "--yes", *registry_flags(reach)]
     if signer.keyless:
         # cosign finds the OIDC token itself ($SIGSTORE_ID_TOKEN, or the CI provider's), uses Fulcio and Rekor
         return [*argv, *images]
@@ -81,9 +84,9 @@ def sign_argv(signer: Signer, images: Sequence[str], *, plain_http: bool, cosign
     return [*argv, "--key", signer.key, "--tlog-upload=false", *images]
 
 
-def verify_argv(signer: Signer, image: str, *, plain_http: bool, cosign: str = "cosign") -> list[str]:
+def verify_argv(signer: Signer, image: str, reach: Reach, cosign: str = "cosign") -> list[str]:
     """``cosign verify`` of one image by digest (cosign verifies no index recursively)."""
-    argv = [cosign, "verify", "--output", "json", *registry_flags(plain_http)]
+    argv = [cosign, "verify", "--output", "json", *registry_flags(reach)]
     if signer.keyless:
         identity = ["--certificate-identity-regexp", signer.identity or ".*"]
         issuer = ["--certificate-oidc-issuer-regexp", signer.issuer or ".*"]
@@ -131,13 +134,18 @@ def outcome(done: subprocess.CompletedProcess[str], environ: Mapping[str, str]) 
     """Read a finished cosign run: ok, or why not and whether another attempt may help."""
     if done.returncode == 0:
         return Outcome(ok=True, stdout=done.stdout)
-    said = scrub(first_line(done.stderr or done.stdout), environ)
+    said = scrub(first_line(done.stderr or done.stdout), environ).removeprefix("error during command execution: ")
+    if _NO_TTY in said:
+        said = f"{said} (the key is encrypted: set ${PASSWORD_ENV})"
     failure = classify(scrub(done.stderr or done.stdout, environ))
     # cosign's own problems (a key it cannot decrypt, a signature that does not verify) are never transient
     return Outcome(ok=False, transient=failure.kind is Kind.TRANSIENT and not _KEY_PROBLEM.search(said), reason=said)
 
 
-_KEY_PROBLEM = re.compile(r"decrypt|password|no such file|reading key|invalid signature|no signatures found", re.I)
+_KEY_PROBLEM = re.compile(
+    r"decrypt|password|no such file|reading key|invalid signature|no signatures found|no matching signatures", re.I
+)
+_NO_TTY = "inappropriate ioctl for device"  # cosign asked a terminal for the key's password: there is none
 
 
 def check_version(runner: Runner, environ: Mapping[str, str], what: str) -> str:

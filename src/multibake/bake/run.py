@@ -59,6 +59,7 @@ class CellResult:
     sizes: Mapping[str, PlatformSize] = field(default_factory=dict)  # per platform, as the registry serves it
     error: str | None = None
     log_tail: tuple[str, ...] = ()
+    signed: tuple[str, ...] = ()  # images this release signed (repo@digest), index first
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

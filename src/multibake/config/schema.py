@@ -23,6 +23,7 @@ from pydantic import (
 from multibake import platforms, refs
 from multibake.config import nodes
 from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
+from multibake.config.sign import Sign
 from multibake.kinds import Provenance
 from multibake.platforms import Scheme
 
@@ -210,6 +211,9 @@ class Family(_Model):
         description="`multibake update` rules by axis for this family: each replaces the top-level rule of that "
         "axis; null leaves the axis alone",
     )
+    sign: Sign | None = Field(
+        default=None, description="this family's signing, replacing the top-level sign: ({enabled: false}: unsigned)"
+    )
 
     retention: FamilyRetention | None = Field(default=None, description="which tags `multibake gc` keeps")
 
@@ -243,6 +247,10 @@ class Config(_Model):
     )
     retention: Retention = Field(default_factory=Retention, description="what `multibake gc` deletes")
     gate: Gate = Field(default_factory=Gate, description="checks `build --push` makes before tags move")
+    sign: Sign | None = Field(
+        default=None,
+        description="sign every index and platform image before a public tag moves: {cosign: {key: cosign.key}}",
+    )
 
     @field_validator("source")
     @classmethod

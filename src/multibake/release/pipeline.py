@@ -9,7 +9,8 @@ injected (``Tools``), so every path runs in tests without docker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,9 +29,10 @@ from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder
 from multibake.registry.client import Registry
 from multibake.release import gate as size_gate
-from multibake.release import journal, publish, shards
+from multibake.release import journal, publish, shards, signing
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
+from multibake.release.signing import Signing
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 
 if TYPE_CHECKING:
@@ -62,11 +64,23 @@ class Checked:
 def build(opts: BuildOptions, tools: Tools) -> Built:
     """The release, step by step."""
     target = resolve(opts)
-    with logged_in(tools, target.release.plan.registry) as with_login:
-        return _build(opts, with_login, target)
+    with logged_in(tools, target.release.plan.registry) as with_login, _signing(opts, target, with_login) as signs:
+        return _build(opts, with_login, target, signs)
 
 
-def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
+@contextlib.contextmanager
+def _signing(opts: BuildOptions, target: Target, tools: Tools) -> Iterator[Signing | None]:
+    """A release that pushes public tags signs them (a shard only stages: ``publish --from`` signs)."""
+    if target.mode is not Mode.PUSH or opts.dry_run or target.shard is not None:
+        yield None
+        return
+    with signing.prepared(
+        target.release.loaded, _policy(target.release, tools), tools.cosign, tools.login, forced=opts.sign
+    ) as s:
+        yield s
+
+
+def _build(opts: BuildOptions, tools: Tools, target: Target, signs: Signing | None = None) -> Built:
     # the steps, in order; each takes and returns frozen data (Target, Todo, Request, BuildReport, Built)
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
@@ -97,7 +111,9 @@ def _build(opts: BuildOptions, tools: Tools, target: Target) -> Built:
         recorded = Journal(release=target.release, ids=target.ids)
         limit = target.release.loaded.config.gate.max_growth
         gated = parse_limit(limit) if limit else None
-        return promote(todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated)
+        return promote(
+            todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, signing=signs
+        )
     return Built(ok=report.ok, report=report)
 
 
@@ -227,8 +243,9 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
     gate: Limit | None = None,
+    signing: Signing | None = None,
 ) -> Built:
-    """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
+    """Promote, then verify: sign and point public tags at the complete staged indexes, then read every one back.
 
     With a size ``gate``, a cell whose images grew past it is not published: with ``partial`` the
     others are, else none (no tag moves).
@@ -238,7 +255,9 @@ def promote(
     if grown and not partial:
         return Built(ok=False, report=_held_by_gate(report, grown, gate))
     try:
-        published = publish.promote(reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial)
+        published = publish.promote(
+            reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial, signing=signing
+        )
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
         say(f"multibake: {why}")
@@ -249,7 +268,10 @@ def promote(
         record(journal_to, published, checks, say)
     indexes = {check.ref: check for check in checks if check.is_index}
     cells = [
-        _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
+        replace(
+            _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged),
+            signed=published.signed.get(cell.target, ()),
+        )
         if cell.target in published.promoted
         else _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
         for cell in report.cells
@@ -257,7 +279,8 @@ def promote(
     bad = [check for check in checks if not check.ok]
     for check in bad:
         say(f"multibake: verify: {check.ref}: {check.problem}")
-    return Built(ok=report.ok and not bad, report=replace(report, cells=tuple(cells)))
+    ok = report.ok and not bad and not published.held_back  # a cell held back (signing refused) fails
+    return Built(ok=ok, report=replace(report, cells=tuple(cells)))
 
 
 def _size_gate(
@@ -294,11 +317,16 @@ def publish_shards(
 ) -> Checked:
     """Merge shard results into indexes and public tags, all or nothing, then verify."""
     release = shards.resolve(config, registry, lock, check_files=False)
-    with logged_in(tools, release.plan.registry) as with_login:
-        return _publish_shards(release, results, with_login)
+    with (
+        logged_in(tools, release.plan.registry) as with_login,
+        signing.prepared(release.loaded, _policy(release, with_login), with_login.cosign, with_login.login) as signs,
+    ):
+        return _publish_shards(release, results, with_login, signs)
 
 
-def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: Tools) -> Checked:
+def _publish_shards(
+    release: shards.Resolved, results: tuple[Path, ...], tools: Tools, signs: Signing | None = None
+) -> Checked:
     sources, problems = shards.merge(list(results), release.plan, shards.plan_digest(release.plan))
     if problems:
         for line in problems:
@@ -307,7 +335,7 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
         return Checked(ok=False, checks=None)
     reg = registry_for(release, tools)
     try:
-        published = publish.promote(reg, release.plan, sources, partial=False)
+        published = publish.promote(reg, release.plan, sources, partial=False, signing=signs)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
         tools.say(f"multibake: publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))

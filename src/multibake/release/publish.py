@@ -12,7 +12,6 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from multibake.plan import buildid
 from multibake.plan.model import Cell, Plan
 from multibake.registry.client import RawManifest, Registry
 from multibake.release.shards import ShardCell
+from multibake.release.signing import Job, Signing, sign_release
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -79,6 +79,7 @@ class Published:
     unchanged: tuple[str, ...] = ()  # promoted targets whose tags already held exactly this release
     held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
     before: Mapping[str, str | None] = field(default_factory=dict)  # public tag → its digest before (None: new)
+    signed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # target → images signed (repo@digest)
 
 
 def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
@@ -117,11 +118,15 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
     }
 
 
-def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool) -> Published:
+def promote(
+    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool, signing: Signing | None = None
+) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
+    With ``signing``, every image a tag is about to point at is signed first; a cell whose signing
+    fails moves no tag (and, unless ``partial``, neither does any other).
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
@@ -131,44 +136,88 @@ def promote(reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, part
             held_back[cell.target] = got.reason
         else:
             staged[cell.target] = got
+    ready = [c for c in plan.cells if c.target in staged]
+    final = {c.target: staged[c.target].annotated(dict(c.annotations)) for c in ready}
+    held: dict[str, RawManifest | None] = {}  # every public tag of the ready cells → what it holds now
+    for found in _parallel(lambda c: {ref: reg.manifest(ref) for ref in _public_refs(c)}, ready):
+        held.update(found)
+    moving = {c.target: _moving(c, staged[c.target], held) for c in ready}
+    signed: dict[str, tuple[str, ...]] = {}
+    if signing is not None and not (held_back and not partial):
+        jobs = [_job(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
+        signed, refused = sign_release(reg, signing, [j for j in jobs if signing.signer(j.cell)])
+        held_back.update(refused)
+        ready = [c for c in ready if c.target not in refused]
     if held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
-    ready = [c for c in plan.cells if c.target in staged]
+    def write_index(cell: Cell) -> None:
+        if moved := [ref for ref in cell.tags if ref in moving[cell.target]]:
+            reg.write(final[cell.target], moved)
 
-    def write_index(cell: Cell) -> dict[str, RawManifest | None]:
-        held = {t: reg.manifest(t) for t in cell.tags}
-        moved = [t for t in cell.tags if not _holds(held[t], staged[cell.target], dict(cell.annotations))]
-        if moved:
-            reg.write(staged[cell.target], moved, annotations=dict(cell.annotations))
-        return {t: held[t] for t in moved}
-
-    def write_platform(item: tuple[Cell, str, tuple[str, ...]]) -> dict[str, RawManifest | None]:
-        cell, platform, refs = item
+    def write_platform(item: tuple[Cell, str, list[str]]) -> None:
+        cell, platform, moved = item
         source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
         image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        held = {ref: reg.manifest(ref) for ref in refs}
-        moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
-        if moved:
-            reg.write(image, moved)
-        return {ref: held[ref] for ref in moved}
+        reg.write(image, moved)
 
     # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
     # link on every write of that image, and an index write that checks its images at that moment
     # is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    index_round = list(zip([c.target for c in ready], _parallel(write_index, ready), strict=True))
-    singles = [(c, p, refs) for c in ready for p, refs in c.platform_tags if refs]
-    platform_round = list(zip([c.target for c, _, _ in singles], _parallel(write_platform, singles), strict=True))
-    moves: Counter[str] = Counter()
-    before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
-    for owner, moved in index_round + platform_round:
-        moves[owner] += len(moved)
-        before.update((ref, held.digest if held else None) for ref, held in moved.items())
-    unchanged = tuple(c.target for c in ready if moves[c.target] == 0)
-    return Published(promoted=tuple(c.target for c in ready), unchanged=unchanged, held_back=held_back, before=before)
+    _parallel(write_index, ready)
+    singles = [(c, p, moved) for c in ready for p, refs in c.platform_tags if (moved := _in(refs, moving[c.target]))]
+    _parallel(write_platform, singles)
+    before = {ref: (was.digest if (was := held[ref]) else None) for c in ready for ref in moving[c.target]}
+    unchanged = tuple(c.target for c in ready if not moving[c.target])
+    promoted = tuple(c.target for c in ready)
+    signed = {t: refs for t, refs in signed.items() if t in promoted}
+    return Published(promoted=promoted, unchanged=unchanged, held_back=held_back, before=before, signed=signed)
+
+
+def _public_refs(cell: Cell) -> list[str]:
+    return [*cell.tags, *(ref for _, refs in cell.platform_tags for ref in refs)]
+
+
+def _in(refs: tuple[str, ...], moving: frozenset[str]) -> list[str]:
+    return [ref for ref in refs if ref in moving]
+
+
+def _moving(cell: Cell, staged: RawManifest, held: Mapping[str, RawManifest | None]) -> frozenset[str]:
+    """The public tags of ``cell`` that do not hold the release yet: the ones to write."""
+    entries = staged.entries()
+    index = [t for t in cell.tags if not _holds(held[t], staged, dict(cell.annotations))]
+    singles = [
+        ref
+        for platform, refs in cell.platform_tags
+        for ref in refs
+        if (was := held[ref]) is None or was.digest != entries[platform]
+    ]
+    return frozenset([*index, *singles])
+
+
+def _job(
+    cell: Cell, staged: RawManifest, final: RawManifest, held: Mapping[str, RawManifest | None], moving: frozenset[str]
+) -> Job:
+    """What signing ``cell`` means: the images its tags will serve, and those new to a tag."""
+    entries = staged.entries()
+    index_moves = any(t in moving for t in cell.tags)
+    kept = {was.digest for t in cell.tags if t not in moving and (was := held[t]) is not None}
+    fresh_platforms = [
+        d
+        for p, d in entries.items()
+        if index_moves or any(ref in moving for ref in dict(cell.platform_tags).get(p, ()))
+    ]
+    fresh = ([final.digest] if index_moves else []) + fresh_platforms
+    served = sorted({*kept, *([final.digest] if index_moves else []), *entries.values()})
+    return Job(
+        cell=cell,
+        fresh=tuple(f"{cell.image}@{d}" for d in fresh),
+        served=tuple(f"{cell.image}@{d}" for d in served),
+        push=final if index_moves and final.digest != staged.digest else None,
+    )
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:

@@ -46,6 +46,7 @@ class BuildOptions:
     skip_existing: bool = False
     preflight: bool = True  # check every base image's platforms in the registry before building
     attest: tuple[str, ...] = ()  # provenance=min|max|off: beats platforms.yaml's attest:
+    sign: bool | None = None  # --sign / --no-sign: beats platforms.yaml's sign:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

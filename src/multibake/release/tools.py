@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from multibake import cosign
 from multibake import docker as door
 from multibake.bake import display
 from multibake.config.schema import Retry
@@ -41,6 +42,8 @@ class Tools:
     buildx: Callable[[Client], nodes.Buildx] = nodes.WhalesBuildx  # a configured builder's create/inspect
     configured: Callable[[Client, Path], Client] = door.with_config  # the client on another DOCKER_CONFIG
     login_runner: auth.Runner = door.run_with_input  # runs `docker login --password-stdin`
+    cosign: cosign.Runner = cosign.run  # runs cosign (signing, verifying signatures)
+    login: auth.Login | None = None  # the run's registry credentials ($MULTIBAKE_REGISTRY_USER/PASSWORD)
 
 
 @contextlib.contextmanager
@@ -67,7 +70,7 @@ def logged_in(tools: Tools, registry: str) -> Iterator[Tools]:
                 made.append(client)
             return made[0]
 
-        yield replace(tools, api=api, docker=docker)
+        yield replace(tools, api=api, docker=docker, login=login)
 
 
 def budget(limits: Retry) -> str:

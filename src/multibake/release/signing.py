@@ -1,0 +1,269 @@
+"""Signing inside the release transaction, and reading signatures back.
+
+After every cell of a release is staged and before any public tag moves, publish hands this module the
+images the tags are about to point at: each index and each of its platform images, named by digest.
+One cosign run per cell signs them all (the key is decrypted once), cells in parallel; a transient
+registry failure while a signature is written is retried under the release's retry rule. A cell whose
+signing fails moves no tag. ``verify`` checks every image a tag serves with cosign and the public key.
+
+Signatures are where cosign v2 writes them: a ``sha256-<hex>.sig`` tag beside the image. multibake never
+takes such a tag (nor cosign's ``.att``/``.sbom`` tags, nor v3's ``sha256-<hex>`` referrers fallback)
+for a release tag (``is_signature_tag``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multibake import cosign
+from multibake.config.load import Loaded
+from multibake.config.sign import ENV_SCHEME, Cosign, Sign, is_file_key
+from multibake.errors import BuildError, UsageError
+from multibake.failures import Failure, Kind
+from multibake.kinds import Signature
+from multibake.plan.model import Cell
+from multibake.registry.auth import Login, auth_key
+from multibake.registry.client import RawManifest, Registry
+from multibake.registry.connect import ca_bundle, parse, plain_http
+from multibake.retry import RetryPolicy, Transient
+
+WORKERS = 4  # cosign runs at once: each is mostly registry round-trips, and one key decryption
+_SIGNATURE_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$")
+
+
+def is_signature_tag(tag: str) -> bool:
+    """A tag cosign writes beside an image (signature, attestation, SBOM, v3 referrers fallback)."""
+    return bool(_SIGNATURE_TAG.fullmatch(tag))
+
+
+def signature_ref(image: str) -> str:
+    """Where cosign v2 stores the signature of ``image`` (``repo@sha256:…``): ``repo:sha256-….sig``."""
+    repo, _, digest = image.partition("@")
+    return f"{repo}:{digest.replace(':', '-')}.sig"
+
+
+def _family_sign(loaded: Loaded, family: str) -> tuple[Sign | None, tuple[str | int, ...]]:
+    own = loaded.config.images[family].sign
+    if own is not None:
+        return own, ("images", family, "sign")
+    return loaded.config.sign, ("sign",)
+
+
+def signers(loaded: Loaded, forced: bool | None = None) -> dict[str, cosign.Signer]:
+    """family → how its images are signed; families left unsigned are absent.
+
+    ``forced`` is ``build --sign`` (True: every family, each needing a cosign: section) or ``--no-sign``
+    (False: none); None keeps platforms.yaml's word.
+    """
+    if forced is False:
+        return {}
+    out: dict[str, cosign.Signer] = {}
+    for family in loaded.config.images:
+        section, path = _family_sign(loaded, family)
+        if forced and (section is None or section.cosign is None):
+            raise UsageError(f"--sign: family {family!r} has no sign: {{cosign: …}} section in {loaded.file}")
+        if section is None or section.cosign is None or not (section.enabled or forced):
+            continue
+        out[family] = _signer(loaded, section.cosign, (*path, "cosign"))
+    return out
+
+
+def _signer(loaded: Loaded, spec: Cosign, path: tuple[str | int, ...]) -> cosign.Signer:
+    """A Signer with key files made absolute (relative to platforms.yaml), checked to exist."""
+
+    def resolved(ref: str | None, key: str) -> str | None:
+        if ref is None or not is_file_key(ref):
+            return ref
+        file = loaded.root / Path(ref).expanduser()
+        if not file.is_file():
+            raise UsageError(f"{loaded.loc((*path, key))}: no such key file {ref} (relative to {loaded.file})")
+        return str(file)
+
+    key = resolved(spec.key, "key")
+    pub = resolved(spec.pub, "pub")
+    if pub is None and key is not None and is_file_key(key) and Path(key).with_suffix(".pub").is_file():
+        pub = str(Path(key).with_suffix(".pub"))  # as `cosign generate-key-pair` writes the pair
+    return cosign.Signer(key=key, keyless=spec.keyless, pub=pub, identity=spec.identity, issuer=spec.issuer)
+
+
+def check_environment(found: Mapping[str, cosign.Signer], environ: Mapping[str, str]) -> None:
+    """An env:// key whose variable is unset is refused before anything is built (exit 2)."""
+    for family, signer in found.items():
+        for ref in (signer.key, signer.pub):
+            if ref and ref.startswith(ENV_SCHEME) and not environ.get(ref.removeprefix(ENV_SCHEME)):
+                raise UsageError(
+                    f"family {family!r} is signed with {ref}, and ${ref.removeprefix(ENV_SCHEME)} is unset"
+                )
+
+
+def reach(image: str) -> cosign.Reach:
+    host = parse(image).host
+    ca = ca_bundle(host)
+    own = isinstance(ca, str) and ca.startswith("/etc/docker/certs.d")
+    return cosign.Reach(plain_http=plain_http(host), cacert=ca if own and isinstance(ca, str) else None)
+
+
+@contextlib.contextmanager
+def registry_config(login: Login | None) -> Iterator[Path | None]:
+    """A DOCKER_CONFIG for cosign holding ``login`` (the run's registry credentials), removed afterwards.
+
+    cosign reads credentials as docker does; the password goes in the file, never in cosign's argv.
+    """
+    if login is None:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="multibake-cosign-"))  # mode 0700
+    try:
+        token = base64.b64encode(f"{login.user}:{login.password}".encode()).decode()
+        file = folder / "config.json"
+        file.touch(mode=0o600)
+        file.write_text(json.dumps({"auths": {auth_key(login.host): {"auth": token}}}), encoding="utf-8")
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Signing:
+    """Signing a release: who signs each family, how cosign runs, the retry rule of its registry writes."""
+
+    signers: Mapping[str, cosign.Signer]  # family → signer; absent: unsigned
+    policy: RetryPolicy
+    run: cosign.Runner = cosign.run
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    docker_config: Path | None = None  # cosign's credentials for the release's registry
+
+    def signer(self, cell: Cell) -> cosign.Signer | None:
+        return self.signers.get(cell.family)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(self.environ)
+        if self.docker_config is not None:
+            env["DOCKER_CONFIG"] = str(self.docker_config)
+        return env
+
+    def sign(self, jobs: Sequence[tuple[Cell, Sequence[str]]]) -> list[str | None]:
+        """Sign each cell's images (``repo@digest``, index first), in parallel: per job None or why not."""
+        work = [(cell, images, signer) for cell, images in jobs if (signer := self.signer(cell)) and images]
+        problems: dict[str, str | None] = {}
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cosign") as pool:
+            done = pool.map(lambda job: self._sign_one(job[2], job[1]), work)
+            problems.update((cell.target, problem) for (cell, _, _), problem in zip(work, done, strict=True))
+        return [problems.get(cell.target) for cell, _ in jobs]
+
+    def _sign_one(self, signer: cosign.Signer, images: Sequence[str]) -> str | None:
+        env = self._env()
+        argv = cosign.sign_argv(signer, images, reach(images[0]), cosign.binary(env))
+        what = f"signing {images[0]}" + (f" and {len(images) - 1} platform image(s)" if len(images) > 1 else "")
+
+        def once() -> None:
+            said = cosign.outcome(self.run(argv, env), env)
+            if said.transient:
+                raise Transient(Failure(Kind.TRANSIENT, said.reason, ()))
+            if not said.ok:
+                raise _Refused(said.reason)
+
+        try:
+            self.policy.call(what, once)
+        except Transient as exc:
+            return f"{what}: still failing after {self.policy.limits.attempts} attempts: {exc}"
+        except _Refused as exc:
+            return f"{what}: {exc}"
+        return None
+
+    def verify(self, cell: Cell, images: Sequence[str]) -> list[tuple[Signature, str]]:
+        """Each image's signature state, with why when it is not signed (cosign verify, by digest)."""
+        signer = self.signer(cell)
+        if signer is None:
+            return [(Signature.UNSIGNED, "") for _ in images]
+        env = self._env()
+
+        def one(image: str) -> tuple[Signature, str]:
+            argv = cosign.verify_argv(signer, image, reach(image), cosign.binary(env))
+            said = cosign.outcome(self.run(argv, env), env)
+            if said.ok:
+                return Signature.SIGNED, ""
+            missing = "no signatures found" in said.reason
+            return (Signature.MISSING if missing else Signature.INVALID), said.reason
+
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cosign") as pool:
+            return list(pool.map(one, images))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One cell's signing: images new to a tag (always signed), every image its tags will serve
+    (signed when it carries no signature yet: signing turned on for a release that changed nothing),
+    and an annotated index to write by digest first (cosign signs what the registry holds)."""
+
+    cell: Cell
+    fresh: tuple[str, ...]
+    served: tuple[str, ...]
+    push: RawManifest | None = None
+
+
+def sign_release(
+    reg: Registry, signing: Signing, jobs: Sequence[Job]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Sign what each job needs: (target → images signed, target → why its signing failed)."""
+
+    def needed(job: Job) -> list[str]:
+        others = [i for i in job.served if i not in job.fresh]
+        unsigned = [i for i in others if reg.manifest(signature_ref(i)) is None]
+        if job.push is not None:
+            reg.put_by_digest(job.cell.image, job.push)
+        return [*job.fresh, *unsigned]
+
+    refused: dict[str, str] = {}
+    todo: list[tuple[Cell, list[str]]] = []
+    for job in jobs:
+        try:
+            todo.append((job.cell, needed(job)))
+        except BuildError as exc:
+            refused[job.cell.target] = f"signing {job.cell.target}: {exc}"
+    problems = signing.sign([(cell, images) for cell, images in todo])
+    signed: dict[str, tuple[str, ...]] = {}
+    for (cell, images), problem in zip(todo, problems, strict=True):
+        if problem is not None:
+            refused[cell.target] = problem
+        elif images:
+            signed[cell.target] = tuple(images)
+    return signed, refused
+
+
+@contextlib.contextmanager
+def prepared(
+    loaded: Loaded,
+    policy: RetryPolicy,
+    run: cosign.Runner,
+    login: Login | None,
+    *,
+    forced: bool | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Iterator[Signing | None]:
+    """The release's Signing (None: nothing is signed), checked before anything is built.
+
+    Exit 2 when a key file or env:// variable is missing, or cosign is missing or older than it must be.
+    """
+    found = signers(loaded, forced)
+    if not found:
+        yield None
+        return
+    check_environment(found, environ)
+    cosign.check_version(run, environ, f"sign: in {loaded.file}")
+    with registry_config(login) as folder:
+        yield Signing(signers=found, policy=policy, run=run, environ=dict(environ), docker_config=folder)
+
+
+class _Refused(Exception):
+    """cosign refused for good: a key it cannot read, a registry that denies the write."""
