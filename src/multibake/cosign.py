@@ -134,7 +134,11 @@ def outcome(done: subprocess.CompletedProcess[str], environ: Mapping[str, str]) 
     """Read a finished cosign run: ok, or why not and whether another attempt may help."""
     if done.returncode == 0:
         return Outcome(ok=True, stdout=done.stdout)
-    said = scrub(first_line(done.stderr or done.stdout), environ).removeprefix("error during command execution: ")
+    said = (
+        scrub(first_line(done.stderr or done.stdout), environ)
+        .removeprefix("error during command execution: ")
+        .removeprefix("Error: ")
+    )
     if _NO_TTY in said:
         said = f"{said} (the key is encrypted: set ${PASSWORD_ENV})"
     failure = classify(scrub(done.stderr or done.stdout, environ))

@@ -30,7 +30,11 @@ def test_sign_with_a_key_writes_no_transparency_log_entry_and_names_images_by_di
 
 
 def test_kms_and_env_keys_are_passed_to_cosign_untouched() -> None:
-    for key in ("awskms:///arn:aws:kms:eu-west-1:1:key/2", "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k", "env://K"):
+    for key in (
+        "awskms:///arn:aws:kms:eu-west-1:1:key/2",
+        "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k",
+        "env://K",
+    ):
         argv = cosign.sign_argv(cosign.Signer(key=key), [INDEX], cosign.Reach())
         assert argv[argv.index("--key") + 1] == key
         assert "--allow-http-registry" not in argv
@@ -72,7 +76,7 @@ def _done(code: int, stderr: str = "", stdout: str = "") -> subprocess.Completed
     ("stderr", "transient"),
     [
         ("Error: signing [x]: PUT https://r/v2/x/manifests/sha256-1.sig: unexpected status code 500", True),
-        ("Error: writing: Get \"http://127.0.0.1:5001/v2/\": read tcp: connection reset by peer", True),
+        ('Error: writing: Get "http://127.0.0.1:5001/v2/": read tcp: connection reset by peer', True),
         ("Error: 429 Too Many Requests", True),
         ("Error: signing: getting signer: reading key: decrypt: encrypted: decryption failed", False),
         ("Error: DENIED: requested access to the resource is denied", False),
@@ -111,7 +115,9 @@ def test_a_registry_with_its_own_ca_is_reached_with_it() -> None:
 
 
 def test_no_terminal_for_a_password_says_to_set_it() -> None:
-    said = cosign.outcome(_done(1, "Error: signing [x]: getting signer: reading key: inappropriate ioctl for device"), {})
+    said = cosign.outcome(
+        _done(1, "Error: signing [x]: getting signer: reading key: inappropriate ioctl for device"), {}
+    )
     assert "COSIGN_PASSWORD" in said.reason and not said.transient
 
 

@@ -9,6 +9,7 @@ from multibake.cli import fit
 from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
+from multibake.release.signing import signature_ref
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -117,6 +118,7 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
         "retries": list(report.retries),
         "duration": report.duration,
         "executed_run_steps": len(report.executed_runs),
+        "signed": sum(len(c.signed) for c in report.cells),
         "bake_runs": [
             {
                 "targets": list(r.targets),
@@ -139,6 +141,7 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
                 "tags": list(c.tags),
                 "error": c.error,
                 "log_tail": list(c.log_tail),
+                "signatures": [{"image": i, "signature": signature_ref(i)} for i in c.signed],
             }
             for c in report.cells
         ],
@@ -182,6 +185,7 @@ def build_table(report: BuildReport) -> str:
         f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"
         + (f"; route: {report.route}" if report.mode.value == "push" else "")
         + (f", {len(report.retries)} retried" if report.retries else "")
+        + (f"; {signed} image(s) signed" if (signed := sum(len(c.signed) for c in report.cells)) else "")
         + "\n"
     )
     return text
@@ -216,6 +220,7 @@ def verify_json(checks: list[TagCheck]) -> dict[str, Any]:
                 "attestations": c.attestations,
                 "sizes": {s.platform: {"bytes": s.compressed, "layers": s.layers} for s in c.sizes},
                 "problem": c.problem,
+                "signatures": [{"image": what, "digest": d, "state": state} for what, d, state in c.signatures],
             }
             for c in checks
         ],

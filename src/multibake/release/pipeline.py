@@ -33,6 +33,7 @@ from multibake.release import journal, publish, shards, signing
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
 from multibake.release.signing import Signing
+from multibake.release.sigverify import check_signatures
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 
 if TYPE_CHECKING:
@@ -279,7 +280,8 @@ def promote(
     bad = [check for check in checks if not check.ok]
     for check in bad:
         say(f"multibake: verify: {check.ref}: {check.problem}")
-    ok = report.ok and not bad and not published.held_back  # a cell held back (signing refused) fails
+    refused = any(why.startswith("signing ") for why in published.held_back.values())
+    ok = report.ok and not bad and not refused  # a release whose signing was refused moved no tag: it failed
     return Built(ok=ok, report=replace(report, cells=tuple(cells)))
 
 
@@ -354,7 +356,13 @@ def _publish_shards(
 def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:
     """Read every planned tag back from the registry."""
     release = shards.resolve(config, registry, None, check_files=False)
-    with logged_in(tools, release.plan.registry) as with_login:
+    plan = select(release.plan, list(selectors))
+    with (
+        logged_in(tools, release.plan.registry) as with_login,
+        signing.prepared(release.loaded, _policy(release, with_login), with_login.cosign, with_login.login) as signs,
+    ):
         reg = registry_for(release, with_login)
-        checks = publish.verify(select(release.plan, list(selectors)), reg)
+        checks = publish.verify(plan, reg)
+        if signs is not None:
+            checks = check_signatures(plan, checks, signs, tools.say)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

@@ -62,6 +62,8 @@ class TagCheck:
     attestations: int = 0
     problem: str | None = None
     sizes: tuple[PlatformSize, ...] = ()  # per platform image of the cell's first index
+    # (what: "index" or a platform, digest, signature state): each image the tag serves, when its family is signed
+    signatures: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def is_index(self) -> bool:

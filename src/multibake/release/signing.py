@@ -193,8 +193,9 @@ class Signing:
             said = cosign.outcome(self.run(argv, env), env)
             if said.ok:
                 return Signature.SIGNED, ""
-            missing = "no signatures found" in said.reason
-            return (Signature.MISSING if missing else Signature.INVALID), said.reason
+            if "no signatures found" in said.reason:
+                return Signature.MISSING, ""
+            return Signature.INVALID, said.reason
 
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cosign") as pool:
             return list(pool.map(one, images))
