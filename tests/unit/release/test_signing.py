@@ -17,7 +17,7 @@ from multibake.release import pipeline as release
 from multibake.release.signing import is_signature_tag, signature_ref
 from multibake.release.tools import Tools
 from tests.unit.fakes import FakeRegistry
-from tests.unit.test_release import (
+from tests.unit.release.test_release import (
     APP1,
     BB,
     CONFIG,
