@@ -34,9 +34,10 @@ from multibake.kinds import Signature
 from multibake.plan.model import Cell
 from multibake.registry.auth import Login, auth_key
 from multibake.registry.client import RawManifest, Registry
-from multibake.registry.connect import ca_bundle, parse, plain_http
+from multibake.registry.connect import parse, plain_http
 from multibake.retry import RetryPolicy, Transient
 
+CERTS_ROOT = Path("/etc/docker/certs.d")  # where docker (and so multibake) finds a registry's own CA
 WORKERS = 4  # cosign runs at once: each is mostly registry round-trips, and one key decryption
 _SIGNATURE_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$")
 
@@ -106,11 +107,12 @@ def check_environment(found: Mapping[str, cosign.Signer], environ: Mapping[str, 
                 )
 
 
-def reach(image: str) -> cosign.Reach:
+def reach(image: str, certs_root: Path = CERTS_ROOT) -> cosign.Reach:
+    """How cosign reaches ``image``'s registry: as docker and multibake's client do (plain HTTP on this
+    machine, a registry's own CA from docker's certs.d)."""
     host = parse(image).host
-    ca = ca_bundle(host)
-    own = isinstance(ca, str) and ca.startswith("/etc/docker/certs.d")
-    return cosign.Reach(plain_http=plain_http(host), cacert=ca if own and isinstance(ca, str) else None)
+    own = certs_root / host / "ca.crt"
+    return cosign.Reach(plain_http=plain_http(host, certs_root), cacert=str(own) if own.is_file() else None)
 
 
 @contextlib.contextmanager
