@@ -98,7 +98,8 @@ def test_the_signing_key_and_its_password_are_in_no_log_file_or_message(
     assert json.loads(built.stdout)["signed"] > 0
     checked = run_cli("--debug", "verify", "--json", "-c", str(cfg), "--registry", reg, env=env)
     assert checked.returncode == 0, checked.stderr[-2000:]
-    refused = run_cli("--debug", "build", "--push", *argv, env={**env, "COSIGN_PASSWORD": PASSWORD + "-wrong"})
+    fresh = ("--progress", "plain", "-c", str(cfg), "--registry", f"{reg}-refused")  # new images: signing is tried
+    refused = run_cli("--debug", "build", "--push", *fresh, env={**env, "COSIGN_PASSWORD": PASSWORD + "-wrong"})
     assert refused.returncode == 1
     for proc in (built, checked, refused):
         for secret in (PASSWORD, body[:40], body[-40:]):

@@ -264,6 +264,9 @@ def promote(
         say(f"multibake: {why}")
         failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
+    for why in published.held_back.values():  # one line naming the image; the cells' errors say it too
+        if why.startswith("signing "):
+            say(f"multibake: {why}; no public tag moved")
     checks = publish.verify(select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from multibake.retry import RetryPolicy, Transient
 
 CERTS_ROOT = Path("/etc/docker/certs.d")  # where docker (and so multibake) finds a registry's own CA
 WORKERS = 4  # cosign runs at once: each is mostly registry round-trips, and one key decryption
+Unsigned = Callable[[Sequence[str]], list[str]]  # which of these images carry no signature yet
 _SIGNATURE_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$")
 
 
@@ -154,32 +155,41 @@ class Signing:
             env["DOCKER_CONFIG"] = str(self.docker_config)
         return env
 
-    def sign(self, jobs: Sequence[tuple[Cell, Sequence[str]]]) -> list[str | None]:
-        """Sign each cell's images (``repo@digest``, index first), in parallel: per job None or why not."""
+    def sign(self, jobs: Sequence[tuple[Cell, Sequence[str]]], unsigned: Unsigned = list) -> list[str | None]:
+        """Sign each cell's images (``repo@digest``, index first), in parallel: per job None or why not.
+
+        ``unsigned`` tells which of some images still lack a signature: after a transient failure only
+        those are signed again (cosign signs one image after the other and stops at the first failure).
+        """
         work = [(cell, images, signer) for cell, images in jobs if (signer := self.signer(cell)) and images]
         problems: dict[str, str | None] = {}
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cosign") as pool:
-            done = pool.map(lambda job: self._sign_one(job[2], job[1]), work)
+            done = pool.map(lambda job: self._sign_one(job[2], job[1], unsigned), work)
             problems.update((cell.target, problem) for (cell, _, _), problem in zip(work, done, strict=True))
         return [problems.get(cell.target) for cell, _ in jobs]
 
-    def _sign_one(self, signer: cosign.Signer, images: Sequence[str]) -> str | None:
+    def _sign_one(self, signer: cosign.Signer, images: Sequence[str], unsigned: Unsigned) -> str | None:
         env = self._env()
-        argv = cosign.sign_argv(signer, images, reach(images[0]), cosign.binary(env))
         what = f"signing {images[0]}" + (f" and {len(images) - 1} platform image(s)" if len(images) > 1 else "")
+        left = list(images)
 
         def once() -> None:
+            nonlocal left
+            argv = cosign.sign_argv(signer, left, reach(left[0]), cosign.binary(env))
             said = cosign.outcome(self.run(argv, env), env)
-            if said.transient:
-                raise Transient(Failure(Kind.TRANSIENT, said.reason, ()))
-            if not said.ok:
+            if said.ok:
+                return
+            if not said.transient:
                 raise _Refused(said.reason)
+            left = unsigned(left)
+            if left:
+                raise Transient(Failure(Kind.TRANSIENT, said.reason, ()))
 
         try:
             self.policy.call(what, once)
         except Transient as exc:
             return f"{what}: still failing after {self.policy.limits.attempts} attempts: {exc}"
-        except _Refused as exc:
+        except (_Refused, BuildError) as exc:
             return f"{what}: {exc}"
         return None
 
@@ -234,7 +244,11 @@ def sign_release(
             todo.append((job.cell, needed(job)))
         except BuildError as exc:
             refused[job.cell.target] = f"signing {job.cell.target}: {exc}"
-    problems = signing.sign([(cell, images) for cell, images in todo])
+
+    def unsigned(images: Sequence[str]) -> list[str]:
+        return [i for i in images if reg.manifest(signature_ref(i)) is None]
+
+    problems = signing.sign([(cell, images) for cell, images in todo], unsigned)
     signed: dict[str, tuple[str, ...]] = {}
     for (cell, images), problem in zip(todo, problems, strict=True):
         if problem is not None:

@@ -40,6 +40,7 @@ class FakeCosign:
     public_tags_at_sign: list[int] = field(default_factory=list)  # public tags that existed when each run signed
     fail: list[str] = field(default_factory=list)  # stderr of the next sign runs, in order
     version: str = "v2.6.5"
+    sign_first_then_fail: bool = False
 
     def __call__(self, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
@@ -52,6 +53,8 @@ class FakeCosign:
             public = [tag for _, tag in _public_tags(self.registry) if not is_signature_tag(tag)]
             self.public_tags_at_sign.append(len(public))
             if self.fail:
+                if self.sign_first_then_fail:  # cosign signs one image after the other, then meets the failure
+                    self.registry.store(signature_ref(images[0]), b"{}", "application/json")
                 return subprocess.CompletedProcess(argv, 1, "", self.fail.pop(0))
             for image in images:
                 self.registry.store(signature_ref(image), json.dumps({"signs": image}).encode(), "application/json")
@@ -139,6 +142,16 @@ def test_a_transient_registry_failure_while_signing_is_retried(signed: tuple[Sta
     built = _build(st, fake)
     assert built.ok
     assert any("transient failure" in line and "signing" in line for line in st.echoed)
+
+
+def test_a_retry_signs_only_the_images_still_unsigned(signed: tuple[Stack, FakeCosign]) -> None:
+    st, fake = signed
+    fake.sign_first_then_fail = True
+    fake.fail = ["Error: PUT http://127.0.0.1:5000/v2/t/bb/manifests/sha256-1.sig: unexpected status code 502\n"]
+    assert _build(st, fake).ok
+    runs = [[a for a in c if "@sha256:" in a] for c in fake.calls if c[1] == "sign"]
+    failed, retried = next((r, n) for r in runs for n in runs if r != n and r[1:] == n)
+    assert retried == failed[1:], "the image signed before the failure is not signed again"
 
 
 def test_an_unchanged_release_signs_nothing(signed: tuple[Stack, FakeCosign]) -> None:
