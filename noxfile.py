@@ -39,8 +39,8 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on the current stack (docker driver) and on standalone BuildKit."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/unit", "-q", *session.posargs)
-    # docker 28 + buildx 0.29, buildkitd daemons as remote builders, and Debian's chromium for the report's page
-    _stack(session, "buildkit", "--browser")
+    # docker 28 + buildx 0.29, buildkitd daemons as remote builders, Debian's chromium for the report's page, cosign
+    _stack(session, "buildkit", "--browser", "--with", "cosign")
     _sample(session, os.environ.get("MULTIBAKE_SAMPLE_TIERS", "all"))
     # the fault, kill and auth tests run in `nox -s reliability`, which CI runs as well
     session.run(
@@ -53,11 +53,12 @@ def tests(session: nox.Session) -> None:
         "no:cacheprovider",
         *session.posargs,
     )
-    # publish, per-platform tags, verify, atomicity, shards and skip-existing again on BuildKit's own driver
+    # publish, per-platform tags, verify, atomicity, shards, skip-existing and signing again on BuildKit's own driver
     session.run(
         "pytest",
         "tests/integration/test_publish.py",
         "tests/integration/test_build.py",
+        "tests/integration/test_signing.py",
         "-q",
         "-p",
         "no:cacheprovider",
@@ -80,7 +81,7 @@ RELIABILITY = (
 def reliability(session: nox.Session) -> None:
     """The promises under faults: flaky registry, kills, hostile input, secrets, real auth, property-based rendering."""
     session.install("-e", ".[test]")
-    _stack(session, "buildkit")
+    _stack(session, "buildkit", "--with", "cosign")  # the secrets test signs a release too
     _sample(session, "fast")
     auth = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests" / "integration").glob("test_auth*.py"))]
     session.run("pytest", *RELIABILITY, *auth, "-q", "-p", "no:cacheprovider", *session.posargs)
@@ -123,15 +124,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, printed as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop."""
+    """Benchmarks as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop, signing."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
     session.run("python", "benchmarks/startup.py", "--baseline", "71e2e7f")
-    _stack(session, "buildkit")
+    _stack(session, "buildkit", "--with", "cosign")
     _sample(session, "fast")
     session.log("stack: current (docker 28.5, buildx 0.29.1, docker driver)")
     session.run("python", "benchmarks/build.py")
+    session.run("python", "benchmarks/signing.py")  # signed vs unsigned release, same run
     # the same release on standalone BuildKit (remote driver, push by digest): one round, cold only
     session.log("stack: buildkit (builder multibake-remote)")
     session.run(
