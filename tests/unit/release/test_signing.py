@@ -241,3 +241,27 @@ def test_a_key_file_beside_its_pub_verifies_with_the_pub(signed: tuple[Stack, Fa
     assert release.verify(st.config, None, (BB,), _tools(st, fake)).ok
     verify = next(c for c in fake.calls if c[1] == "verify")
     assert verify[verify.index("--key") + 1] == str(Path(st.config.parent / "cosign.pub"))
+
+
+def test_diff_notes_a_signature_that_appeared_or_vanished() -> None:
+    from multibake.compare import diff as compare
+    from multibake.compare.changes import signature_notes
+    from multibake.registry.client import Registry
+    from multibake.retry import RetryPolicy
+
+    fake = FakeRegistry()
+    repo = f"{REG}/app"
+    old = fake.publish(f"{repo}:old", ["linux/amd64"])
+    new = fake.publish(f"{repo}:new", ["linux/arm/v7"])
+    fake.store(signature_ref(f"{repo}@{new}"), b"{}", "application/json")
+    reg = Registry(policy=RetryPolicy(), api=fake)
+    pairs = [
+        compare.Pair(ref=f"{repo}:1", old=f"{repo}@{old}", new=f"{repo}@{new}"),
+        compare.Pair(ref=f"{repo}:2", old=f"{repo}@{new}", new=f"{repo}@{old}"),
+        compare.Pair(ref=f"{repo}:3", old=f"{repo}@{new}", new=f"{repo}@{new}"),
+    ]
+    facts = compare.read_tags(reg, [ref for p in pairs for ref in (p.old, p.new) if ref])
+    assert signature_notes(reg, pairs, facts) == [
+        f"{repo}:1: a signature appeared (its cosign .sig tag)",
+        f"{repo}:2: a signature vanished (its cosign .sig tag)",
+    ]
