@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from tests.helpers import local_context, run_cli
 from tests.integration import registry
 from tests.integration.authregistry import AuthRegistry
 from tests.integration.faultproxy import Chaos, FaultProxy
-from tests.integration.reliability import ENV, fast_project, namespace, upstream
+from tests.integration.reliability import ENV, Release, fast_project, namespace, upstream
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 UPSTREAM = "127.0.0.1:5000"
@@ -294,3 +296,32 @@ def test_the_htpasswd_tls_registry_takes_signatures(auth_registry: AuthRegistry,
     assert states == {"signed"}
     for proc in (built, checked):
         assert reg.password not in proc.stdout + proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+
+
+def _cosign_writes(method: str, path: str, agent: str) -> bool:
+    """cosign writing a signature: its PUT of a manifest (the sha256-<hex>.sig tag)."""
+    return method == "PUT" and "/manifests/" in path and agent.startswith("cosign/")
+
+
+def test_a_release_killed_while_it_signs_moves_no_tag_and_a_rerun_ends_signed(
+    stack: str, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in keys.env().items():
+        monkeypatch.setenv(name, value)
+    cfg = signed_project(tmp_path, keys)
+    reg = namespace(PROXY, "sign-kill")
+    plan = plan_of(cfg, reg)
+    with FaultProxy(hold=_cosign_writes, hold_at=2) as proxy:
+        killed = Release(cfg, reg)
+        deadline = time.monotonic() + 600
+        while not proxy.held.wait(0.2):
+            assert killed.proc.poll() is None and time.monotonic() < deadline, killed.stderr()[-3000:]
+        killed.signal_group(signal.SIGKILL)  # the CI job cancelled in the middle of signing
+        assert killed.finish(timeout=60) == -signal.SIGKILL
+        proxy.hold = None
+        proxy.unhold.set()
+        assert [ref for ref in public_refs(plan) if registry.get(ref) is not None] == [], "no tag moved"
+        rerun = Release(cfg, reg)
+        assert rerun.finish() == 0, rerun.stderr()[-3000:]
+    unsigned = [image for image in served(plan) if signature(image) is None]
+    assert unsigned == [] and all(registry.get(ref) is not None for ref in public_refs(plan))
