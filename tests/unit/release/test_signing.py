@@ -265,3 +265,18 @@ def test_diff_notes_a_signature_that_appeared_or_vanished() -> None:
         f"{repo}:1: a signature appeared (its cosign .sig tag)",
         f"{repo}:2: a signature vanished (its cosign .sig tag)",
     ]
+
+
+def test_shards_sign_nothing_and_publish_from_signs_before_tags_move(signed: tuple[Stack, FakeCosign]) -> None:
+    from multibake.release import shards
+
+    st, fake = signed
+    lock = st.config.parent / "lock.json"
+    resolved = shards.resolve(st.config, None, None, check_files=True)
+    shards.write_lock(shards.lock_file(resolved.plan, resolved.meta, "platforms.yaml"), lock)
+    for platform in ("linux/amd64", "linux/arm64", "linux/arm/v7"):
+        assert _build(st, fake, shard=f"platform={platform}", lock=lock).ok
+    assert fake.signed == [], "a shard only stages"
+    checked = release.publish_shards(st.config, None, lock, (st.config.parent / "shards",), _tools(st, fake))
+    assert checked.ok and checked.checks
+    assert len(fake.signed) == 12 and set(fake.public_tags_at_sign) == {0}
