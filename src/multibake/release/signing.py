@@ -193,16 +193,19 @@ class Signing:
             return f"{what}: {exc}"
         return None
 
-    def verify(self, cell: Cell, images: Sequence[str]) -> list[tuple[Signature, str]]:
-        """Each image's signature state, with why when it is not signed (cosign verify, by digest)."""
-        signer = self.signer(cell)
-        if signer is None:
-            return [(Signature.UNSIGNED, "") for _ in images]
+    def verify(self, items: Sequence[tuple[Cell, str]]) -> list[tuple[Signature, str]]:
+        """The signature state of each (cell, image by digest), with why when it is not signed: cosign
+        verify, a few images at once (cosign verifies one image per run, no index recursively)."""
         env = self._env()
 
-        def one(image: str) -> tuple[Signature, str]:
-            argv = cosign.verify_argv(signer, image, reach(image), cosign.binary(env))
-            said = cosign.outcome(self.run(argv, env), env)
+        def one(item: tuple[Cell, str]) -> tuple[Signature, str]:
+            cell, image = item
+            signer = self.signer(cell)
+            if signer is None:
+                return Signature.UNSIGNED, ""
+            said = cosign.outcome(
+                self.run(cosign.verify_argv(signer, image, reach(image), cosign.binary(env)), env), env
+            )
             if said.ok:
                 return Signature.SIGNED, ""
             if "no signatures found" in said.reason:
@@ -210,7 +213,7 @@ class Signing:
             return Signature.INVALID, said.reason
 
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cosign") as pool:
-            return list(pool.map(one, images))
+            return list(pool.map(one, items))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

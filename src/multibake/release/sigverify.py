@@ -36,12 +36,9 @@ def check_signatures(plan: Plan, checks: Sequence[TagCheck], signing: Signing, s
         if signing.signer(cells[check.target]) is not None
         for _, digest in _served(check)
     }
-    by_target: dict[str, list[str]] = {}
-    for target, image in sorted(wanted):
-        by_target.setdefault(target, []).append(image)
-    state: dict[str, tuple[Signature, str]] = {}
-    for target, images in by_target.items():
-        state.update(zip(images, signing.verify(cells[target], images), strict=True))
+    items = sorted(wanted)  # each image once, every cell's in one pool of cosign runs
+    states = signing.verify([(cells[target], image) for target, image in items])
+    state = {image: said for (_, image), said in zip(items, states, strict=True)}
     out = []
     for check in checks:
         cell = cells[check.target]
