@@ -362,7 +362,9 @@ def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools
     plan = select(release.plan, list(selectors))
     with (
         logged_in(tools, release.plan.registry) as with_login,
-        signing.prepared(release.loaded, _policy(release, with_login), with_login.cosign, with_login.login) as signs,
+        signing.prepared(
+            release.loaded, _policy(release, with_login), with_login.cosign, with_login.login, verifying=True
+        ) as signs,
     ):
         reg = registry_for(release, with_login)
         checks = publish.verify(plan, reg)

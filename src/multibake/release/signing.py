@@ -61,11 +61,12 @@ def _family_sign(loaded: Loaded, family: str) -> tuple[Sign | None, tuple[str | 
     return loaded.config.sign, ("sign",)
 
 
-def signers(loaded: Loaded, forced: bool | None = None) -> dict[str, cosign.Signer]:
+def signers(loaded: Loaded, forced: bool | None = None, *, verifying: bool = False) -> dict[str, cosign.Signer]:
     """family → how its images are signed; families left unsigned are absent.
 
     ``forced`` is ``build --sign`` (True: every family, each needing a cosign: section) or ``--no-sign``
-    (False: none); None keeps platforms.yaml's word.
+    (False: none); None keeps platforms.yaml's word. ``verifying`` (``multibake verify``) needs the
+    public key only: a verify job need not hold the private key.
     """
     if forced is False:
         return {}
@@ -76,11 +77,11 @@ def signers(loaded: Loaded, forced: bool | None = None) -> dict[str, cosign.Sign
             raise UsageError(f"--sign: family {family!r} has no sign: {{cosign: …}} section in {loaded.file}")
         if section is None or section.cosign is None or not (section.enabled or forced):
             continue
-        out[family] = _signer(loaded, section.cosign, (*path, "cosign"))
+        out[family] = _signer(loaded, section.cosign, (*path, "cosign"), verifying=verifying)
     return out
 
 
-def _signer(loaded: Loaded, spec: Cosign, path: tuple[str | int, ...]) -> cosign.Signer:
+def _signer(loaded: Loaded, spec: Cosign, path: tuple[str | int, ...], *, verifying: bool) -> cosign.Signer:
     """A Signer with key files made absolute (relative to platforms.yaml), checked to exist."""
 
     def resolved(ref: str | None, key: str) -> str | None:
@@ -91,17 +92,24 @@ def _signer(loaded: Loaded, spec: Cosign, path: tuple[str | int, ...]) -> cosign
             raise UsageError(f"{loaded.loc((*path, key))}: no such key file {ref} (relative to {loaded.file})")
         return str(file)
 
-    key = resolved(spec.key, "key")
     pub = resolved(spec.pub, "pub")
+    if verifying and pub is not None:
+        return cosign.Signer(key=spec.key, pub=pub)
+    if verifying and spec.key is not None and is_file_key(spec.key):
+        beside = (loaded.root / Path(spec.key).expanduser()).with_suffix(".pub")  # as generate-key-pair writes it
+        if not beside.is_file():
+            raise UsageError(f"{loaded.loc((*path, 'key'))}: verify needs the public key: pub: FILE, or {beside.name}")
+        return cosign.Signer(key=spec.key, pub=str(beside))
+    key = resolved(spec.key, "key")
     if pub is None and key is not None and is_file_key(key) and Path(key).with_suffix(".pub").is_file():
         pub = str(Path(key).with_suffix(".pub"))  # as `cosign generate-key-pair` writes the pair
     return cosign.Signer(key=key, keyless=spec.keyless, pub=pub, identity=spec.identity, issuer=spec.issuer)
 
 
-def check_environment(found: Mapping[str, cosign.Signer], environ: Mapping[str, str]) -> None:
+def check_environment(found: Mapping[str, cosign.Signer], environ: Mapping[str, str], *, verifying: bool) -> None:
     """An env:// key whose variable is unset is refused before anything is built (exit 2)."""
     for family, signer in found.items():
-        for ref in (signer.key, signer.pub):
+        for ref in (signer.pub or signer.key,) if verifying else (signer.key, signer.pub):
             if ref and ref.startswith(ENV_SCHEME) and not environ.get(ref.removeprefix(ENV_SCHEME)):
                 raise UsageError(
                     f"family {family!r} is signed with {ref}, and ${ref.removeprefix(ENV_SCHEME)} is unset"
@@ -269,17 +277,18 @@ def prepared(
     login: Login | None,
     *,
     forced: bool | None = None,
+    verifying: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> Iterator[Signing | None]:
     """The release's Signing (None: nothing is signed), checked before anything is built.
 
     Exit 2 when a key file or env:// variable is missing, or cosign is missing or older than it must be.
     """
-    found = signers(loaded, forced)
+    found = signers(loaded, forced, verifying=verifying)
     if not found:
         yield None
         return
-    check_environment(found, environ)
+    check_environment(found, environ, verifying=verifying)
     cosign.check_version(run, environ, f"sign: in {loaded.file}")
     with registry_config(login) as folder:
         yield Signing(signers=found, policy=policy, run=run, environ=dict(environ), docker_config=folder)

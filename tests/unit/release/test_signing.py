@@ -280,3 +280,16 @@ def test_shards_sign_nothing_and_publish_from_signs_before_tags_move(signed: tup
     checked = release.publish_shards(st.config, None, lock, (st.config.parent / "shards",), _tools(st, fake))
     assert checked.ok and checked.checks
     assert len(fake.signed) == 12 and set(fake.public_tags_at_sign) == {0}
+
+
+def test_verify_needs_the_public_key_only(signed: tuple[Stack, FakeCosign], monkeypatch: pytest.MonkeyPatch) -> None:
+    st, fake = signed
+    assert _build(st, fake).ok
+    (st.config.parent / "cosign.key").unlink()  # a verify job holds the public key alone
+    assert release.verify(st.config, None, (), _tools(st, fake)).ok
+    st.config.write_text(SIGNED_CONFIG.replace("key: cosign.key", "key: env://CI_KEY, pub: cosign.pub").lstrip("\n"))
+    monkeypatch.delenv("CI_KEY", raising=False)
+    assert release.verify(st.config, None, (), _tools(st, fake)).ok
+    (st.config.parent / "cosign.pub").unlink()
+    with pytest.raises(UsageError, match=r"sign.cosign.pub: no such key file cosign.pub"):
+        release.verify(st.config, None, (), _tools(st, fake))
