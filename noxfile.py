@@ -53,12 +53,23 @@ def tests(session: nox.Session) -> None:
         "no:cacheprovider",
         *session.posargs,
     )
-    # publish, per-platform tags, verify, atomicity, shards, skip-existing and signing again on BuildKit's own driver
+    # publish, per-platform tags, verify, atomicity, shards and skip-existing again on BuildKit's own driver
     session.run(
         "pytest",
         "tests/integration/test_publish.py",
         "tests/integration/test_build.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"BUILDX_BUILDER": "multibake-remote"},
+    )
+    # a signed release (push by digest, then signatures, then tags) and a refused signing there too
+    session.run(
+        "pytest",
         "tests/integration/test_signing.py",
+        "-k",
+        "signs_every_image or wrong_password",
         "-q",
         "-p",
         "no:cacheprovider",
