@@ -23,7 +23,7 @@ from multibake.plan import buildid
 from multibake.plan.model import Cell, Plan
 from multibake.registry.client import RawManifest, Registry
 from multibake.release.shards import ShardCell
-from multibake.release.signing import Job, Signing, sign_release
+from multibake.release.signing import Signing, job_for, sign_release
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -146,7 +146,7 @@ def promote(
     moving = {c.target: _moving(c, staged[c.target], held) for c in ready}
     signed: dict[str, tuple[str, ...]] = {}
     if signing is not None and not (held_back and not partial):
-        jobs = [_job(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
+        jobs = [job_for(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
         signed, refused = sign_release(reg, signing, [j for j in jobs if signing.signer(j.cell)])
         held_back.update(refused)
         ready = [c for c in ready if c.target not in refused]
@@ -198,28 +198,6 @@ def _moving(cell: Cell, staged: RawManifest, held: Mapping[str, RawManifest | No
         if (was := held[ref]) is None or was.digest != entries[platform]
     ]
     return frozenset([*index, *singles])
-
-
-def _job(
-    cell: Cell, staged: RawManifest, final: RawManifest, held: Mapping[str, RawManifest | None], moving: frozenset[str]
-) -> Job:
-    """What signing ``cell`` means: the images its tags will serve, and those new to a tag."""
-    entries = staged.entries()
-    index_moves = any(t in moving for t in cell.tags)
-    kept = {was.digest for t in cell.tags if t not in moving and (was := held[t]) is not None}
-    fresh_platforms = [
-        d
-        for p, d in entries.items()
-        if index_moves or any(ref in moving for ref in dict(cell.platform_tags).get(p, ()))
-    ]
-    fresh = ([final.digest] if index_moves else []) + fresh_platforms
-    served = sorted({*kept, *([final.digest] if index_moves else []), *entries.values()})
-    return Job(
-        cell=cell,
-        fresh=tuple(f"{cell.image}@{d}" for d in fresh),
-        served=tuple(f"{cell.image}@{d}" for d in served),
-        push=final if index_moves and final.digest != staged.digest else None,
-    )
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:

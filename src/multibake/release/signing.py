@@ -236,6 +236,28 @@ class Job:
     push: RawManifest | None = None
 
 
+def job_for(
+    cell: Cell, staged: RawManifest, final: RawManifest, held: Mapping[str, RawManifest | None], moving: frozenset[str]
+) -> Job:
+    """What signing ``cell`` means: the images its tags will serve, and those new to a tag."""
+    entries = staged.entries()
+    index_moves = any(t in moving for t in cell.tags)
+    kept = {was.digest for t in cell.tags if t not in moving and (was := held[t]) is not None}
+    fresh_platforms = [
+        d
+        for p, d in entries.items()
+        if index_moves or any(ref in moving for ref in dict(cell.platform_tags).get(p, ()))
+    ]
+    fresh = ([final.digest] if index_moves else []) + fresh_platforms
+    served = sorted({*kept, *([final.digest] if index_moves else []), *entries.values()})
+    return Job(
+        cell=cell,
+        fresh=tuple(f"{cell.image}@{d}" for d in fresh),
+        served=tuple(f"{cell.image}@{d}" for d in served),
+        push=final if index_moves and final.digest != staged.digest else None,
+    )
+
+
 def sign_release(
     reg: Registry, signing: Signing, jobs: Sequence[Job]
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
