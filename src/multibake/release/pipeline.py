@@ -20,7 +20,7 @@ from multibake.bake import invocation
 from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.config.upkeep import Limit, parse_limit
-from multibake.errors import BuildError
+from multibake.errors import BuildError, UsageError
 from multibake.kinds import Echo, Mode, Status
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
@@ -72,6 +72,8 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
 @contextlib.contextmanager
 def _signing(opts: BuildOptions, target: Target, tools: Tools) -> Iterator[Signing | None]:
     """A release that pushes public tags signs them (a shard only stages: ``publish --from`` signs)."""
+    if opts.sign and target.mode is not Mode.PUSH:
+        raise UsageError("--sign signs what a release publishes: add --push")
     if target.mode is not Mode.PUSH or opts.dry_run or target.shard is not None:
         yield None
         return

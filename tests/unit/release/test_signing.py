@@ -293,3 +293,10 @@ def test_verify_needs_the_public_key_only(signed: tuple[Stack, FakeCosign], monk
     (st.config.parent / "cosign.pub").unlink()
     with pytest.raises(UsageError, match=r"sign.cosign.pub: no such key file cosign.pub"):
         release.verify(st.config, None, (), _tools(st, fake))
+
+
+def test_sign_without_push_is_refused(signed: tuple[Stack, FakeCosign]) -> None:
+    st, fake = signed
+    with pytest.raises(UsageError, match="--sign signs what a release publishes: add --push"):
+        _build(st, fake, push=False, sign=True)
+    assert st.docker_made == 0
