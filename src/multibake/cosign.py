@@ -166,4 +166,8 @@ def check_version(runner: Runner, environ: Mapping[str, str], what: str) -> str:
     shown = ".".join(map(str, found))
     if found < MINIMUM:
         raise UsageError(f"{what} needs cosign >= {need}, {cosign} is {shown}\n  {fix}")
+    if found[0] > MINIMUM[0]:
+        # cosign 3 replaced --tlog-upload with signing configs and stores bundles as OCI referrers:
+        # multibake drives cosign 2 only, until it is tested with 3
+        raise UsageError(f"{what}: {cosign} is {shown}; multibake drives cosign 2 (>= {need})\n  {fix}")
     return shown

@@ -96,9 +96,10 @@ def _runner(stdout: str, code: int = 0) -> cosign.Runner:
     return run
 
 
-def test_version_check_accepts_the_minimum_and_newer() -> None:
+def test_version_check_accepts_cosign_2_from_the_minimum_and_refuses_3() -> None:
     assert cosign.check_version(_runner('{"gitVersion": "v2.6.5"}'), {}, "sign:") == "2.6.5"
-    assert cosign.check_version(_runner('{"gitVersion": "v3.1.3"}'), {}, "sign:") == "3.1.3"
+    with pytest.raises(UsageError, match=r"cosign is 3\.1\.3; multibake drives cosign 2"):
+        cosign.check_version(_runner('{"gitVersion": "v3.1.3"}'), {}, "sign:")
 
 
 def test_version_check_refuses_an_old_or_missing_cosign_with_the_fix() -> None:
