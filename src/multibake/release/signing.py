@@ -151,7 +151,7 @@ class Signing:
     signers: Mapping[str, cosign.Signer]  # family → signer; absent: unsigned
     policy: RetryPolicy
     run: cosign.Runner = cosign.run
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)  # holds $COSIGN_PASSWORD
     docker_config: Path | None = None  # cosign's credentials for the release's registry
 
     def signer(self, cell: Cell) -> cosign.Signer | None:

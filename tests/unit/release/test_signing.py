@@ -300,3 +300,11 @@ def test_sign_without_push_is_refused(signed: tuple[Stack, FakeCosign]) -> None:
     with pytest.raises(UsageError, match="--sign signs what a release publishes: add --push"):
         _build(st, fake, push=False, sign=True)
     assert st.docker_made == 0
+
+
+def test_the_password_is_not_in_the_repr_of_a_signing() -> None:
+    from multibake.release.signing import Signing
+    from multibake.retry import RetryPolicy
+
+    signing = Signing(signers={}, policy=RetryPolicy(), environ={"COSIGN_PASSWORD": "hunter2-pass"})
+    assert "hunter2" not in repr(signing)
