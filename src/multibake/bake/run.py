@@ -59,7 +59,7 @@ class CellResult:
     sizes: Mapping[str, PlatformSize] = field(default_factory=dict)  # per platform, as the registry serves it
     error: str | None = None
     log_tail: tuple[str, ...] = ()
-    signed: tuple[str, ...] = ()  # images this release signed (repo@digest), index first
+    signed: tuple[tuple[str, str], ...] = ()  # (image, its signature) this release signed, index first
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multibake.cli import fit
 from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
-from multibake.release.signing import signature_ref
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from multibake.bake.run import BuildReport
     from multibake.compare.diff import Image, PlatformDiff
     from multibake.compare.diff import Report as DiffReport
@@ -141,7 +138,7 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
                 "tags": list(c.tags),
                 "error": c.error,
                 "log_tail": list(c.log_tail),
-                "signatures": [{"image": i, "signature": signature_ref(i)} for i in c.signed],
+                "signatures": [{"image": image, "signature": ref} for image, ref in c.signed],
             }
             for c in report.cells
         ],

@@ -33,8 +33,8 @@ from multibake.config.schema import (
     UpdateRule,
 )
 from multibake.config.settings import DEFAULT_CONFIG, Override
-from multibake.config.upkeep import FamilyRetention, Gate, Retention
 from multibake.config.sign import Cosign, Sign
+from multibake.config.upkeep import FamilyRetention, Gate, Retention
 from multibake.config.yamlpos import KeyPath, Positions, format_path, parse_yaml
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
 from multibake.lowgc import paused

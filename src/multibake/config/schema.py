@@ -22,8 +22,8 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.config import nodes
-from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
 from multibake.config.sign import Sign
+from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
 from multibake.kinds import Provenance
 from multibake.platforms import Scheme
 

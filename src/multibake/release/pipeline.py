@@ -32,7 +32,7 @@ from multibake.release import gate as size_gate
 from multibake.release import journal, publish, shards, signing
 from multibake.release.publish import TagCheck
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
-from multibake.release.signing import Signing
+from multibake.release.signing import Signing, signature_ref
 from multibake.release.sigverify import check_signatures
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 
@@ -276,7 +276,7 @@ def promote(
     cells = [
         replace(
             _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged),
-            signed=published.signed.get(cell.target, ()),
+            signed=tuple((i, signature_ref(i)) for i in published.signed.get(cell.target, ())),
         )
         if cell.target in published.promoted
         else _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))

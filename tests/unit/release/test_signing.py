@@ -98,8 +98,10 @@ def test_every_index_and_platform_image_is_signed_before_any_public_tag_moves(si
     for cell in built.report.cells:
         assert cell.digest is not None
         image = f"{REG}/{cell.family}@{cell.digest}"
-        assert cell.signed[0] == image, "the index first"
-        assert set(cell.signed[1:]) == {f"{REG}/{cell.family}@{d}" for d in cell.platform_digests.values()}
+        images = [i for i, _ in cell.signed]
+        assert images[0] == image, "the index first"
+        assert set(images[1:]) == {f"{REG}/{cell.family}@{d}" for d in cell.platform_digests.values()}
+        assert all(ref == signature_ref(i) for i, ref in cell.signed)
     sign = next(c for c in fake.calls if c[1] == "sign")
     assert sign[sign.index("--key") + 1] == str(st.config.parent / "cosign.key")
     assert "--tlog-upload=false" in sign and "--allow-http-registry" in sign
@@ -108,7 +110,7 @@ def test_every_index_and_platform_image_is_signed_before_any_public_tag_moves(si
     doc = report.build_json(built.report)
     assert doc["signed"] == 3 * 4
     first = doc["cells"][0]["signatures"][0]
-    assert first["signature"].endswith(".sig") and first["image"] == built.report.cells[0].signed[0]
+    assert first["signature"].endswith(".sig") and first["image"] == built.report.cells[0].signed[0][0]
     assert "12 image(s) signed" in report.build_table(built.report)
 
 
@@ -121,7 +123,7 @@ def test_annotated_indexes_are_signed_as_the_tags_serve_them(signed: tuple[Stack
     app = next(c for c in built.report.cells if c.target == APP1)
     held = st.registry.held(f"{REG}/app:1.0")
     assert held is not None and held["annotations"] == {"a.b": "v1.0"}
-    assert app.signed[0] == f"{REG}/app@{app.digest}"
+    assert app.signed[0][0] == f"{REG}/app@{app.digest}"
 
 
 def test_a_signing_failure_moves_no_public_tag_and_names_the_image(signed: tuple[Stack, FakeCosign]) -> None:
