@@ -135,7 +135,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks as numbers and ratios: plan/render scaling, CLI start-up, build vs raw bake vs loop, signing."""
+    """Benchmarks as ratios: plan/render, start-up, build vs raw bake vs loop, SBOM, reproduce, signing."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
@@ -150,6 +150,8 @@ def bench(session: nox.Session) -> None:
     session.run(
         "python", "benchmarks/build.py", "--rounds", "1", "--no-warm", env={"BUILDX_BUILDER": "multibake-remote"}
     )
+    # SBOM attestations on vs off (same run, ratio), and multibake reproduce of the fast tier
+    session.run("python", "benchmarks/attest.py", "--rounds", "2")
 
 
 def _base_images_reachable() -> bool:

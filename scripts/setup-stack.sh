@@ -20,7 +20,8 @@
 #   buildkit  `current`, plus standalone BuildKit daemons (built once from the Go module, cached)
 #             registered as buildx builders: `multibake-remote` (one daemon, every platform) and
 #             `multibake-multinode` (node `amd64` for linux/amd64, node `arm` for linux/arm64 and
-#             linux/arm/v7: a stand-in for a native x86 host and a native arm host).
+#             linux/arm/v7: a stand-in for a native x86 host and a native arm host); and the SBOM
+#             generator image in the local registry (scripts/sbom-scanner.sh).
 #
 # Extra tools (--with, repeatable or comma-separated; also $MULTIBAKE_WITH):
 #   cosign    cosign $COSIGN_VERSION (signed releases, `sign:`), built once from its Go module into
@@ -478,6 +479,7 @@ announce() { # what this run will change, before it changes anything
   esac
   [ "$STACK" = buildkit ] && say "  - build buildkitd $BUILDKIT_VERSION into $BUILDKIT_PREFIX and start 3 daemons on $RUN_DIR; register builders multibake-remote, multibake-multinode"
   if [ "$BROWSER" = 1 ] && ! have chromium; then say "  - apt-get install chromium (from this machine's own release)"; fi
+  [ "$STACK" = buildkit ] && say "  - build the SBOM scanner image once (scripts/sbom-scanner.sh, cached in $CACHE) and push it to $REGISTRY_ADDR"
   say "  - register QEMU binfmt handlers (qemu-aarch64, qemu-arm) and start a registry on $REGISTRY_ADDR"
   announce_tools
 }
@@ -520,6 +522,10 @@ main() {
   install_browser
   setup_tools
   multiplatform_ok || die "the docker driver lacks the containerd image store; add \"features\":{\"containerd-snapshotter\":true} to /etc/docker/daemon.json and restart dockerd"
+  # the SBOM generator BuildKit runs for `attest type=sbom` (Docker Hub's is out of reach here)
+  if [ "$STACK" = buildkit ]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/sbom-scanner.sh" || say "warning: no SBOM scanner image (SBOM tests will say why)"
+  fi
   say "stack ready (docker $(server_version), buildx $(buildx_version), registry $REGISTRY_ADDR)"
 }
 

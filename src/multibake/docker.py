@@ -200,6 +200,7 @@ class NodeFacts:
     endpoint: str
     platforms: tuple[str, ...]  # as buildx prints them: declared ones marked with a trailing *
     status: str
+    version: str = ""  # the node's BuildKit version (v0.34.2), when buildx knows it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -222,6 +223,7 @@ def _builder_facts(builder: Any) -> BuilderFacts:
             endpoint=n.endpoint or "",
             platforms=tuple(str(p) for p in n.platforms or []),
             status=n.status or "",
+            version=getattr(n, "version", None) or "",  # fakes and old buildx leave it out
         )
         for n in builder.nodes or []
     )

@@ -61,6 +61,13 @@ class Provenance(StrEnum):
     OFF = "off"  # none: the index holds the platform images only
 
 
+class Placement(StrEnum):
+    """Where a release's attestation manifests go (``attest: placement:``)."""
+
+    INDEX = "index"  # BuildKit's way: unknown/unknown entries of the multi-arch index
+    REFERRERS = "referrers"  # OCI referrers of the platform image they describe: the index lists platforms only
+
+
 class Change(StrEnum):
     """What became of a tag, or of one platform image of it, between two sides of ``multibake diff``."""
 

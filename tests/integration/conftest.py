@@ -100,3 +100,16 @@ def cosign_bin(stack: str) -> str:
             pytest.fail(f"CI is set, refusing to skip: {message}")
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="session")
+def sbom_generator(stack: str) -> str:
+    """The SBOM generator image in the local registry (scripts/sbom-scanner.sh makes it once, then it is cached)."""
+    script = _HERE.parents[1] / "scripts" / "sbom-scanner.sh"
+    ref = subprocess.run(
+        ["bash", str(script), "--print-ref"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if registry.get(ref) is None:
+        made = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+        assert made.returncode == 0, made.stderr[-3000:]
+    return ref

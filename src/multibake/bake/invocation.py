@@ -36,6 +36,7 @@ class Request:
     keep_going: bool = False
     allow: tuple[str, ...] = ()  # bake's --allow entitlements (fs.read=PATH) for paths outside ``root``
     by_digest: bool = False  # push untagged, by digest (builders other than the docker driver)
+    rewrite_timestamp: bool = False  # clamp file times in layers to SOURCE_DATE_EPOCH (reproducible layers)
 
 
 # An image pushed untagged: nothing but its digest (read from the metadata file) names it until
@@ -48,6 +49,20 @@ def by_digest(builder: BuilderInfo) -> bool:
     return builder.driver in ("docker-container", "remote", "kubernetes")
 
 
+def rewrites_timestamps(builder: BuilderInfo) -> bool:
+    """Whether the image exporter takes ``rewrite-timestamp=true``: BuildKit's own drivers from BuildKit 0.13.
+
+    The docker driver's exporter (dockerd's) refuses it: "exporter option rewrite-timestamp conflicts
+    with unpack" (docker 28.5, measured).
+    """
+    versions = [re.match(r"v?(\d+)\.(\d+)", v) for v in builder.buildkit]
+    return (
+        by_digest(builder)
+        and bool(versions)
+        and all(m is not None and (int(m.group(1)), int(m.group(2))) >= (0, 13) for m in versions)
+    )
+
+
 def repositories(plan: Plan) -> dict[str, str]:
     """bake target → the repository its image is pushed to."""
     staging = {c.target: c.staging for c in plan.cells} | {p.target: p.staging for c in plan.cells for p in c.split}
@@ -58,7 +73,9 @@ def output_sets(plan: Plan, req: Request) -> dict[str, str]:
     """Per-target outputs: only planned cells push or load; parent views stay cache-only."""
     out = {
         Mode.CACHE: "type=cacheonly",
-        Mode.PUSH: _BY_DIGEST if req.by_digest else "type=registry",
+        Mode.PUSH: (_BY_DIGEST + (",rewrite-timestamp=true" if req.rewrite_timestamp else ""))
+        if req.by_digest
+        else "type=registry",
         Mode.LOAD: "type=docker",
         Mode.OUTPUT: req.output or "type=cacheonly",
     }[req.mode]

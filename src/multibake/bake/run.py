@@ -27,6 +27,7 @@ from multibake.bake.invocation import (
     pushed_images,
     read_metadata,
     repositories,
+    rewrites_timestamps,
     supports_fs_entitlements,
 )
 from multibake.docker import DockerFailure, Runner
@@ -344,6 +345,7 @@ def execute(
     if not supports_fs_entitlements(builder.buildx_version):
         req = replace(req, allow=())
     req = replace(req, by_digest=req.mode is Mode.PUSH and by_digest(builder))
+    req = replace(req, rewrite_timestamp=req.by_digest and req.rewrite_timestamp and rewrites_timestamps(builder))
     owner = {t: c for c in plan.cells for t in c.bake_targets}
     job = _Job(run=run, plan=plan, req=req, policy=policy, echo=echo, workdir=workdir, owner=owner)
     first = _build(job, bake_targets(plan), {})

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from multibake import __version__
-from multibake.cli import commands, release, upkeep
+from multibake.cli import commands, inspect, release, upkeep
 from multibake.cli.options import State
 from multibake.config import settings
 from multibake.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MultibakeError, Terminated
@@ -45,6 +45,8 @@ app.command("diff")(commands.diff_cmd)
 app.command()(commands.update)
 app.command("gc")(upkeep.gc_cmd)
 app.command("report")(upkeep.report_cmd)
+app.command("sbom")(inspect.sbom)
+app.command("reproduce")(inspect.reproduce)
 
 
 def _version(value: bool) -> None:

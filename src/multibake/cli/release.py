@@ -64,7 +64,8 @@ def build(
         list[str] | None,
         typer.Option(
             "--attest",
-            help="provenance=min|max|off: the provenance attestation of every image; beats attest: in platforms.yaml.",
+            help="provenance=min|max|off, sbom=on|off|generator=IMAGE: the attestations of every image; "
+            "beat attest: in platforms.yaml.",
         ),
     ] = None,
     report: Annotated[

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multibake.cli import fit
+from multibake.cli.packages import notes_text, package_json, package_lines
 from multibake.kinds import Change, PlatformSize, Status
 from multibake.plan.model import Plan
 from multibake.platforms import Scheme, name
@@ -115,7 +116,6 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
         "retries": list(report.retries),
         "duration": report.duration,
         "executed_run_steps": len(report.executed_runs),
-        "signed": sum(len(c.signed) for c in report.cells),
         "bake_runs": [
             {
                 "targets": list(r.targets),
@@ -182,7 +182,6 @@ def build_table(report: BuildReport) -> str:
         f"{len(report.executed_runs)} RUN steps executed; {len(report.runs)} bake run(s)"
         + (f"; route: {report.route}" if report.mode.value == "push" else "")
         + (f", {len(report.retries)} retried" if report.retries else "")
-        + (f"; {signed} image(s) signed" if (signed := sum(len(c.signed) for c in report.cells)) else "")
         + "\n"
     )
     return text
@@ -345,6 +344,7 @@ def diff_json(found: DiffReport, show_all: bool = False) -> dict[str, Any]:
                         "layers_delta": row.layers_delta,
                         "base_changed": row.base_changed,
                         "same_content": row.same_content,
+                        "packages": package_json(row.packages),
                     }
                     for row in t.platforms
                 ],
@@ -393,7 +393,7 @@ def diff_table(found: DiffReport, show_all: bool = False) -> str:
     text = f"comparing {found.old} → {found.new}\n"
     if rows:
         text += "\n" + table(["TAG", "PLATFORM", "CHANGE", "COMPRESSED", "LAYERS", "BASE"], rows, drop=("BASE",))
-    text += "".join(f"\nnote: {line}" for line in found.notes) + ("\n" if found.notes else "")
+    text += package_lines(found, shown) + notes_text(found)
     same = found.count(Change.UNCHANGED)
     counts = ", ".join(f"{found.count(c)} {c.value}" for c in (Change.CHANGED, Change.NEW, Change.REMOVED))
     hidden = f" ({'shown' if show_all else 'hidden; --all shows them'})" if same else ""

@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from multibake.compare.sbom import Package, PackageChange, packages, sbom_document
+from multibake.compare.sbom import compare as compare_packages
 from multibake.errors import BuildError
 from multibake.kinds import Change
 from multibake.refs import untagged
@@ -38,6 +40,7 @@ class Image:
     base: str | None = None  # base.name[@base.digest] from its labels
     content: str = ""  # its config and layer digests: equal for the same image written with other media types
     sizes: tuple[tuple[str, int], ...] = ()  # (layer digest, compressed size), in the manifest's order
+    packages: tuple[Package, ...] | None = None  # from its SBOM attestation; None: it has none
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,6 +78,13 @@ class PlatformDiff:
             and bool(self.old.content)
             and self.old.content == self.new.content
         )
+
+    @property
+    def packages(self) -> tuple[PackageChange, ...]:
+        """Packages added, removed and changed, when both sides have an SBOM."""
+        if self.old is None or self.new is None or self.old.packages is None or self.new.packages is None:
+            return ()
+        return tuple(compare_packages(self.old.packages, self.new.packages))
 
     @property
     def base_changed(self) -> bool:
@@ -190,7 +200,21 @@ class Reader:
         else:
             config = self.reg.config_of(ref, held)
             images = ((platform_name(config), self._image(held, config)),)
+        index = held if held.is_index else None
+        images = tuple((p, self.with_packages(repo, image, index)) for p, image in images)
         return TagFacts(ref=ref, digest=held.digest, images=images)
+
+    def with_packages(self, repo: str, image: Image, index: RawManifest | None) -> Image:
+        """``image`` with the packages of its SBOM (in ``index``, or among its referrers), once per image."""
+        if image.packages is not None:
+            return image
+        found = sbom_document(self.reg, repo, image.digest, index)
+        if found is None:
+            return image
+        image = replace(image, packages=packages(found[1]))
+        with self.lock:
+            self.images[image.digest] = image
+        return image
 
     def image(self, ref: str) -> Image:
         digest = ref.rpartition("@")[2]

@@ -24,7 +24,7 @@ from multibake import platforms, refs
 from multibake.config import nodes
 from multibake.config.sign import Sign
 from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
-from multibake.kinds import Provenance
+from multibake.kinds import Placement, Provenance
 from multibake.platforms import Scheme
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # far above any real matrix; a bigger file is refused unread
@@ -127,6 +127,25 @@ class Retry(_Model):
     )
 
 
+class Sbom(_Model):
+    """An SPDX SBOM attestation per platform image, made by a generator image BuildKit runs."""
+
+    enabled: bool = True
+    generator: str | None = Field(
+        default=None,
+        description="the generator image; unset, BuildKit's own scanner (docker/buildkit-syft-scanner)",
+    )
+
+    @field_validator("generator")
+    @classmethod
+    def _generator(cls, value: str | None) -> str | None:
+        if value is not None and (not value or _BAKE_UNSAFE.search(value)):
+            raise ValueError("an image reference without spaces, commas, quotes or '='")
+        if value is not None and refs.has_credentials(value):
+            raise ValueError(f"the reference carries credentials; {refs.CREDENTIALS_ADVICE}")
+        return value
+
+
 class Attest(_Model):
     """Attestations BuildKit attaches to pushed images: manifests of platform unknown/unknown in each index."""
 
@@ -135,6 +154,17 @@ class Attest(_Model):
         description="SLSA provenance: min, max or off; unset, buildx's own default "
         "(min on images it pushes or loads, none with BUILDX_NO_DEFAULT_ATTESTATIONS=1); "
         "`build --attest provenance=…` beats it",
+    )
+    placement: Placement | None = Field(
+        default=None,
+        description="index (BuildKit's: unknown/unknown entries of each index) or referrers (OCI referrers of "
+        "each platform image, with the referrers tag fallback: the index lists runnable platforms only); "
+        "top level only, unset: index",
+    )
+    sbom: bool | Sbom | None = Field(
+        default=None,
+        description="SPDX SBOM per platform image: true, false or {generator: IMAGE}; unset, none "
+        "(buildx's default); `build --attest sbom=on|off|generator=IMAGE` beats it",
     )
 
 
@@ -211,6 +241,9 @@ class Family(_Model):
         description="`multibake update` rules by axis for this family: each replaces the top-level rule of that "
         "axis; null leaves the axis alone",
     )
+    attest: Attest | None = Field(
+        default=None, description="this family's attestations: each kind it sets beats the top-level attest:"
+    )
     sign: Sign | None = Field(
         default=None, description="this family's signing, replacing the top-level sign: ({enabled: false}: unsigned)"
     )
@@ -237,6 +270,11 @@ class Config(_Model):
     limits: Limits = Field(default_factory=Limits)
     attest: Attest = Field(default_factory=Attest, description="attestations attached to every pushed image")
     source: str | None = Field(default=None, description="URL for the org.opencontainers.image.source label")
+    reproducible: bool = Field(
+        default=True,
+        description="rewrite-timestamp=true on builders whose image exporter takes it (BuildKit >= 0.13 on its "
+        "own drivers): file times in layers clamped to SOURCE_DATE_EPOCH",
+    )
     images: dict[str, Family] = Field(min_length=1)
     builder: nodes.BuilderSpec | None = Field(
         default=None, description="a buildx builder and its nodes, created or updated before each build"

@@ -13,7 +13,6 @@ from multibake.config.load import Loaded
 from multibake.config.schema import CacheType, Family, PerPlatformTags, TagRule
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import config_error, did_you_mean
-from multibake.kinds import Provenance
 from multibake.plan.matrix import as_set, check_values
 from multibake.plan.model import Cell, Meta, Pairs, PlatformTarget, View
 from multibake.plan.templates import Template, compile_template
@@ -102,15 +101,6 @@ def secret_specs(fam: Family, loaded: Loaded) -> tuple[str, ...]:
         else:
             out.append(f"id={key},src={os.path.normpath(loaded.root / (secret.file or ''))}")
     return tuple(out)
-
-
-def attest_specs(provenance: Provenance | None) -> tuple[str, ...]:
-    """bake's ``attest`` entries for a provenance choice; none leaves buildx's own default (min)."""
-    if provenance is None:
-        return ()
-    if provenance is Provenance.OFF:
-        return ("type=provenance,disabled=true",)
-    return (f"type=provenance,mode={provenance.value}",)
 
 
 def split_targets(

@@ -20,12 +20,12 @@ from multibake.config.schema import Family, PerPlatformTags
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import UsageError, config_error
 from multibake.lowgc import paused
+from multibake.plan import attest
 from multibake.plan.matrix import RawCell, expand, matches, platform_list
 from multibake.plan.model import Cell, FamilyPlan, Meta, Plan, PlatformTarget, View
 from multibake.plan.pieces import (
     TARGET_UNSAFE,
     TagRules,
-    attest_specs,
     cache_refs,
     cell_target,
     describe,
@@ -265,10 +265,16 @@ def _cell(run: _Run, spec: _Spec, rc: RawCell, used_rules: set[int]) -> Cell:
         annotations=tuple((k, render(t, values)) for k, t in spec.templates["annotations"]),
         split=split,
         secrets=spec.secrets,
-        attest=attest_specs(run.loaded.config.attest.provenance),
+        attest=_attest(run, spec),
     )
     run.by_target[target] = cell
     return cell
+
+
+def _attest(run: _Run, spec: _Spec) -> tuple[str, ...]:
+    """The family's attest: over the release's; an SBOM is stamped with the release's time."""
+    choice = attest.choice_of(spec.fam.attest).over(attest.choice_of(run.loaded.config.attest))
+    return attest.specs(choice, attest.epoch(run.meta.created))
 
 
 def _tags(run: _Run, spec: _Spec, values: dict[str, str], used_rules: set[int]) -> list[str]:

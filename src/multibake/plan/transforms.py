@@ -7,7 +7,7 @@ narrowed to a child's platforms) are made here too, because restricting platform
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from multibake import platforms as arch
@@ -159,9 +159,9 @@ def with_labels(p: Plan, labels: dict[str, tuple[str, str]]) -> Plan:
     return Plan(registry=p.registry, families=p.families, cells=cells, views=p.views)
 
 
-def with_attest(p: Plan, attest: tuple[str, ...]) -> Plan:
-    """The plan with every cell's bake ``attest`` entries replaced (``build --attest`` beats platforms.yaml)."""
-    cells = tuple(replace(c, attest=attest) for c in p.cells)
+def map_attest(p: Plan, entries: Callable[[Cell], tuple[str, ...]]) -> Plan:
+    """The plan with each cell's bake ``attest`` entries replaced by ``entries(cell)``."""
+    cells = tuple(replace(c, attest=entries(c)) for c in p.cells)
     return Plan(registry=p.registry, families=p.families, cells=cells, views=p.views)
 
 

@@ -36,6 +36,7 @@ class BuilderInfo:
     multi_platform: bool
     problem: str | None = None  # why multi-platform builds cannot work, with the fix
     nodes: int = 1  # a multi-node builder splits a target's platforms across its nodes
+    buildkit: tuple[str, ...] = ()  # each node's BuildKit version, as far as buildx knows them
 
 
 def _binfmt_platforms() -> set[str]:
@@ -78,6 +79,7 @@ def inspect_builder(docker: Client, name: str | None) -> BuilderInfo:
         multi_platform=problem is None,
         problem=problem,
         nodes=len(builder.nodes) or 1,
+        buildkit=tuple(n.version for n in builder.nodes),
     )
 
 

@@ -21,7 +21,7 @@ from multibake.bake import run as bake
 from multibake.config.nodes import BuilderSpec
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.errors import BuildError, UsageError
-from multibake.kinds import Echo, Mode, Status
+from multibake.kinds import Echo, Mode, Placement, Status
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
@@ -114,8 +114,17 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, signs: Signing | No
         recorded = Journal(release=target.release, ids=target.ids)
         limit = target.release.loaded.config.gate.max_growth
         gated = parse_limit(limit) if limit else None
+        detach = target.release.loaded.config.attest.placement is Placement.REFERRERS
         return promote(
-            todo.plan, report, reg, tools.say, partial=opts.keep_going, journal_to=recorded, gate=gated, signing=signs
+            todo.plan,
+            report,
+            reg,
+            tools.say,
+            partial=opts.keep_going,
+            journal_to=recorded,
+            gate=gated,
+            detach=detach,
+            signing=signs,
         )
     return Built(ok=report.ok, report=report)
 
@@ -149,6 +158,7 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocatio
         builder=opts.builder,
         keep_going=opts.keep_going,
         allow=paths.entitlements(loaded, todo.plan),
+        rewrite_timestamp=loaded.config.reproducible,
     )
 
 
@@ -246,6 +256,7 @@ def promote(
     partial: bool,
     journal_to: Journal | None = None,
     gate: Limit | None = None,
+    detach: bool = False,
     signing: Signing | None = None,
 ) -> Built:
     """Promote, then verify: sign and point public tags at the complete staged indexes, then read every one back.
@@ -258,14 +269,15 @@ def promote(
     if grown and not partial:
         return Built(ok=False, report=_held_by_gate(report, grown, gate))
     try:
-        published = publish.promote(
-            reg, plan, {t: s for t, s in sources.items() if t not in grown}, partial=partial, signing=signing
-        )
+        kept = {t: s for t, s in sources.items() if t not in grown}
+        published = publish.promote(reg, plan, kept, partial=partial, detach=detach, signing=signing)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)"
         say(f"multibake: {why}")
         failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
+    if count := sum(len(images) for images in published.signed.values()):
+        say(f"multibake: {count} image(s) signed with cosign before their tags moved (build --json: signatures)")
     for why in published.held_back.values():  # one line naming the image; the cells' errors say it too
         if why.startswith("signing "):
             say(f"multibake: {why}; no public tag moved")
@@ -342,7 +354,8 @@ def _publish_shards(
         return Checked(ok=False, checks=None)
     reg = registry_for(release, tools)
     try:
-        published = publish.promote(reg, release.plan, sources, partial=False, signing=signs)
+        detach = release.loaded.config.attest.placement is Placement.REFERRERS
+        published = publish.promote(reg, release.plan, sources, partial=False, detach=detach, signing=signs)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
         tools.say(f"multibake: publishing: {exc} (every tag is on a whole index, old or new: rerun to finish)")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))

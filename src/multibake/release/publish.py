@@ -12,7 +12,7 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, TypeVar
 from multibake.errors import BuildError
 from multibake.kinds import PlatformSize, Status
 from multibake.plan import buildid
+from multibake.plan.attest import wants_sbom
 from multibake.plan.model import Cell, Plan
+from multibake.registry import attestations
 from multibake.registry.client import RawManifest, Registry
+from multibake.release import referrers
 from multibake.release.shards import ShardCell
 from multibake.release.signing import Signing, job_for, sign_release
 
@@ -121,14 +124,20 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
 
 
 def promote(
-    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool, signing: Signing | None = None
+    reg: Registry,
+    plan: Plan,
+    sources: Mapping[str, list[str]],
+    *,
+    partial: bool,
+    detach: bool = False,
+    signing: Signing | None = None,
 ) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
-    With ``signing``, every image a tag is about to point at is signed first; a cell whose signing
-    fails moves no tag (and, unless ``partial``, neither does any other).
+    ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
+    ``signing``: every image a tag will point at is signed first; a cell whose signing fails moves no tag.
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
@@ -139,38 +148,34 @@ def promote(
         else:
             staged[cell.target] = got
     ready = [c for c in plan.cells if c.target in staged]
-    final = {c.target: staged[c.target].annotated(dict(c.annotations)) for c in ready}
-    held: dict[str, RawManifest | None] = {}  # every public tag of the ready cells → what it holds now
-    for found in _parallel(lambda c: {ref: reg.manifest(ref) for ref in _public_refs(c)}, ready):
-        held.update(found)
-    moving = {c.target: _moving(c, staged[c.target], held) for c in ready}
-    signed: dict[str, tuple[str, ...]] = {}
-    if signing is not None and not (held_back and not partial):
-        jobs = [job_for(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
-        signed, refused = sign_release(reg, signing, [j for j in jobs if signing.signer(j.cell)])
-        held_back.update(refused)
-        ready = [c for c in ready if c.target not in refused]
+    final, held, moving = _moves(reg, ready, staged, detach=detach)
+    to_sign = [job_for(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
+    signed, refused = sign_release(reg, signing, to_sign if partial or not held_back else [])
+    held_back.update(refused)
+    ready = [c for c in ready if c.target not in refused]
     if held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
 
     def write_index(cell: Cell) -> None:
         if moved := [ref for ref in cell.tags if ref in moving[cell.target]]:
+            if detach:  # the attestations first: no public tag names an image whose are not there yet
+                referrers.detach(reg, cell.image, staged[cell.target])
             reg.write(final[cell.target], moved)
 
-    def write_platform(item: tuple[Cell, str, list[str]]) -> None:
+    def write_platform(item: tuple[Cell, str, frozenset[str]]) -> None:
         cell, platform, moved = item
         source = f"{cell.image}@{staged[cell.target].entries()[platform]}"
         image = reg.manifest(source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        reg.write(image, moved)
+        reg.write(image, sorted(moved))
 
     # Two rounds, never overlapping: a registry on a plain filesystem rewrites an image's revision
     # link on every write of that image, and an index write that checks its images at that moment
     # is refused ("blob unknown"). So no per-platform tag is written while an index is.
     _parallel(write_index, ready)
-    singles = [(c, p, moved) for c in ready for p, refs in c.platform_tags if (moved := _in(refs, moving[c.target]))]
+    singles = [(c, p, moved) for c in ready for p, refs in c.platform_tags if (moved := moving[c.target] & set(refs))]
     _parallel(write_platform, singles)
     before = {ref: (was.digest if (was := held[ref]) else None) for c in ready for ref in moving[c.target]}
     unchanged = tuple(c.target for c in ready if not moving[c.target])
@@ -179,25 +184,27 @@ def promote(
     return Published(promoted=promoted, unchanged=unchanged, held_back=held_back, before=before, signed=signed)
 
 
-def _public_refs(cell: Cell) -> list[str]:
-    return [*cell.tags, *(ref for _, refs in cell.platform_tags for ref in refs)]
+def _moves(
+    reg: Registry, ready: Sequence[Cell], staged: Mapping[str, RawManifest], *, detach: bool
+) -> tuple[dict[str, RawManifest], dict[str, RawManifest | None], dict[str, frozenset[str]]]:
+    """What each cell's multi-arch tags will serve (the staged index, its attestations out when ``detach``,
+    annotated), what every public tag holds now, and the tags that do not hold the release yet."""
+    public = {c.target: referrers.clean(staged[c.target]) if detach else staged[c.target] for c in ready}
+    final = {c.target: public[c.target].annotated(dict(c.annotations)) for c in ready}
+    every = {c.target: [*c.tags, *(ref for _, refs in c.platform_tags for ref in refs)] for c in ready}
+    held: dict[str, RawManifest | None] = {}
+    for found in _parallel(lambda c: {ref: reg.manifest(ref) for ref in every[c.target]}, ready):
+        held.update(found)
 
+    def moving(cell: Cell) -> frozenset[str]:
+        entries, annotations = public[cell.target].entries(), dict(cell.annotations)
+        index = [t for t in cell.tags if not _holds(held[t], public[cell.target], annotations)]
+        singles = [
+            r for p, refs in cell.platform_tags for r in refs if (was := held[r]) is None or was.digest != entries[p]
+        ]
+        return frozenset([*index, *singles])
 
-def _in(refs: tuple[str, ...], moving: frozenset[str]) -> list[str]:
-    return [ref for ref in refs if ref in moving]
-
-
-def _moving(cell: Cell, staged: RawManifest, held: Mapping[str, RawManifest | None]) -> frozenset[str]:
-    """The public tags of ``cell`` that do not hold the release yet: the ones to write."""
-    entries = staged.entries()
-    index = [t for t in cell.tags if not _holds(held[t], staged, dict(cell.annotations))]
-    singles = [
-        ref
-        for platform, refs in cell.platform_tags
-        for ref in refs
-        if (was := held[ref]) is None or was.digest != entries[platform]
-    ]
-    return frozenset([*index, *singles])
+    return final, held, {c.target: moving(c) for c in ready}
 
 
 def _holds(current: RawManifest | None, staged: RawManifest, annotations: Mapping[str, str]) -> bool:
@@ -298,6 +305,11 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(exc))
     problem = _index_problem(cell, held)
     found = held.entries() if held is not None and held.is_index else {}
+    if problem is None and held is not None and wants_sbom(cell.attest):
+        try:
+            problem = _missing_sbom(reg, cell, held, found)
+        except BuildError as exc:
+            problem = str(exc)
     return TagCheck(
         ref=ref,
         target=cell.target,
@@ -307,6 +319,16 @@ def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
         attestations=held.attestations() if held else 0,
         problem=problem,
     )
+
+
+def _missing_sbom(reg: Registry, cell: Cell, held: RawManifest, found: Mapping[str, str]) -> str | None:
+    """Which platform images lack the SBOM attestation the cell's attest: asks for (in the index or as referrers)."""
+    missing = [
+        f"{platform} ({digest})"
+        for platform, digest in sorted(found.items())
+        if not attestations.has_sbom(attestations.of_image(reg, cell.image, digest, held))
+    ]
+    return f"no SBOM attestation for {', '.join(missing)}" if missing else None
 
 
 def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:

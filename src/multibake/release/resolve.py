@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 from multibake import platforms as arch
 from multibake.bake import run as bake
 from multibake.errors import UsageError
-from multibake.kinds import Mode, Provenance, Split
-from multibake.plan import buildid, planner
+from multibake.kinds import Mode, Split
+from multibake.plan import attest, buildid, planner
 from multibake.plan.model import Plan
-from multibake.plan.pieces import attest_specs
-from multibake.plan.transforms import restrict, select, with_attest, with_labels
+from multibake.plan.transforms import map_attest, restrict, select, with_labels
 from multibake.preflight import bases
 from multibake.release import shards
 
@@ -45,7 +44,7 @@ class BuildOptions:
     result_dir: Path = Path(".multibake/shards")
     skip_existing: bool = False
     preflight: bool = True  # check every base image's platforms in the registry before building
-    attest: tuple[str, ...] = ()  # provenance=min|max|off: beats platforms.yaml's attest:
+    attest: tuple[str, ...] = ()  # provenance=min|max|off, sbom=on|off|generator=IMAGE: beat platforms.yaml's attest:
     sign: bool | None = None  # --sign / --no-sign: beats platforms.yaml's sign:
 
 
@@ -87,23 +86,14 @@ def _sets(items: tuple[str, ...]) -> dict[str, str]:
     return sets
 
 
-def attest_option(items: tuple[str, ...]) -> Provenance | None:
-    """``--attest provenance=min|max|off`` (the last one given wins); None when not given."""
-    chosen = None
-    for item in items:
-        key, eq, value = item.partition("=")
-        if key != "provenance" or not eq:
-            raise UsageError(f"--attest {item!r}: expected provenance=min, provenance=max or provenance=off")
-        try:
-            chosen = Provenance(value)
-        except ValueError:
-            raise UsageError(f"--attest {item!r}: provenance is one of min, max, off") from None
-    return chosen
+def attest_option(items: tuple[str, ...]) -> attest.Choice:
+    """``--attest provenance=min|max|off``, ``--attest sbom=on|off|generator=IMAGE`` (the last of each wins)."""
+    return attest.parse_option(items)
 
 
 def resolve(opts: BuildOptions) -> Target:
     """Resolve: the plan (from the lock, when given), selected, narrowed to a shard or to platforms."""
-    mode, sets, provenance = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
+    mode, sets, chosen = _mode(opts), _sets(opts.sets), attest_option(opts.attest)
     release = shards.resolve(opts.config, opts.registry, opts.lock, check_files=True)
     p = select(release.plan, list(opts.selectors))
     # build ids describe the release, not a shard of it or a --platform subset: computed from the full plan
@@ -116,8 +106,9 @@ def resolve(opts: BuildOptions) -> Target:
     labels = {t: (buildid.LABEL, i) for t, i in ids.items()}
     p = with_labels(target.plan, labels)
     p = with_labels(p, bases.base_labels(p, release.loaded.root, sets))
-    if provenance is not None:  # like --set, the command line is not part of the plan a lock pins
-        p = with_attest(p, attest_specs(provenance))
+    if chosen != attest.Choice():  # like --set, the command line is not part of the plan a lock pins
+        epoch = attest.epoch(release.meta.created)
+        p = map_attest(p, lambda cell: attest.overridden(cell.attest, chosen, epoch))
     return replace(target, plan=p)
 
 

@@ -259,9 +259,13 @@ def job_for(
 
 
 def sign_release(
-    reg: Registry, signing: Signing, jobs: Sequence[Job]
+    reg: Registry, signing: Signing | None, jobs: Sequence[Job]
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """Sign what each job needs: (target → images signed, target → why its signing failed)."""
+    """Sign what each job needs: (target → images signed, target → why its signing failed); nothing
+    without ``signing`` or for a cell whose family is not signed."""
+    if signing is None:
+        return {}, {}
+    jobs = [job for job in jobs if signing.signer(job.cell)]
 
     def needed(job: Job) -> list[str]:
         others = [i for i in job.served if i not in job.fresh]

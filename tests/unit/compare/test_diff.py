@@ -160,6 +160,7 @@ def test_the_json_document() -> None:
         "layers_delta": 1,
         "base_changed": True,
         "same_content": False,
+        "packages": [],
     }
     assert len(report.diff_json(_report(), show_all=True)["tags"]) == 3
     json.dumps(doc)

@@ -11,8 +11,9 @@ from multibake.bake import hcl
 from multibake.config import schema as config
 from multibake.errors import UsageError
 from multibake.kinds import Provenance
+from multibake.plan.attest import Choice
+from multibake.plan.attest import specs as _specs
 from multibake.plan.model import Plan
-from multibake.plan.pieces import attest_specs
 from multibake.release.resolve import attest_option
 from tests.helpers import make_context, plan_text
 
@@ -67,6 +68,10 @@ def test_each_choice_is_rendered_into_every_target(tmp_path: Path, value: str, s
     assert doc["app-1--arm64"]["attest"] == [spec]
 
 
+def attest_specs(provenance: Provenance | None) -> tuple[str, ...]:
+    return _specs(Choice(provenance=provenance))
+
+
 def test_attest_specs() -> None:
     assert attest_specs(None) == ()
     assert attest_specs(Provenance.MAX) == ("type=provenance,mode=max",)
@@ -90,13 +95,14 @@ def test_the_schema_describes_attest() -> None:
     ],
 )
 def test_attest_option(items: tuple[str, ...], want: Provenance | None) -> None:
-    assert attest_option(items) is want
+    assert attest_option(items).provenance is want
 
 
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("sbom=true", "expected provenance=min, provenance=max or provenance=off"),
+        ("sbom", "expected provenance=min, provenance=max or provenance=off"),
+        ("sbom=maybe", "sbom is on, off or generator=IMAGE"),
         ("provenance", "expected provenance=min"),
         ("provenance=full", "provenance is one of min, max, off"),
     ],
