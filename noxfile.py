@@ -39,8 +39,8 @@ def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests on the current stack (docker driver) and on standalone BuildKit."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/unit", "-q", *session.posargs)
-    # docker 28 + buildx 0.29, buildkitd daemons as remote builders, and Debian's chromium for the report's page
-    _stack(session, "buildkit", "--browser")
+    # docker 28 + buildx 0.29, buildkitd daemons as remote builders, Debian's chromium for the report's page, cosign
+    _stack(session, "buildkit", "--browser", "--with", "cosign")
     _sample(session, os.environ.get("MULTIBAKE_SAMPLE_TIERS", "all"))
     # the fault, kill and auth tests run in `nox -s reliability`, which CI runs as well
     session.run(
@@ -64,6 +64,18 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"BUILDX_BUILDER": "multibake-remote"},
     )
+    # a signed release (push by digest, then signatures, then tags) and a refused signing there too
+    session.run(
+        "pytest",
+        "tests/integration/test_signing.py",
+        "-k",
+        "signs_every_image or wrong_password",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"BUILDX_BUILDER": "multibake-remote"},
+    )
 
 
 RELIABILITY = (
@@ -81,7 +93,7 @@ RELIABILITY = (
 def reliability(session: nox.Session) -> None:
     """The promises under faults: flaky registry, kills, hostile input, secrets, real auth, property-based rendering."""
     session.install("-e", ".[test]")
-    _stack(session, "buildkit")
+    _stack(session, "buildkit", "--with", "cosign")  # the secrets test signs a release too
     _sample(session, "fast")
     auth = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests" / "integration").glob("test_auth*.py"))]
     session.run("pytest", *RELIABILITY, *auth, "-q", "-p", "no:cacheprovider", *session.posargs)
@@ -124,15 +136,16 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks as ratios: plan/render, start-up, build vs raw bake vs loop, SBOM, reproduce, real tier."""
+    """Benchmarks as ratios: plan/render, start-up, build vs raw bake vs loop, SBOM, reproduce, signing, real tier."""
     session.install("-e", ".")
     session.run("python", "benchmarks/plan_render.py")
     # start-up against the last revision before the package was laid out by pipeline stage, same run
     session.run("python", "benchmarks/startup.py", "--baseline", "71e2e7f")
-    _stack(session, "buildkit")
+    _stack(session, "buildkit", "--with", "cosign")
     _sample(session, "all")
     session.log("stack: current (docker 28.5, buildx 0.29.1, docker driver)")
     session.run("python", "benchmarks/build.py")  # also multibake's own time at 5 and at 50 cells
+    session.run("python", "benchmarks/signing.py")  # signed vs unsigned release, same run
     # the same release on standalone BuildKit (remote driver, push by digest): one round, cold and warm
     session.log("stack: buildkit (builder multibake-remote)")
     session.run(

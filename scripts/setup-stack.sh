@@ -2,7 +2,7 @@
 # Install and start a build stack for multibake: dockerd with the containerd image store, buildx,
 # QEMU binfmt emulators for arm64 and arm/v7, and a registry on 127.0.0.1:5000.
 #
-#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit|buildkit-net] [--browser] [--allow-core-upgrade] [--dry-run]
+#   scripts/setup-stack.sh [--stack auto|current|debian|buildkit|buildkit-net] [--browser] [--with cosign] [--allow-core-upgrade] [--dry-run]
 #
 # --browser also installs Debian's chromium (this machine's own release; its .debs are kept in
 # $MULTIBAKE_CACHE/debs/chromium): the tests open the HTML release report in it, headless.
@@ -28,6 +28,12 @@
 #             nodes amd64 (tcp://10.213.0.10:1234) and arm (tcp://10.213.0.11:1234). buildx trusts that
 #             registry's CA only through SSL_CERT_FILE (printed at the end).
 #
+# Extra tools (--with, repeatable or comma-separated; also $MULTIBAKE_WITH):
+#   cosign    cosign $COSIGN_VERSION (signed releases, `sign:`), built once from its Go module into
+#             $MULTIBAKE_CACHE/cosign-<version>/cosign (about 11 minutes on 2 cores, ~140 MB) and
+#             linked as /usr/local/bin/cosign when there is no cosign on PATH. Only on request: the
+#             test and benchmark sessions ask for it; users usually bring their own cosign.
+#
 # Idempotent: each step checks whether its piece already works and does nothing if so. Before
 # changing anything the script prints what it will change; --dry-run stops there.
 set -euo pipefail
@@ -37,6 +43,7 @@ ALLOW_CORE_UPGRADE=0
 [ "${CI:-}" = true ] && ALLOW_CORE_UPGRADE=1 # CI machines are thrown away after the run
 DRY_RUN=0
 BROWSER=0
+WITH="${MULTIBAKE_WITH:-}"
 
 REGISTRY_ADDR="${MULTIBAKE_REGISTRY_ADDR:-127.0.0.1:5000}"
 CACHE="${MULTIBAKE_CACHE:-/var/cache/multibake}"
@@ -51,6 +58,8 @@ DOCKER_DEB=28.5.2+dfsg4-5
 CONTAINERD_DEB=2.1.9+ds1-5
 BUILDX_DEB=0.29.1+ds1-4
 BUILDKIT_VERSION=v0.34.2
+# cosign for signed releases (--with cosign): multibake's minimum supported version is 2.2.
+COSIGN_VERSION=v2.6.5
 
 # 127.0.0.1:5001 is where the tests put a fault-injecting proxy in front of the registry.
 INSECURE='"localhost:5000","127.0.0.1:5000","127.0.0.1:5001"'
@@ -77,11 +86,17 @@ while [ $# -gt 0 ]; do
     --allow-core-upgrade) ALLOW_CORE_UPGRADE=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --browser) BROWSER=1; shift ;;
+    --with) [ $# -ge 2 ] || usage 2; WITH="$WITH,$2"; shift 2 ;;
+    --with=*) WITH="$WITH,${1#--with=}"; shift ;;
     -h | --help) usage 0 ;;
     *) say "unknown argument: $1"; usage 2 ;;
   esac
 done
 case "$STACK" in auto | current | debian | buildkit | buildkit-net) ;; *) die "unknown stack '$STACK' (auto, current, debian, buildkit, buildkit-net)" ;; esac
+WITH_COSIGN=0
+for tool in ${WITH//,/ }; do
+  case "$tool" in cosign) WITH_COSIGN=1 ;; *) die "unknown tool '$tool' for --with (cosign)" ;; esac
+done
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -409,6 +424,30 @@ setup_buildkit_net() {
   say "builder multibake-net ready; registry $(get REGISTRY): for buildx to trust its CA, export SSL_CERT_FILE=$(get SSL_CERT_FILE)"
 }
 
+# --- extra tools: cosign ---------------------------------------------------------------------------
+
+COSIGN_PREFIX="$CACHE/cosign-$COSIGN_VERSION"
+
+cosign_ok() { [ -x "$COSIGN_PREFIX/cosign" ] && "$COSIGN_PREFIX/cosign" version >/dev/null 2>&1; }
+
+build_cosign() {
+  if ! cosign_ok; then
+    [ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
+    have go || apt_install golang-go
+    say "building cosign $COSIGN_VERSION from the Go module (once, minutes; cached in $COSIGN_PREFIX)"
+    mkdir -p "$COSIGN_PREFIX"
+    # cosign's go.mod may ask for a newer Go than the distribution's: let the go command fetch it.
+    # The build cache lives beside the module cache so that a rebuild after a failure is quick.
+    (export GOTOOLCHAIN=auto GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" GOFLAGS=-modcacherw \
+      GOBIN="$COSIGN_PREFIX" CGO_ENABLED=0 && go install -trimpath "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION")
+    cosign_ok || die "cosign $COSIGN_VERSION did not build"
+  fi
+  if ! have cosign; then
+    ln -sfn "$COSIGN_PREFIX/cosign" /usr/local/bin/cosign
+    say "linked /usr/local/bin/cosign -> $COSIGN_PREFIX/cosign"
+  fi
+}
+
 # --- common pieces ------------------------------------------------------------------------------
 
 enable_binfmt() {
@@ -472,12 +511,25 @@ announce() { # what this run will change, before it changes anything
   if [ "$BROWSER" = 1 ] && ! have chromium; then say "  - apt-get install chromium (from this machine's own release)"; fi
   case "$STACK" in buildkit | buildkit-net) say "  - build the SBOM scanner image once (scripts/sbom-scanner.sh, cached in $CACHE) and push it to $REGISTRY_ADDR" ;; esac
   say "  - register QEMU binfmt handlers (qemu-aarch64, qemu-arm) and start a registry on $REGISTRY_ADDR"
+  announce_tools
 }
+
+announce_tools() {
+  if [ "$WITH_COSIGN" = 1 ] && ! cosign_ok; then
+    say "  - build cosign $COSIGN_VERSION into $COSIGN_PREFIX (and link /usr/local/bin/cosign if there is none)"
+  fi
+  return 0
+}
+
+setup_tools() { [ "$WITH_COSIGN" = 0 ] || build_cosign; }
 
 main() {
   if [ "$STACK" = auto ]; then
     if base_ok; then
       install_browser
+      announce_tools
+      [ "$DRY_RUN" = 1 ] && return 0
+      setup_tools
       say "stack ready (docker $(server_version), buildx $(buildx_version), registry $REGISTRY_ADDR)"
       return 0
     fi
@@ -499,6 +551,7 @@ main() {
   esac
   start_registry
   install_browser
+  setup_tools
   multiplatform_ok || die "the docker driver lacks the containerd image store; add \"features\":{\"containerd-snapshotter\":true} to /etc/docker/daemon.json and restart dockerd"
   # the SBOM generator BuildKit runs for `attest type=sbom` (Docker Hub's is out of reach here)
   if [ "$STACK" = buildkit ] || [ "$STACK" = buildkit-net ]; then

@@ -98,3 +98,12 @@ class PlatformSize:
     platform: str
     compressed: int
     layers: int
+
+
+class Signature(StrEnum):
+    """The signature state of one image a tag serves (``verify --json``)."""
+
+    SIGNED = "signed"  # a signature from the configured key verifies
+    MISSING = "missing"  # no signature at all
+    INVALID = "invalid"  # a signature that does not verify with the key (or could not be read)
+    UNSIGNED = "unsigned"  # its family is not signed: nothing to check

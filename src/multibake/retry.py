@@ -165,6 +165,29 @@ class RetryPolicy:
         budget.succeeded(host)
         return result
 
+    def call(self, what: str, once: Callable[[], T]) -> T:
+        """``once()``, retried while it raises Transient, ``attempts`` times at most (a tool's runs: cosign)."""
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self.delay(state.attempt_number, exc.retry_after if isinstance(exc, Transient) else 0.0)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            count = f"{state.attempt_number}/{self.limits.attempts - 1}"
+            self.announce(what, str(exc), count, state.next_action.sleep if state.next_action else 0.0)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.limits.attempts),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(Transient),
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        result: T = retrying(once)
+        return result
+
     def _stop(self, host: str, started: float, attempt: int, budget: Budget) -> str | None:
         """Why a request that failed ``attempt`` times is not retried; None when it is."""
         window = self.limits.per_request

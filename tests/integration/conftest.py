@@ -7,6 +7,7 @@ developer machine, but fail in CI (env CI set): CI must never go green by silent
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from tests.integration import authregistry, registry
 
 _HERE = Path(__file__).parent
+COSIGN_VERSION = "v2.6.5"  # what scripts/setup-stack.sh --with cosign builds
+CACHED_COSIGN = Path(os.environ.get("MULTIBAKE_CACHE", "/var/cache/multibake")) / f"cosign-{COSIGN_VERSION}" / "cosign"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -85,6 +88,18 @@ def auth_registry(stack: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             yield reg
         finally:
             registry.forget(reg.host)
+
+
+@pytest.fixture(scope="session")
+def cosign_bin(stack: str) -> str:
+    """cosign: on PATH, or the one scripts/setup-stack.sh --with cosign cached (fails in CI when absent)."""
+    found = shutil.which("cosign") or (str(CACHED_COSIGN) if CACHED_COSIGN.is_file() else None)
+    if found is None:
+        message = "cosign is not installed (scripts/setup-stack.sh --with cosign)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, refusing to skip: {message}")
+        pytest.skip(message)
+    return found
 
 
 @pytest.fixture(scope="session")

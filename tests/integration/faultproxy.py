@@ -7,10 +7,10 @@ does by itself), or for every request when ``fail_puts`` is negative (a registry
 With ``agent``, only clients whose User-Agent contains it are refused (dockerd's pushes say
 ``docker/``, BuildKit's ``buildkit/``, multibake's ``python-requests/``).
 
-With ``chaos`` (a ``Chaos``), every request instead fails at a seeded rate with a mix of faults:
-500/502/503, 429 with ``Retry-After``, a connection reset (before a write reaches the registry, or
-in the middle of a read's body), or a stall past the client's timeout that ends in a reset. Every
-injected fault is logged (``log``) with its request.
+With ``chaos`` (a ``Chaos``), every request (or every one of a client: ``Chaos.agent``) instead fails
+at a seeded rate with a mix of faults: 500/502/503, 429 with ``Retry-After``, a connection reset
+(before a write reaches the registry, or in the middle of a read's body), or a stall past the client's
+timeout that ends in a reset. Every injected fault is logged (``log``) with its request.
 
 With ``hold`` (method, path, user agent → bool) and ``hold_at`` = n, the n-th matching request is held
 (and with ``hold_later`` every one after it):
@@ -97,6 +97,7 @@ class Chaos:
     faults: tuple[str, ...] = FAULTS
     stall_seconds: float = 7.0  # longer than the client's timeout set by the test
     retry_after: int = 1
+    agent: str = ""  # only requests whose User-Agent contains this (cosign's: "cosign/"); "": every request
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             chaos = self.chaos
-            if chaos is None or self._random.random() >= chaos.rate:
+            if chaos is None or chaos.agent not in agent or self._random.random() >= chaos.rate:
                 return None
             fault = self._random.choice(chaos.faults)
             self.log.append(Injected(time.monotonic(), fault, method, path, agent.split(" ", maxsplit=1)[0]))

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "multibake.retry": 3,
     "multibake.docker": 3,
     "multibake.dockerfacts": 3,
+    "multibake.cosign": 3,
     "multibake.registry": 4,
     "multibake.preflight": 5,
     "multibake.bake": 6,

@@ -60,6 +60,7 @@ class CellResult:
     sizes: Mapping[str, PlatformSize] = field(default_factory=dict)  # per platform, as the registry serves it
     error: str | None = None
     log_tail: tuple[str, ...] = ()
+    signed: tuple[tuple[str, str], ...] = ()  # (image, its signature) this release signed, index first
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -380,3 +381,10 @@ def execute(
         nodes={t: node for run in runs for t, node in nodes(run.metadata).items()},
         duration=round(time.monotonic() - started, 2),
     )
+
+
+def restatus(cell: CellResult, change: Mapping[Status, Status], error: str | None = None) -> CellResult:
+    """``cell`` with its status changed as ``change`` says (and its error), when its status is in it."""
+    if cell.status not in change:
+        return cell
+    return replace(cell, status=change[cell.status], error=error if error is not None else cell.error)

@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 
 def validate(config: ConfigOpt = DEFAULT_CONFIG, registry: RegistryOpt = None) -> None:
     """Check platforms.yaml and the files it names; exit 0 when good, 2 with the first problem."""
-    _, p = options.load_plan(config, registry, None)
-    typer.echo(f"{config}: OK ({len(p.families)} families, {len(p.cells)} cells)")
+    from multibake.release.signing import signers
+
+    loaded, p = options.load_plan(config, registry, None)
+    signed = signers(loaded)  # the key files sign: names exist
+    more = f", {len(signed)} signed families" if signed else ""
+    typer.echo(f"{config}: OK ({len(p.families)} families, {len(p.cells)} cells{more})")
 
 
 def plan_cmd(

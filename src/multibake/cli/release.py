@@ -81,6 +81,15 @@ def build(
         Path | None,
         typer.Option("--report", help="With --push: write the release page (static HTML) here when the release ends."),
     ] = None,
+    sign: Annotated[
+        bool | None,
+        typer.Option(
+            "--sign/--no-sign",
+            help="Sign every index and platform image with cosign before tags move (--push); beats sign: in "
+            "platforms.yaml. The key's password comes from $COSIGN_PASSWORD.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> int:
     """Build the plan with docker buildx bake: all platforms, cached, pushes retried.
 
@@ -110,6 +119,7 @@ def build(
             preflight=not no_preflight,
             attest=tuple(attest or ()),
             on_node_loss=on_node_loss,
+            sign=sign,
         ),
         progress,
         as_json,
@@ -157,6 +167,9 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (shape in the README).")] = False,
 ) -> int:
     """Read the registry and check every planned tag; exit 1 on any mismatch.
+
+    With sign: in platforms.yaml, every index and platform image a tag serves must also carry a
+    signature that verifies with the public key (cosign verify); a missing or bad one is exit 1.
 
     Registry credentials: as for build ($MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD for the
     release's registry host, else docker's own).

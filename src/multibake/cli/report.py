@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multibake.cli import fit
@@ -13,8 +13,6 @@ from multibake.platforms import Scheme, name
 from multibake.release import timing
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from multibake.bake.run import BuildReport
     from multibake.compare.diff import Image, PlatformDiff
     from multibake.compare.diff import Report as DiffReport
@@ -138,6 +136,7 @@ def build_json(report: BuildReport, ok: bool | None = None) -> dict[str, Any]:
                 "tags": list(c.tags),
                 "error": c.error,
                 "log_tail": list(c.log_tail),
+                "signatures": [{"image": image, "signature": ref} for image, ref in c.signed],
             }
             for c in report.cells
         ],
@@ -215,6 +214,7 @@ def verify_json(checks: list[TagCheck]) -> dict[str, Any]:
                 "attestations": c.attestations,
                 "sizes": {s.platform: {"bytes": s.compressed, "layers": s.layers} for s in c.sizes},
                 "problem": c.problem,
+                "signatures": [{"image": what, "digest": d, "state": state} for what, d, state in c.signatures],
             }
             for c in checks
         ],

@@ -6,16 +6,18 @@ registry, through the release's own registry client and credentials.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from multibake import refs
 from multibake.compare import diff as compare
-from multibake.errors import UsageError
+from multibake.errors import BuildError, UsageError
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select
 from multibake.registry.client import Registry
 from multibake.release import journal, publish, shards
+from multibake.release.signing import signature_ref
 from multibake.release.tools import Tools, logged_in, registry_for
 
 
@@ -71,6 +73,7 @@ def _diff_previous(entry: journal.Release, p: Plan, reg: Registry, *, selected: 
         if now is not None and t.after is not None and now.digest != t.after:
             notes.append(f"{t.ref} moved since that release (to {now.digest})")
         kept.append(pair)
+    notes += signature_notes(reg, kept, facts)
     return compare.Report(
         mode="previous",
         registry=entry.registry,
@@ -102,6 +105,7 @@ def _diff_against(opts: DiffOptions, p: Plan, reg: Registry) -> compare.Report:
     listed = dict(zip(repos, lists, strict=True))
     pairs = compare.against_pairs(ours_refs, their_refs, listed)
     facts = compare.read_tags(reg, [ref for pair in pairs for ref in (pair.old, pair.new) if ref])
+    notes += signature_notes(reg, pairs, facts)
     return compare.Report(
         mode="against",
         registry=p.registry,
@@ -110,3 +114,26 @@ def _diff_against(opts: DiffOptions, p: Plan, reg: Registry) -> compare.Report:
         tags=compare.compare(pairs, facts, facts),
         notes=tuple(notes),
     )
+
+
+def signature_notes(
+    reg: Registry, pairs: Sequence[compare.Pair], facts: Mapping[str, compare.TagFacts | None]
+) -> list[str]:
+    """A note for each tag whose image carries a cosign signature on one side only (appeared, or vanished)."""
+
+    def signed(ref: str | None) -> bool | None:
+        held = facts.get(ref) if ref else None
+        if ref is None or held is None:
+            return None
+        image = f"{compare.repository(ref)}@{held.digest}"
+        try:
+            return reg.manifest(signature_ref(image)) is not None
+        except BuildError:
+            return None
+
+    sides = publish._parallel(lambda pair: (signed(pair.old), signed(pair.new)), pairs)
+    notes = []
+    for pair, (old, new) in zip(pairs, sides, strict=True):
+        if old is not None and new is not None and old != new:
+            notes.append(f"{pair.ref}: a signature {'appeared' if new else 'vanished'} (its cosign .sig tag)")
+    return notes

@@ -30,6 +30,7 @@ from multibake.config.load import Loaded, from_text, read_text
 from multibake.config.schema import Config, UpdateRule
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import EXIT_FAILED, EXIT_OK, BuildError, Location, config_error
+from multibake.release.signing import is_signature_tag
 
 if TYPE_CHECKING:
     from multibake.registry.client import Api, Registry
@@ -120,6 +121,8 @@ def versions(rule: UpdateRule, tags: Sequence[str]) -> dict[str, Version]:
     pattern = re.compile(rule.match)
     out: dict[str, Version] = {}
     for tag in tags:
+        if is_signature_tag(tag):  # cosign's sha256-<hex>.sig (and .att, .sbom) beside an image: never a version
+            continue
         found = pattern.search(tag)
         value = (found.group(VALUE_GROUP) if VALUE_GROUP in pattern.groupindex else found.group(0)) if found else None
         parsed = version(value) if value else None

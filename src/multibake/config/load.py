@@ -34,6 +34,7 @@ from multibake.config.schema import (
     UpdateRule,
 )
 from multibake.config.settings import DEFAULT_CONFIG, Override
+from multibake.config.sign import Cosign, Sign
 from multibake.config.upkeep import FamilyRetention, Gate, Retention
 from multibake.config.yamlpos import KeyPath, Positions, format_path, parse_yaml
 from multibake.errors import ConfigError, Location, config_error, did_you_mean
@@ -76,6 +77,10 @@ _OWNERS: tuple[tuple[tuple[str | int, ...], type[BaseModel]], ...] = (
     (("attest", "sbom"), Sbom),
     (("images", "*", "attest"), Attest),
     (("images", "*", "attest", "sbom"), Sbom),
+    (("sign",), Sign),
+    (("sign", "cosign"), Cosign),
+    (("images", "*", "sign"), Sign),
+    (("images", "*", "sign", "cosign"), Cosign),
     (("builder",), nodes.BuilderSpec),
     (("builder", "nodes", 0), nodes.NodeSpec),
     (("images", "*", "secrets", "*"), Secret),

@@ -22,6 +22,7 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.config import nodes
+from multibake.config.sign import Sign
 from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
 from multibake.kinds import Placement, Provenance
 from multibake.platforms import Scheme
@@ -255,6 +256,9 @@ class Family(_Model):
     attest: Attest | None = Field(
         default=None, description="this family's attestations: each kind it sets beats the top-level attest:"
     )
+    sign: Sign | None = Field(
+        default=None, description="this family's signing, replacing the top-level sign: ({enabled: false}: unsigned)"
+    )
 
     retention: FamilyRetention | None = Field(default=None, description="which tags `multibake gc` keeps")
 
@@ -293,6 +297,10 @@ class Config(_Model):
     )
     retention: Retention = Field(default_factory=Retention, description="what `multibake gc` deletes")
     gate: Gate = Field(default_factory=Gate, description="checks `build --push` makes before tags move")
+    sign: Sign | None = Field(
+        default=None,
+        description="sign every index and platform image before a public tag moves: {cosign: {key: cosign.key}}",
+    )
 
     @field_validator("source")
     @classmethod

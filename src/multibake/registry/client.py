@@ -210,8 +210,20 @@ class RawManifest:
             out[platform_name(p)] = m["digest"]
         return out
 
+    def annotated(self, annotations: Mapping[str, str]) -> RawManifest:
+        """This index with ``annotations`` added (new bytes, new digest); itself when there are none."""
+        if not annotations:
+            return self
+        doc = {**self.doc, "annotations": {**self.doc.get("annotations", {}), **annotations}}
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return RawManifest(media_type=self.media_type, digest=_digest(body), doc=doc, body=body)
+
     def attestations(self) -> int:
         return sum((m.get("platform") or {}).get("os") == "unknown" for m in self.doc.get("manifests", []))
+
+
+def _digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def platform_name(p: Mapping[str, Any]) -> str:
@@ -317,12 +329,14 @@ class Registry:
 
     def write(self, held: RawManifest, tags: Sequence[str], annotations: Mapping[str, str] | None = None) -> None:
         """Point ``tags`` (in ``held``'s repository) at ``held``: the same bytes and digest, unless annotated."""
-        body = held.body
-        if annotations:
-            doc = {**held.doc, "annotations": {**held.doc.get("annotations", {}), **annotations}}
-            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        body = held.annotated(annotations or {}).body
         for tag in tags:
             self._call(tag, f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
+
+    def put_by_digest(self, repository: str, held: RawManifest) -> None:
+        """Write ``held`` into ``repository`` by its digest, no tag (to sign it before a tag points at it)."""
+        ref = f"{repository}@{held.digest}"
+        self._call(ref, f"writing {ref}", functools.partial(self.api.put_manifest, ref, held.body, held.media_type))
 
     def merge(self, sources: Sequence[str]) -> RawManifest:
         """One index of ``sources`` (images, or indexes whose entries are taken), pushed by digest: no tag.
@@ -345,7 +359,7 @@ class Registry:
         media = _DOCKER_LIST if docker_types else _OCI_INDEX
         doc = {"schemaVersion": 2, "mediaType": media, "manifests": list(entries.values())}
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = _digest(body)
         (host, repo) = repos.pop()
         ref = f"{host}/{repo}@{digest}"
         self._call(ref, f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))

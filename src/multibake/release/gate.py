@@ -9,9 +9,11 @@ did not have, largest first (an accidental ``COPY`` of a build directory is one 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from multibake.bake.run import BuildReport, restatus
 from multibake.config.upkeep import Limit
+from multibake.kinds import Echo, Status
 from multibake.plan.model import Plan
 from multibake.registry.client import RawManifest, Registry, platform_name
 
@@ -104,3 +106,24 @@ def staged(reg: Registry, plan: Plan, sources: Mapping[str, Sequence[str]], limi
         if found:
             out[cell.target] = found
     return out
+
+
+def said(
+    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], gate: Limit | None, say: Echo
+) -> dict[str, list[Breach]]:
+    """Cells whose staged images grew past the gate, each breach said (image, platform, sizes, layers)."""
+    grown = staged(reg, plan, sources, gate) if gate is not None else {}
+    for found in grown.values():
+        for breach in found:
+            say(f"multibake: size gate: {breach.describe()}")
+    return grown
+
+
+def held_back(report: BuildReport, grown: Mapping[str, object], gate: Limit | None) -> BuildReport:
+    """A release the gate stopped: the cells that grew failed, the others staged; no tag moved."""
+    limit = gate.text if gate is not None else ""
+    why = f"held back: the size gate stopped the release ({', '.join(sorted(grown))} grew past {limit})"
+    cells = tuple(
+        restatus(c, {Status.BUILT: Status.FAILED if c.target in grown else Status.STAGED}, why) for c in report.cells
+    )
+    return replace(report, cells=cells)

@@ -9,16 +9,17 @@ injected (``Tools``), so every path runs in tests without docker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
+from multibake.bake.run import restatus
 from multibake.config.nodes import BuilderSpec, NodeLoss, placement
 from multibake.config.upkeep import Limit, parse_limit
+from multibake.docker import Client
 from multibake.errors import BuildError
 from multibake.kinds import Echo, Mode, Placement, Status, Step
 from multibake.plan import buildid, paths
@@ -28,16 +29,15 @@ from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder, unasked
 from multibake.registry.client import Registry
 from multibake.release import gate as size_gate
-from multibake.release import nodeloss, publish, shards
+from multibake.release import nodeloss, publish, shards, signing
 from multibake.release.publish import TagCheck
 from multibake.release.recording import Journal, record
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
+from multibake.release.signing import Signing, signature_ref
+from multibake.release.sigverify import check_signatures
 from multibake.release.timing import Stopwatch
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 from multibake.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from multibake.docker import Client
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,14 +67,17 @@ def build(opts: BuildOptions, tools: Tools) -> Built:
     """The release, step by step; the report says how long each step took."""
     watch = Stopwatch(tools.started)
     target = resolve(opts)
-    with logged_in(tools, target.release.plan.registry) as with_login:
-        built = _build(opts, with_login, target, watch)
+    with (
+        logged_in(tools, target.release.plan.registry) as with_login,
+        signing.for_release(opts, target, with_login) as signs,
+    ):
+        built = _build(opts, with_login, target, watch, signs)
     if built.report is None:
         return built
     return replace(built, report=replace(built.report, steps=watch.steps(tools.startup)))
 
 
-def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -> Built:
+def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch, signs: Signing | None = None) -> Built:
     # the steps, in order; each takes and returns frozen data (Target, Todo, Request, BuildReport, Built)
     policy = _policy(target.release, tools)
     if target.mode is Mode.PUSH and not opts.dry_run:
@@ -123,6 +126,7 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch) -
             gate=gated,
             detach=detach,
             watch=watch,
+            signing=signs,
         )
     return Built(ok=report.ok, report=report)
 
@@ -252,14 +256,8 @@ def stage(target: Target, plan: Plan, report: bake.BuildReport, reg: Registry, *
     out_file = result_dir / f"{target.shard.id}.json"
     shards.write_result(target.shard, shards.plan_digest(target.release.plan), cells, failed, out_file)
     say(f"multibake: shard {target.shard}: {len(cells)} cells staged, result in {out_file}")
-    report = replace(report, cells=tuple(_restatus(c, {Status.BUILT: Status.STAGED}) for c in report.cells))
+    report = replace(report, cells=tuple(restatus(c, {Status.BUILT: Status.STAGED}) for c in report.cells))
     return Built(ok=not failed, report=report)  # a shard's cells end "staged": publish --from makes them public
-
-
-def _restatus(cell: bake.CellResult, change: Mapping[Status, Status], error: str | None = None) -> bake.CellResult:
-    if cell.status not in change:
-        return cell
-    return replace(cell, status=change[cell.status], error=error if error is not None else cell.error)
 
 
 def promote(
@@ -273,26 +271,32 @@ def promote(
     gate: Limit | None = None,
     detach: bool = False,
     watch: Stopwatch | None = None,
+    signing: Signing | None = None,
 ) -> Built:
-    """Promote, then verify: point public tags at the complete staged indexes, then read every one back.
+    """Promote, then verify: sign and point public tags at the complete staged indexes, then read every one back.
 
     With a size ``gate``, a cell whose images grew past it is not published: with ``partial`` the
     others are, else none (no tag moves).
     """
     watch = watch or Stopwatch()
     sources = publish.local_sources(plan, report)
-    grown = _size_gate(reg, plan, sources, gate, say)
+    grown = size_gate.said(reg, plan, sources, gate, say)
     if grown and not partial:
-        return Built(ok=False, report=_held_by_gate(report, grown, gate))
+        return Built(ok=False, report=size_gate.held_back(report, grown, gate))
     try:
         kept = {t: s for t, s in sources.items() if t not in grown}
-        published = publish.promote(reg, plan, kept, partial=partial, detach=detach)
+        published = publish.promote(reg, plan, kept, partial=partial, detach=detach, signing=signing)
     except BuildError as exc:  # the registry failed past every retry while tags moved: say so in the report
         why = f"publishing: {exc} ({RERUN})"
         say(f"multibake: {why}")
-        failed = tuple(_restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
+        failed = tuple(restatus(cell, {Status.BUILT: Status.FAILED}, why) for cell in report.cells)
         return Built(ok=False, report=replace(report, cells=failed))
     watch.lap(Step.PROMOTE)
+    if count := sum(len(images) for images in published.signed.values()):
+        say(f"multibake: {count} image(s) signed with cosign before their tags moved (build --json: signatures)")
+    for why in published.held_back.values():  # one line naming the image; the cells' errors say it too
+        if why.startswith("signing "):
+            say(f"multibake: {why}; no public tag moved")
     checks = publish.verify(select_targets(plan, published.promoted), reg)
     if journal_to is not None:
         record(journal_to, published, checks, say)
@@ -301,7 +305,10 @@ def promote(
     for target, why in published.failed.items():
         say(f"multibake: {target}: publishing: {why} ({RERUN})")
     cells = [
-        _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged)
+        replace(
+            _published(cell, indexes.get(cell.tags[0]), cell.target in published.unchanged),
+            signed=tuple((i, signature_ref(i)) for i in published.signed.get(cell.target, ())),
+        )
         if cell.target in published.promoted
         else _not_promoted(cell, published)
         for cell in report.cells
@@ -309,7 +316,9 @@ def promote(
     bad = [check for check in checks if not check.ok]
     for check in bad:
         say(f"multibake: verify: {check.ref}: {check.problem}")
-    return Built(ok=report.ok and not bad and not published.failed, report=replace(report, cells=tuple(cells)))
+    refused = any(why.startswith("signing ") for why in published.held_back.values())
+    ok = report.ok and not bad and not published.failed and not refused  # refused signing: no tag moved, failed
+    return Built(ok=ok, report=replace(report, cells=tuple(cells)))
 
 
 RERUN = "every tag is on a whole index, old or new: rerun to finish"
@@ -319,29 +328,8 @@ def _not_promoted(cell: bake.CellResult, published: publish.Published) -> bake.C
     """A cell whose tags this release did not (all) move: failed on the registry, or held back staged."""
     if cell.target in published.failed:
         why = f"publishing: {published.failed[cell.target]} ({RERUN})"
-        return _restatus(cell, {Status.BUILT: Status.FAILED}, why)
-    return _restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
-
-
-def _size_gate(
-    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], gate: Limit | None, say: Echo
-) -> dict[str, list[size_gate.Breach]]:
-    """Cells whose staged images grew past the gate, each breach said (image, platform, sizes, layers)."""
-    grown = size_gate.staged(reg, plan, sources, gate) if gate is not None else {}
-    for found in grown.values():
-        for breach in found:
-            say(f"multibake: size gate: {breach.describe()}")
-    return grown
-
-
-def _held_by_gate(report: bake.BuildReport, grown: Mapping[str, object], gate: Limit | None) -> bake.BuildReport:
-    """A release the gate stopped: the cells that grew failed, the others staged; no tag moved."""
-    limit = gate.text if gate is not None else ""
-    why = f"held back: the size gate stopped the release ({', '.join(sorted(grown))} grew past {limit})"
-    cells = tuple(
-        _restatus(c, {Status.BUILT: Status.FAILED if c.target in grown else Status.STAGED}, why) for c in report.cells
-    )
-    return replace(report, cells=cells)
+        return restatus(cell, {Status.BUILT: Status.FAILED}, why)
+    return restatus(cell, {Status.BUILT: Status.STAGED}, published.held_back.get(cell.target))
 
 
 def _published(cell: bake.CellResult, first: TagCheck | None, unchanged: bool) -> bake.CellResult:
@@ -357,11 +345,16 @@ def publish_shards(
 ) -> Checked:
     """Merge shard results into indexes and public tags, all or nothing, then verify."""
     release = shards.resolve(config, registry, lock, check_files=False)
-    with logged_in(tools, release.plan.registry) as with_login:
-        return _publish_shards(release, results, with_login)
+    with (
+        logged_in(tools, release.plan.registry) as with_login,
+        signing.prepared(release.loaded, _policy(release, with_login), with_login.cosign, with_login.login) as signs,
+    ):
+        return _publish_shards(release, results, with_login, signs)
 
 
-def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: Tools) -> Checked:
+def _publish_shards(
+    release: shards.Resolved, results: tuple[Path, ...], tools: Tools, signs: Signing | None = None
+) -> Checked:
     sources, problems = shards.merge(list(results), release.plan, shards.plan_digest(release.plan))
     if problems:
         for line in problems:
@@ -371,7 +364,7 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
     reg = registry_for(release, tools)
     try:
         detach = release.loaded.config.attest.placement is Placement.REFERRERS
-        published = publish.promote(reg, release.plan, sources, partial=False, detach=detach)
+        published = publish.promote(reg, release.plan, sources, partial=False, detach=detach, signing=signs)
     except BuildError as exc:  # the registry failed past every retry while tags moved: still a report
         tools.say(f"multibake: publishing: {exc} ({RERUN})")
         return Checked(ok=False, checks=tuple(publish.verify(release.plan, reg)))
@@ -393,7 +386,15 @@ def _publish_shards(release: shards.Resolved, results: tuple[Path, ...], tools: 
 def verify(config: Path, registry: str | None, selectors: tuple[str, ...], tools: Tools) -> Checked:
     """Read every planned tag back from the registry."""
     release = shards.resolve(config, registry, None, check_files=False)
-    with logged_in(tools, release.plan.registry) as with_login:
+    plan = select(release.plan, list(selectors))
+    with (
+        logged_in(tools, release.plan.registry) as with_login,
+        signing.prepared(
+            release.loaded, _policy(release, with_login), with_login.cosign, with_login.login, verifying=True
+        ) as signs,
+    ):
         reg = registry_for(release, with_login)
-        checks = publish.verify(select(release.plan, list(selectors)), reg)
+        checks = publish.verify(plan, reg)
+        if signs is not None:
+            checks = check_signatures(plan, checks, signs, tools.say)
     return Checked(ok=all(c.ok for c in checks), checks=tuple(checks))

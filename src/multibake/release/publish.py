@@ -12,7 +12,7 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -24,8 +24,10 @@ from multibake.plan.attest import wants_sbom
 from multibake.plan.model import Cell, Plan
 from multibake.registry import attestations
 from multibake.registry.client import RawManifest, Registry
+from multibake.release import referrers
 from multibake.release.shards import ShardCell
-from multibake.release.tags import write_tags
+from multibake.release.signing import Signing, job_for, sign_release
+from multibake.release.tags import holds, write_tags
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -64,6 +66,8 @@ class TagCheck:
     attestations: int = 0
     problem: str | None = None
     sizes: tuple[PlatformSize, ...] = ()  # per platform image of the cell's first index
+    # (what: "index" or a platform, digest, signature state): each image the tag serves, when its family is signed
+    signatures: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def is_index(self) -> bool:
@@ -82,6 +86,7 @@ class Published:
     held_back: Mapping[str, str] = field(default_factory=dict)  # target → why its tags were left alone
     failed: Mapping[str, str] = field(default_factory=dict)  # target → the tag write the registry kept failing
     before: Mapping[str, str | None] = field(default_factory=dict)  # public tag → its digest before (None: new)
+    signed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # target → images signed (repo@digest)
 
 
 def _index_problem(cell: Cell, held: RawManifest | None) -> str | None:
@@ -121,13 +126,20 @@ def local_sources(plan: Plan, report: BuildReport) -> dict[str, list[str]]:
 
 
 def promote(
-    reg: Registry, plan: Plan, sources: Mapping[str, list[str]], *, partial: bool, detach: bool = False
+    reg: Registry,
+    plan: Plan,
+    sources: Mapping[str, list[str]],
+    *,
+    partial: bool,
+    detach: bool = False,
+    signing: Signing | None = None,
 ) -> Published:
     """Point public tags at complete staged indexes: all cells or none, unless ``partial``.
 
     ``sources`` gives, per cell, the staged index or the per-platform images to merge into one
     (a cell built per platform, or a release whose platforms were built on several machines).
     ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
+    ``signing``: every image a tag will point at is signed first; a cell whose signing fails moves no tag.
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
@@ -137,18 +149,50 @@ def promote(
             held_back[cell.target] = got.reason
         else:
             staged[cell.target] = got
+    ready = [c for c in plan.cells if c.target in staged]
+    signed: dict[str, tuple[str, ...]] = {}
+    if signing is not None:  # signed by digest before any tag of the cell moves
+        final, held, moving = _moves(reg, ready, staged, detach=detach)
+        to_sign = [job_for(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
+        signed, refused = sign_release(reg, signing, to_sign if partial or not held_back else [])
+        held_back.update(refused)
+        ready = [c for c in ready if c.target not in refused]
     if held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
-
-    ready = [c for c in plan.cells if c.target in staged]
     moved_by, failed = write_tags(reg, ready, staged, parallel=_parallel, detach=detach)
     promoted = tuple(c.target for c in ready if c.target not in failed)
     before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
     for moved in moved_by.values():
         before.update((ref, held.digest if held else None) for ref, held in moved.items())
     unchanged = tuple(t for t in promoted if not moved_by.get(t))
-    return Published(promoted=promoted, unchanged=unchanged, held_back=held_back, failed=failed, before=before)
+    signed = {t: refs for t, refs in signed.items() if t in promoted}
+    return Published(
+        promoted=promoted, unchanged=unchanged, held_back=held_back, failed=failed, before=before, signed=signed
+    )
+
+
+def _moves(
+    reg: Registry, ready: Sequence[Cell], staged: Mapping[str, RawManifest], *, detach: bool
+) -> tuple[dict[str, RawManifest], dict[str, RawManifest | None], dict[str, frozenset[str]]]:
+    """What each cell's multi-arch tags will serve (the staged index, its attestations out when ``detach``,
+    annotated), what every public tag holds now, and the tags that do not hold the release yet."""
+    public = {c.target: referrers.clean(staged[c.target]) if detach else staged[c.target] for c in ready}
+    final = {c.target: public[c.target].annotated(dict(c.annotations)) for c in ready}
+    every = {c.target: [*c.tags, *(ref for _, refs in c.platform_tags for ref in refs)] for c in ready}
+    held: dict[str, RawManifest | None] = {}
+    for found in _parallel(lambda c: {ref: reg.manifest(ref) for ref in every[c.target]}, ready):
+        held.update(found)
+
+    def moving(cell: Cell) -> frozenset[str]:
+        entries, annotations = public[cell.target].entries(), dict(cell.annotations)
+        index = [t for t in cell.tags if not holds(held[t], public[cell.target], annotations)]
+        singles = [
+            r for p, refs in cell.platform_tags for r in refs if (was := held[r]) is None or was.digest != entries[p]
+        ]
+        return frozenset([*index, *singles])
+
+    return final, held, {c.target: moving(c) for c in ready}
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ class BuildOptions:
     preflight: bool = True  # check every base image's platforms in the registry before building
     attest: tuple[str, ...] = ()  # provenance=min|max|off, sbom=on|off|generator=IMAGE: beat platforms.yaml's attest:
     on_node_loss: NodeLoss | None = None  # beats builder.on_node_loss of platforms.yaml
+    sign: bool | None = None  # --sign / --no-sign: beats platforms.yaml's sign:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

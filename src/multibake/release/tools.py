@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from multibake import cosign
 from multibake import docker as door
 from multibake.bake import display
 from multibake.config.schema import Retry
@@ -43,6 +44,8 @@ class Tools:
     login_runner: auth.Runner = door.run_with_input  # runs `docker login --password-stdin`
     started: float | None = None  # monotonic time the command started: the release's steps are timed from it
     startup: float = 0.0  # seconds the process took to reach the command (interpreter, imports)
+    cosign: cosign.Runner = cosign.run  # runs cosign (signing, verifying signatures)
+    login: auth.Login | None = None  # the run's registry credentials ($MULTIBAKE_REGISTRY_USER/PASSWORD)
 
 
 @contextlib.contextmanager
@@ -69,7 +72,7 @@ def logged_in(tools: Tools, registry: str) -> Iterator[Tools]:
                 made.append(client)
             return made[0]
 
-        yield replace(tools, api=api, docker=docker)
+        yield replace(tools, api=api, docker=docker, login=login)
 
 
 def budget(limits: Retry) -> str:

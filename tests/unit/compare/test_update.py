@@ -561,3 +561,11 @@ def test_block_sequences_keep_their_comments_when_they_grow_or_shrink() -> None:
     assert shrunk == text.replace('- "1"   # first\n        - "2"\n', '- "5"   # first\n')
     nullish = replace_sequences(text.replace('"1"', "1").replace('"2"', "2"), {path: ["null", "3.20"]}, "x.yaml")
     assert "- 'null'" in nullish and "- 3.20" in nullish  # a bare null would read as nothing
+
+
+def test_cosign_signature_tags_are_never_versions() -> None:
+    from multibake.config.schema import UpdateRule
+
+    rule = UpdateRule(source="127.0.0.1:5000/x/app", match=r"(?P<version>\d+(\.\d+)*)")
+    tags = ["1.0", "sha256-" + "1" * 64 + ".sig", "sha256-" + "2" * 64 + ".att", "sha256-" + "3" * 64, "2.0"]
+    assert sorted(update.versions(rule, tags)) == ["1.0", "2.0"]

@@ -465,6 +465,7 @@ def test_the_cli_renders_a_build_as_json_in_the_documented_shape(
         "tags",
         "error",
         "log_tail",
+        "signatures",
     ]
     assert [run["outcome"] for run in doc["bake_runs"]] == ["permanent", "permanent"]
     assert doc["builder"] == {"name": "fake", "driver": "remote", "buildx": "0.29.1", "platforms": sorted(PLATFORMS)}
