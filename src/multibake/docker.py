@@ -23,18 +23,19 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+from multibake import preload
 from multibake.dockerfacts import BuilderFacts, EngineFacts, parse_inspect
 
 _LOG = logging.getLogger("multibake.docker")
 _COMMAND_LOGGERS = ("python_on_whales", "multibake")  # where --debug shows each docker command
 T = TypeVar("T")
+_RUNNER = "python_on_whales.components.buildx.cli_wrapper"  # python-on-whales' bake runner
 TIMEOUT = 60.0  # seconds for a builder or daemon question: a hung daemon is an error, not a wait
 
 
@@ -201,7 +202,7 @@ def client(debug: bool = False) -> Docker:
             logger = logging.getLogger(name)
             logger.setLevel(logging.DEBUG)
             logger.addHandler(handler)
-    threading.Thread(target=_prefetch_runner, daemon=True).start()  # a client is made when docker is about to run
+    preload.later(_RUNNER)  # a client is made when docker is about to run: imported while preflight waits
     return Docker()
 
 
@@ -275,12 +276,6 @@ def streaming(docker: Docker) -> Runner:
             yield chunk
 
     return run
-
-
-def _prefetch_runner() -> None:
-    # python-on-whales takes a fifth of a second to import: done while preflight waits on the daemon
-    with contextlib.suppress(ImportError):
-        import python_on_whales.components.buildx.cli_wrapper  # noqa: F401
 
 
 def run(docker: Docker, argv: Sequence[str]) -> None:

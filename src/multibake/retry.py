@@ -23,18 +23,20 @@ How long to keep trying fits the work rather than a small count:
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, TypeVar
 
 from multibake.config.schema import Retry
 from multibake.failures import Failure
 from multibake.kinds import Echo
+
+if TYPE_CHECKING:
+    import tenacity
 
 T = TypeVar("T")
 FLOOR = 20  # retries a release may make before (and beyond) what its successful requests earn
@@ -131,17 +133,37 @@ class RetryPolicy:
         started = budget.clock()
         why: list[str] = []  # why the last failure was not retried (tenacity's stop says only yes or no)
 
-        def stop(state: tenacity.RetryCallState) -> bool:
-            reason = self._stop(host, started, state.attempt_number, budget)
+        def stop(attempt: int) -> bool:
+            reason = self._stop(host, started, attempt, budget)
             why.extend([reason] if reason is not None else [])
             return reason is not None
+
+        def left() -> float:
+            return self.limits.per_request - (budget.clock() - started)
+
+        try:
+            result: T = self._retrying(what, stop, left)(once)
+        except Transient as exc:
+            raise GaveUp(exc, why[-1] if why else f"after {self.limits.attempts} attempts") from exc
+        budget.succeeded(host)
+        return result
+
+    def call(self, what: str, once: Callable[[], T]) -> T:
+        """``once()``, retried while it raises Transient, ``attempts`` times at most (a tool's runs: cosign)."""
+        result: T = self._retrying(what, lambda attempt: attempt >= self.limits.attempts)(once)
+        return result
+
+    def _retrying(
+        self, what: str, stop: Callable[[int], bool], left: Callable[[], float] = lambda: math.inf
+    ) -> tenacity.Retrying:
+        """tenacity's runner of the rule: ``stop`` after a failed attempt; past ``attempts``, wait no longer
+        than the ``left`` seconds of the request's window."""
+        import tenacity  # at the first retried call: a build starts bake without it
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             delay = self.delay(state.attempt_number, exc.retry_after if isinstance(exc, Transient) else 0.0)
-            if state.attempt_number >= self.limits.attempts:  # within the window: never past its end
-                delay = max(0.0, min(delay, self.limits.per_request - (budget.clock() - started)))
-            return delay
+            return max(0.0, min(delay, left())) if state.attempt_number >= self.limits.attempts else delay
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             n = state.attempt_number
@@ -150,43 +172,14 @@ class RetryPolicy:
             exc = state.outcome.exception() if state.outcome else None
             self.announce(what, str(exc), count, state.next_action.sleep if state.next_action else 0.0)
 
-        retrying = tenacity.Retrying(
-            stop=stop,
+        return tenacity.Retrying(
+            stop=lambda state: stop(state.attempt_number),
             wait=wait,
             retry=tenacity.retry_if_exception_type(Transient),
             before_sleep=before_sleep,
             sleep=self.sleep,
             reraise=True,
         )
-        try:
-            result: T = retrying(once)
-        except Transient as exc:
-            raise GaveUp(exc, why[-1] if why else f"after {self.limits.attempts} attempts") from exc
-        budget.succeeded(host)
-        return result
-
-    def call(self, what: str, once: Callable[[], T]) -> T:
-        """``once()``, retried while it raises Transient, ``attempts`` times at most (a tool's runs: cosign)."""
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            return self.delay(state.attempt_number, exc.retry_after if isinstance(exc, Transient) else 0.0)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            count = f"{state.attempt_number}/{self.limits.attempts - 1}"
-            self.announce(what, str(exc), count, state.next_action.sleep if state.next_action else 0.0)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.limits.attempts),
-            wait=wait,
-            retry=tenacity.retry_if_exception_type(Transient),
-            before_sleep=before_sleep,
-            sleep=self.sleep,
-            reraise=True,
-        )
-        result: T = retrying(once)
-        return result
 
     def _stop(self, host: str, started: float, attempt: int, budget: Budget) -> str | None:
         """Why a request that failed ``attempt`` times is not retried; None when it is."""

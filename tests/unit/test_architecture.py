@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "multibake.refs": 0,
     "multibake.platforms": 0,
     "multibake.lowgc": 0,
+    "multibake.preload": 0,
     "multibake.failures": 0,
     "multibake.config": 1,
     "multibake.plan": 2,

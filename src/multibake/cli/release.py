@@ -129,14 +129,15 @@ def build(
 
 def _build(opts: BuildOptions, progress: Progress, as_json: bool, report: Path | None) -> int:
     """The release, then its report (with what it changed) when one is asked for."""
-    from multibake.cli import upkeep
-    from multibake.maintain.report import ReportOptions
     from multibake.release import pipeline as release
 
     if report is not None and (not opts.push or opts.dry_run or opts.shard):
         raise UsageError("--report needs --push (a whole release, not a shard or a dry run)")
     code = render_build(release.build(opts, options.tools(progress)), as_json)
-    if report is not None:
+    if report is not None:  # the report's modules load only when one is asked for
+        from multibake.cli import upkeep
+        from multibake.maintain.report import ReportOptions
+
         reported = ReportOptions(config=opts.config, registry=opts.registry, selectors=opts.selectors, previous=True)
         upkeep.write_report(reported, report, None)
     return code

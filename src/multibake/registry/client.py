@@ -18,29 +18,30 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
-from urllib.parse import urlsplit
-
-import requests
-from dxf import DXF, DXFBase
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from multibake import __version__
 from multibake.config.schema import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
 from multibake.registry.auth import Login
-from multibake.registry.connect import Ref, ca_bundle, credentials_for, parse, plain_http, session
+from multibake.registry.connect import Ref, ca_bundle, credentials_for, next_page, parse, plain_http, session
 from multibake.registry.errors import (
     DELETES_REFUSED,
-    REQUEST_ERRORS,
     NoSuchRepository,
     RegistryError,
     failure_of,
+    request_errors,
     status_of,
 )
 from multibake.retry import Budget, GaveUp, RetryPolicy, Transient
 
+if TYPE_CHECKING:  # the HTTP libraries load at the first request (a build starts bake without them)
+    import requests
+    from dxf import DXF, DXFBase
+
 T = TypeVar("T")
+HTTP_LIBRARIES = ("requests", "dxf", "tenacity")  # what the first request imports (preload.py)
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -59,6 +60,7 @@ def _client(
     )
     key = (ref.host, ref.repo, timeout, login, actions)
     if key not in clients:
+        from dxf import DXF
 
         def auth(dxf: DXFBase, response: requests.Response) -> None:
             user, secret = credentials_for(ref.host, login) or (None, None)
@@ -97,7 +99,7 @@ class Http:
         parsed = parse(ref)
         try:
             _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             if status_of(exc) == 404:
                 return None
             raise failure_of(f"reading {ref}", exc) from exc
@@ -109,7 +111,7 @@ class Http:
         parsed = parse(ref)
         try:
             return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout, self.login).pull_blob(digest)))
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             raise failure_of(f"reading blob {digest} of {ref}", exc) from exc
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
@@ -119,7 +121,7 @@ class Http:
             _client(parsed, self.timeout, self.login)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
                 "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
             )
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             raise failure_of(f"writing {ref}", exc) from exc
 
     def delete_manifest(self, ref: str) -> bool:
@@ -129,7 +131,7 @@ class Http:
             # a token registry grants deletes only to a token asked for them
             client = _client(parsed, self.timeout, self.login, ("pull", "push", "delete"))
             client._request("delete", f"manifests/{parsed.reference}")  # type: ignore[no-untyped-call]
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             status = status_of(exc)
             if status == 404:
                 return False
@@ -149,10 +151,10 @@ class Http:
             while path:
                 response = client._request("get", path)  # type: ignore[no-untyped-call]  # dxf's own paging follows any host
                 tags.extend(str(t) for t in (response.json().get("tags") or []))
-                path = _next_page(response, parsed.api_host)
+                path = next_page(response, parsed.api_host)
                 if len(tags) > MAX_TAGS:
                     raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             failure = failure_of(what, exc)
             if status_of(exc) == 404:
                 raise NoSuchRepository(str(failure), transient=False) from exc
@@ -160,17 +162,6 @@ class Http:
         except ValueError as exc:  # not JSON
             raise RegistryError(f"{what}: the answer is not a tag list", transient=False) from exc
         return tags
-
-
-def _next_page(response: requests.Response, host: str) -> str | None:
-    """The next page of a paginated list, on the same registry only (credentials go with each request)."""
-    nxt = response.links.get("next", {}).get("url")
-    if not nxt:
-        return None
-    url = urlsplit(nxt)
-    if url.netloc and url.netloc != host:
-        raise RegistryError(f"the registry's next page is on another host ({url.netloc[:80]})", transient=False)
-    return url.path + (f"?{url.query}" if url.query else "")
 
 
 class Api(Protocol):

@@ -10,12 +10,15 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from multibake.refs import is_host, untagged
 from multibake.registry.auth import HUB_AUTH_KEY, Login, auth_key
 from multibake.registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    import requests
 
 _DOCKER_HUB = "registry-1.docker.io"  # where docker.io's API answers
 
@@ -120,6 +123,8 @@ POOL = 8  # connections kept open per registry: as many as requests run at once 
 
 def session(host: str) -> requests.Session:
     """One HTTP session per registry host, its connections kept alive and shared by every thread and repository."""
+    import requests  # at the first request: a build starts bake without it
+
     with _sessions_lock:
         if host not in _sessions:
             session = requests.Session()
@@ -128,3 +133,14 @@ def session(host: str) -> requests.Session:
             session.mount("https://", adapter)
             _sessions[host] = session
         return _sessions[host]
+
+
+def next_page(response: requests.Response, host: str) -> str | None:
+    """The next page of a paginated list, on the same registry only (credentials go with each request)."""
+    nxt = response.links.get("next", {}).get("url")
+    if not nxt:
+        return None
+    url = urlsplit(nxt)
+    if url.netloc and url.netloc != host:
+        raise RegistryError(f"the registry's next page is on another host ({url.netloc[:80]})", transient=False)
+    return url.path + (f"?{url.query}" if url.query else "")

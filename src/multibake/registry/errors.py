@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-
-import requests
-import urllib3
-from dxf.exceptions import DXFAuthInsecureError, DXFError, DXFUnauthorizedError
 
 
 class RegistryError(Exception):
@@ -27,15 +24,24 @@ DELETES_REFUSED = (
 )
 
 
-REQUEST_ERRORS = (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
+@functools.cache
+def request_errors() -> tuple[type[Exception], ...]:
+    """What a failed request raises: the HTTP libraries are imported at the first request, not at start-up."""
+    import requests
+    import urllib3
+    from dxf.exceptions import DXFError
 
-# a connection dropped while a body was read surfaces as any of these, depending on where it broke
-_DROPPED = (
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError,
-    ConnectionError,
-)
+    return (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
+
+
+@functools.cache
+def _dropped() -> tuple[type[Exception], ...]:
+    """A connection dropped while a body was read surfaces as any of these, depending on where it broke."""
+    import requests
+    import urllib3
+
+    return (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
+
 
 _UNAUTHORIZED = (
     "401 unauthorized: the registry refused the credentials, or got none "
@@ -47,6 +53,9 @@ _TLS_REASON = re.compile(r"certificate verify failed[^()'\"]*|wrong version numb
 
 def failure_of(what: str, exc: Exception) -> RegistryError:
     """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
+    import requests
+    from dxf.exceptions import DXFAuthInsecureError, DXFUnauthorizedError
+
     if isinstance(exc, DXFUnauthorizedError):
         return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
     if isinstance(exc, DXFAuthInsecureError):
@@ -73,7 +82,7 @@ def failure_of(what: str, exc: Exception) -> RegistryError:
         )
     if isinstance(exc, requests.Timeout):
         return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
-    if isinstance(exc, _DROPPED):
+    if isinstance(exc, (*_dropped(), ConnectionError)):
         why = "cannot connect (refused, reset, or the host does not resolve)"
         if not isinstance(exc, requests.ConnectionError):
             why = "the connection dropped mid-answer"
@@ -83,6 +92,8 @@ def failure_of(what: str, exc: Exception) -> RegistryError:
 
 def status_of(exc: Exception) -> int | None:
     """The HTTP status of a failed request, None when it got no answer."""
+    import requests
+
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code
     return None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from multibake import preload
 from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
@@ -27,9 +28,10 @@ from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without
 from multibake.preflight import bases, nodes
 from multibake.preflight.builder import BuilderInfo, check_builder, inspect_builder, unasked
-from multibake.registry.client import Registry
+from multibake.registry.client import HTTP_LIBRARIES, Registry
 from multibake.release import gate as size_gate
 from multibake.release import nodeloss, publish, shards, signing
+from multibake.release.dryrun import DryRun, dry_run
 from multibake.release.publish import TagCheck
 from multibake.release.recording import Journal, record
 from multibake.release.resolve import BuildOptions, Target, Todo, resolve
@@ -38,14 +40,6 @@ from multibake.release.sigverify import check_signatures
 from multibake.release.timing import Stopwatch
 from multibake.release.tools import Tools, _policy, budget, logged_in, registry_for
 from multibake.retry import RetryPolicy
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DryRun:
-    bake_file: str  # its text
-    command: str  # `cd ROOT && docker buildx bake …`
-    builder_commands: tuple[str, ...] = ()  # `docker buildx create …` of a configured builder, from nothing
-    placement: tuple[str, ...] = ()  # which node of a configured builder builds each platform
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +93,7 @@ def _build(opts: BuildOptions, tools: Tools, target: Target, watch: Stopwatch, s
         )
     shown = check_bases(target, todo, tools, check=opts.preflight)
     docker = tools.docker()
+    preload.later(*HTTP_LIBRARIES)  # what promote and verify use, imported while the builder answers and bake runs
     if configured is None:
         report = execute(docker, todo.plan, req, tools, policy, watch=watch)
     else:
@@ -213,16 +208,6 @@ def write_bake_file(target: Target, todo: Todo, opts: BuildOptions) -> invocatio
         keep_going=opts.keep_going,
         allow=paths.entitlements(loaded, todo.plan),
         rewrite_timestamp=loaded.config.reproducible,
-    )
-
-
-def dry_run(todo: Todo, req: invocation.Request, builder: BuilderSpec | None = None) -> DryRun:
-    argv = invocation.command_line(todo.plan, req, bake.bake_targets(todo.plan))
-    return DryRun(
-        bake_file=req.bake_file.read_text(encoding="utf-8"),
-        command=f"cd {req.root} && " + " ".join(argv),
-        builder_commands=nodes.dry_run_lines(builder) if builder else (),
-        placement=nodes.placement_lines(builder) if builder else (),
     )
 
 
