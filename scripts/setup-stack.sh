@@ -470,6 +470,8 @@ storage:
     rootdirectory: $STATE_DIR/registry
   delete:
     enabled: true
+  cache:
+    blobdescriptor: inmemory
 http:
   addr: $REGISTRY_ADDR
 YML

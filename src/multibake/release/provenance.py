@@ -40,7 +40,8 @@ def _rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def resolve(root: Path) -> Meta:
+def resolve(root: Path, config: Path | None = None) -> Meta:
+    """The checkout's facts; ``config`` (platforms.yaml) dates a release built outside git."""
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     if sde is not None:
         try:
@@ -49,7 +50,19 @@ def resolve(root: Path) -> Meta:
             raise UsageError(f"SOURCE_DATE_EPOCH={sde!r} is not a number of seconds") from None
     else:
         commit_time = _git(root, "log", "-1", "--format=%ct")
-        created = _rfc3339(int(commit_time)) if commit_time else _rfc3339(int(datetime.now(UTC).timestamp()))
+        created = _rfc3339(int(commit_time) if commit_time else _untracked_time(config))
     revision = _git(root, "rev-parse", "HEAD")
     remote = _git(root, "remote", "get-url", "origin")
     return Meta(created=created, revision=revision, source=public_url(remote) if remote else None)
+
+
+def _untracked_time(config: Path | None) -> int:
+    """When a checkout outside git last changed: platforms.yaml's modification time, else now.
+
+    Not the time of the run: every image's creation label would change with it, so an unchanged
+    release from a source archive or a copied tree would move every tag.
+    """
+    try:
+        return int(config.stat().st_mtime) if config is not None else int(datetime.now(UTC).timestamp())
+    except OSError:
+        return int(datetime.now(UTC).timestamp())

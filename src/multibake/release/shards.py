@@ -132,7 +132,7 @@ def resolve(config: Path, registry: str | None, lock: Path | None, check_files: 
     if lock is not None:
         meta, locked = read_lock(lock)
     else:
-        meta, locked = provenance.resolve(loaded.root), None
+        meta, locked = provenance.resolve(loaded.root, config), None
     full = planner.plan(loaded, meta)
     if locked is not None and plan_digest(full) != locked:
         raise UsageError(f"{lock}: {config} or the checkout changed since this lock was written; write a new one")

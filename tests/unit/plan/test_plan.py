@@ -5,6 +5,7 @@ Pure tests: ``plan(loaded, meta)`` with a fixed Meta, configs written to tmp_pat
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -315,6 +316,18 @@ def test_created_honours_source_date_epoch(tmp_path: Path, monkeypatch: pytest.M
     assert meta.created == "2023-11-14T22:13:20Z"
     p = plan(load(SHIPPED_CONFIG), meta)
     assert {dict(c.labels)["org.opencontainers.image.created"] for c in p.cells} == {"2023-11-14T22:13:20Z"}
+
+
+def test_outside_git_created_is_the_config_files_time_not_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged checkout that is no git work tree (a source archive, a copy) dates every run alike."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    config = tmp_path / "platforms.yaml"
+    config.write_text("platforms: [linux/amd64]\n", encoding="utf-8")
+    os.utime(config, (1700000000, 1700000000))
+    assert provenance.resolve(tmp_path, config).created == "2023-11-14T22:13:20Z"
+    assert provenance.resolve(tmp_path, config) == provenance.resolve(tmp_path, config)
 
 
 def test_bad_source_date_epoch_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
