@@ -18,9 +18,9 @@ from typing import Any
 from multibake.docker import DockerFailure
 from multibake.dockerfacts import BuilderFacts, EngineFacts, NodeFacts
 from multibake.plan.model import Plan
-from multibake.registry import client as registry
 from multibake.registry import connect
 from multibake.registry.errors import DELETES_REFUSED, NoSuchRepository, RegistryError
+from multibake.registry.manifest import platform_name
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -137,7 +137,7 @@ class FakeRegistry:
 
     def platforms(self, ref: str) -> list[str]:
         doc = self.held(ref) or {}
-        names = (registry.platform_name(m["platform"]) for m in doc.get("manifests", []))
+        names = (platform_name(m["platform"]) for m in doc.get("manifests", []))
         return sorted(n for n in names if n != "unknown/unknown")  # attestation manifests left out
 
 

@@ -24,7 +24,8 @@ from multibake.refs import untagged
 from multibake.release.publish import _parallel
 
 if TYPE_CHECKING:
-    from multibake.registry.client import RawManifest, Registry
+    from multibake.registry.client import Registry
+    from multibake.registry.manifest import RawManifest
 
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -189,7 +190,7 @@ class Reader:
 
     def tag(self, ref: str) -> TagFacts | None:
         """What ``ref`` (a tag or ``repo@digest``) points at; None when the registry has no such tag."""
-        from multibake.registry.client import platform_name
+        from multibake.registry.manifest import platform_name
 
         held = self.reg.manifest(ref)
         if held is None:

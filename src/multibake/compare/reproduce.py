@@ -30,7 +30,8 @@ from multibake.errors import BuildError, UsageError
 from multibake.failures import first_line
 from multibake.plan.model import Cell
 from multibake.plan.transforms import select
-from multibake.registry.client import Registry, platform_name
+from multibake.registry.client import Registry
+from multibake.registry.manifest import platform_name
 from multibake.release import pipeline, shards
 from multibake.release.resolve import BuildOptions, Todo, resolve
 from multibake.release.tools import Tools, registry_for

@@ -13,7 +13,8 @@ from typing import Any
 from multibake.errors import BuildError, UsageError
 from multibake.platforms import normalize
 from multibake.registry import attestations
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, order=True)

@@ -28,7 +28,8 @@ from multibake.maintain.naming import Naming
 from multibake.plan.model import Plan
 from multibake.plan.pieces import tag_rules
 from multibake.plan.transforms import select
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 from multibake.release import shards
 from multibake.release import tools as release_
 from multibake.release.publish import _parallel

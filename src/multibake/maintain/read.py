@@ -15,7 +15,8 @@ from typing import Any
 
 from multibake.maintain import age
 from multibake.maintain.graph import Node, Repo
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 from multibake.release.publish import _parallel
 
 

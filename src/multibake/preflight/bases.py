@@ -231,7 +231,7 @@ class _Reads:
 
 def published_platforms(reg: Registry, ref: str) -> frozenset[str] | None:
     """The platforms ``ref`` publishes (an index's entries, or a single image's config), None if absent."""
-    from multibake.registry.client import platform_name
+    from multibake.registry.manifest import platform_name
 
     held = reg.manifest(ref)
     if held is None:

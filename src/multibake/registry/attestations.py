@@ -17,7 +17,8 @@ from typing import Any
 
 from multibake.errors import BuildError
 from multibake.refs import untagged
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 
 SPDX = "https://spdx.dev/Document"
 PREDICATE = "in-toto.io/predicate-type"

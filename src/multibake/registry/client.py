@@ -12,8 +12,8 @@ makes in the one retry rule (retry.py), including merging images into one index.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +34,8 @@ from multibake.registry.errors import (
     request_errors,
     status_of,
 )
+from multibake.registry.manifest import RawManifest, digest_of, platform_name
+from multibake.registry.patience import Patience
 from multibake.retry import Budget, GaveUp, RetryPolicy, Transient
 
 if TYPE_CHECKING:  # the HTTP libraries load at the first request (a build starts bake without them)
@@ -179,50 +181,6 @@ class Api(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RawManifest:
-    """A manifest as the registry serves it; ``digest`` is the sha256 of its exact bytes."""
-
-    media_type: str
-    digest: str
-    doc: dict[str, Any]
-    body: bytes = field(default=b"", repr=False)  # the exact bytes, to tag them elsewhere unchanged
-
-    @property
-    def is_index(self) -> bool:
-        return "index" in self.media_type or "manifest.list" in self.media_type
-
-    def entries(self) -> dict[str, str]:
-        """platform → digest of an index's images; attestation manifests (unknown/unknown) left out."""
-        out: dict[str, str] = {}
-        for m in self.doc.get("manifests", []):
-            p = m.get("platform") or {}
-            if p.get("os") in (None, "unknown"):
-                continue
-            out[platform_name(p)] = m["digest"]
-        return out
-
-    def annotated(self, annotations: Mapping[str, str]) -> RawManifest:
-        """This index with ``annotations`` added (new bytes, new digest); itself when there are none."""
-        if not annotations:
-            return self
-        doc = {**self.doc, "annotations": {**self.doc.get("annotations", {}), **annotations}}
-        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        return RawManifest(media_type=self.media_type, digest=_digest(body), doc=doc, body=body)
-
-    def attestations(self) -> int:
-        return sum((m.get("platform") or {}).get("os") == "unknown" for m in self.doc.get("manifests", []))
-
-
-def _digest(body: bytes) -> str:
-    return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def platform_name(p: Mapping[str, Any]) -> str:
-    """``os/architecture[/variant]`` of an index entry's platform or an image config."""
-    return f"{p['os']}/{p['architecture']}" + (f"/{p['variant']}" if p.get("variant") else "")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class Registry:
     """Every registry read and write of a release, each retried on transient failures.
 
@@ -238,20 +196,25 @@ class Registry:
     budget: Budget = field(default_factory=Budget)  # what this client's requests share (retry.py)
     # manifests read by digest: their content cannot change, so promote's reads serve verify's sizes
     by_digest: dict[str, RawManifest] = field(default_factory=dict)
+    patience: Patience = field(default_factory=Patience)  # how long one try waits (patience.py)
 
-    def _call(self, ref: str, what: str, call: Callable[[], T]) -> T:
+    def _call(self, ref: str, what: str, call: Callable[[Api], T]) -> T:
         host = parse(ref).host
         down = self.budget.down(host)
         if down is not None:
             raise BuildError(f"{what}: not tried, registry {host} {down}")
+        tries = itertools.count(1)
 
         def once() -> T:
+            api, began = self._patient(host, next(tries)), self.budget.clock()
             try:
-                return call()
+                got = call(api)
             except RegistryError as exc:
                 if exc.transient:
                     raise Transient(Failure(Kind.TRANSIENT, str(exc), ()), retry_after=exc.retry_after) from exc
                 raise BuildError(str(exc)) from exc
+            self.patience.answered(host, self.budget.clock() - began)
+            return got
 
         started = self.budget.clock()
         try:
@@ -262,11 +225,18 @@ class Registry:
             reason = str(exc).removeprefix(f"{what}: ")  # the failure names the call already
             raise BuildError(f"{what}: still failing {exc.why}: {reason}") from exc
 
+    def _patient(self, host: str, attempt: int) -> Api:
+        """The API for one try: over HTTP, waiting no longer than patience.py allows."""
+        wait = self.patience.timeout(host, attempt)
+        if isinstance(self.api, Http) and wait is not None and wait < self.api.timeout:
+            return self.api.with_timeout(wait)
+        return self.api
+
     def manifest(self, ref: str) -> RawManifest | None:
         """What ``ref`` points at in the registry, or None when there is no such tag."""
         if ref in self.by_digest:
             return self.by_digest[ref]
-        got = self._call(ref, f"reading {ref}", lambda: self.api.get_manifest(ref))
+        got = self._call(ref, f"reading {ref}", lambda api: api.get_manifest(ref))
         if got is None:
             return None
         body, served = got
@@ -283,9 +253,9 @@ class Registry:
         A repository the registry does not know is an error, or no tags with ``missing_ok``.
         """
 
-        def listed() -> list[str]:
+        def listed(api: Api) -> list[str]:
             try:
-                return self.api.list_tags(repository)
+                return api.list_tags(repository)
             except NoSuchRepository:
                 if missing_ok:
                     return []
@@ -295,11 +265,11 @@ class Registry:
 
     def blob(self, ref: str, digest: str) -> bytes:
         """A blob of ``ref``'s repository (an attestation's statement)."""
-        return self._call(ref, f"reading blob {digest} of {ref}", lambda: self.api.get_blob(ref, digest))
+        return self._call(ref, f"reading blob {digest} of {ref}", lambda api: api.get_blob(ref, digest))
 
     def delete(self, ref: str) -> bool:
         """Delete the manifest ``repo@digest`` and every tag on it; False when the registry had none."""
-        return self._call(ref, f"deleting {ref}", lambda: self.api.delete_manifest(ref))
+        return self._call(ref, f"deleting {ref}", lambda api: api.delete_manifest(ref))
 
     def image_config(self, ref: str) -> dict[str, Any]:
         """The config (platform, labels, ...) of a single-platform image."""
@@ -310,7 +280,7 @@ class Registry:
         if held is None or held.is_index or "config" not in held.doc:
             raise BuildError(f"{ref}: not a single-platform image in the registry")
         digest = str(held.doc["config"]["digest"])
-        body = self._call(ref, f"reading the config of {ref}", lambda: self.api.get_blob(ref, digest))
+        body = self._call(ref, f"reading the config of {ref}", lambda api: api.get_blob(ref, digest))
         config: dict[str, Any] = json.loads(body)
         return config
 
@@ -322,12 +292,15 @@ class Registry:
         """Point ``tags`` (in ``held``'s repository) at ``held``: the same bytes and digest, unless annotated."""
         body = held.annotated(annotations or {}).body
         for tag in tags:
-            self._call(tag, f"tagging {tag}", functools.partial(self.api.put_manifest, tag, body, held.media_type))
+            self._put(tag, f"tagging {tag}", body, held.media_type)
 
     def put_by_digest(self, repository: str, held: RawManifest) -> None:
         """Write ``held`` into ``repository`` by its digest, no tag (to sign it before a tag points at it)."""
         ref = f"{repository}@{held.digest}"
-        self._call(ref, f"writing {ref}", functools.partial(self.api.put_manifest, ref, held.body, held.media_type))
+        self._put(ref, f"writing {ref}", held.body, held.media_type)
+
+    def _put(self, ref: str, what: str, body: bytes, media_type: str) -> None:
+        self._call(ref, what, lambda api: api.put_manifest(ref, body, media_type))
 
     def merge(self, sources: Sequence[str]) -> RawManifest:
         """One index of ``sources`` (images, or indexes whose entries are taken), pushed by digest: no tag.
@@ -350,10 +323,10 @@ class Registry:
         media = _DOCKER_LIST if docker_types else _OCI_INDEX
         doc = {"schemaVersion": 2, "mediaType": media, "manifests": list(entries.values())}
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
-        digest = _digest(body)
+        digest = digest_of(body)
         (host, repo) = repos.pop()
         ref = f"{host}/{repo}@{digest}"
-        self._call(ref, f"writing the index {ref}", functools.partial(self.api.put_manifest, ref, body, media))
+        self._put(ref, f"writing the index {ref}", body, media)
         return RawManifest(media_type=media, digest=digest, doc=doc, body=body)
 
     def _entry(self, source: str, held: RawManifest) -> dict[str, Any]:

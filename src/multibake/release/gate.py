@@ -15,7 +15,8 @@ from multibake.bake.run import BuildReport, restatus
 from multibake.config.upkeep import Limit
 from multibake.kinds import Echo, Status
 from multibake.plan.model import Plan
-from multibake.registry.client import RawManifest, Registry, platform_name
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest, platform_name
 
 Layers = tuple[tuple[str, int], ...]  # (digest, compressed size), in the manifest's order
 

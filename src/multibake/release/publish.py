@@ -23,7 +23,8 @@ from multibake.plan import buildid
 from multibake.plan.attest import wants_sbom
 from multibake.plan.model import Cell, Plan
 from multibake.registry import attestations
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 from multibake.release.shards import ShardCell
 from multibake.release.signing import Signing, job_for, sign_release

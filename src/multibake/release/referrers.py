@@ -16,7 +16,8 @@ import json
 from typing import Any
 
 from multibake.registry.attestations import ATTESTATION_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE, fallback_tag
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

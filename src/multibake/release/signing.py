@@ -33,8 +33,9 @@ from multibake.failures import Failure, Kind
 from multibake.kinds import Mode, Signature
 from multibake.plan.model import Cell
 from multibake.registry.auth import Login, auth_key
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
 from multibake.registry.connect import parse, plain_http
+from multibake.registry.manifest import RawManifest
 from multibake.release.resolve import BuildOptions, Target
 from multibake.release.tools import Tools
 from multibake.release.tools import _policy as policy_for

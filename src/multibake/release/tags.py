@@ -11,7 +11,8 @@ from typing import Any
 
 from multibake.errors import BuildError
 from multibake.plan.model import Cell
-from multibake.registry.client import RawManifest, Registry
+from multibake.registry.client import Registry
+from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 
 Parallel = Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]]  # publish._parallel: a few at a time
