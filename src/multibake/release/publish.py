@@ -28,7 +28,7 @@ from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 from multibake.release.shards import ShardCell
 from multibake.release.signing import Signing, job_for, sign_release
-from multibake.release.tags import holds, write_tags
+from multibake.release.tags import Read, holds, platform_refs, read_all, write_tags
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -224,15 +224,19 @@ def verify(plan: Plan, reg: Registry) -> list[TagCheck]:
     Multi-arch tags must be indexes of exactly the planned platforms; per-platform tags must be plain
     manifests of their platform whose digest is that platform's entry in the cell's first index.
     """
+    # every tag in one round of reads; a check reads more only for an SBOM or a digest it cannot place
+    held = read_all(reg, [ref for cell in plan.cells for ref in (*cell.tags, *platform_refs(cell))], _parallel)
     indexes = [(cell, ref) for cell in plan.cells for ref in cell.tags]
-    index_checks = _parallel(lambda item: _check_index_tag(reg, item[0], item[1]), indexes)
+    index_checks = _parallel(lambda item: _check_index_tag(reg, item[0], item[1], held[item[1]]), indexes)
     entries: dict[str, dict[str, str]] = {}  # target → platform → digest, from the cell's first index found
     for (cell, _), check in zip(indexes, index_checks, strict=True):
         if check.platforms and cell.target not in entries:
             entries[cell.target] = dict(check.platforms)
     singles = [(cell, platform, ref) for cell in plan.cells for platform, refs in cell.platform_tags for ref in refs]
     single_checks = _parallel(
-        lambda item: _check_platform_tag(reg, item[0], item[1], item[2], entries.get(item[0].target, {}).get(item[1])),
+        lambda item: _check_platform_tag(
+            reg, (item[0], item[1], item[2]), held[item[2]], entries.get(item[0].target, {}).get(item[1])
+        ),
         singles,
     )
     index_checks = _with_sizes(reg, plan, index_checks)
@@ -269,11 +273,10 @@ def _with_sizes(reg: Registry, plan: Plan, checks: list[TagCheck]) -> list[TagCh
     return out
 
 
-def _check_index_tag(reg: Registry, cell: Cell, ref: str) -> TagCheck:
-    try:
-        held = reg.manifest(ref)
-    except BuildError as exc:
-        return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(exc))
+def _check_index_tag(reg: Registry, cell: Cell, ref: str, read: Read) -> TagCheck:
+    if isinstance(read, BuildError):
+        return TagCheck(ref=ref, target=cell.target, ok=False, problem=str(read))
+    held = read
     problem = _index_problem(cell, held)
     found = held.entries() if held is not None and held.is_index else {}
     if problem is None and held is not None and wants_sbom(cell.attest):
@@ -302,12 +305,16 @@ def _missing_sbom(reg: Registry, cell: Cell, held: RawManifest, found: Mapping[s
     return f"no SBOM attestation for {', '.join(missing)}" if missing else None
 
 
-def _check_platform_tag(reg: Registry, cell: Cell, platform: str, ref: str, expected: str | None) -> TagCheck:
+def _check_platform_tag(reg: Registry, tag: tuple[Cell, str, str], read: Read, expected: str | None) -> TagCheck:
+    cell, platform, ref = tag
+
     def result(ok: bool, problem: str | None = None, digest: str | None = None) -> TagCheck:
         return TagCheck(ref=ref, target=cell.target, platform=platform, ok=ok, digest=digest, problem=problem)
 
     try:
-        held = reg.manifest(ref)
+        if isinstance(read, BuildError):
+            raise read
+        held = read
         if held is None:
             return result(False, "not in the registry")
         if held.is_index:

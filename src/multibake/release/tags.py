@@ -41,8 +41,9 @@ def write_tags(
             moved_by.setdefault(owner, {}).update(got)
 
     # Every read first, all at once (a few at a time): what each public tag holds, each platform image.
-    reads = [r for c in ready for r in (*c.tags, *_platform_refs(c), *_sources(c, staged[c.target]).values())]
-    now = dict(zip(reads, parallel(lambda ref: _read(reg, ref), reads), strict=True))
+    now = read_all(
+        reg, [r for c in ready for r in (*c.tags, *platform_refs(c), *_sources(c, staged[c.target]).values())], parallel
+    )
     # Then two rounds of writes, never overlapping: a registry on a plain filesystem rewrites an image's
     # revision link on every write of that image, and an index write that checks its images at that
     # moment is refused ("blob unknown"). So no per-platform tag is written while an index is.
@@ -60,11 +61,16 @@ def write_tags(
 Read = RawManifest | None | BuildError  # what a reference held when promote read it, or why it could not
 
 
-def _read(reg: Registry, ref: str) -> Read:
-    try:
-        return reg.manifest(ref)
-    except BuildError as exc:
-        return exc
+def read_all(reg: Registry, refs: list[str], parallel: Parallel) -> dict[str, Read]:
+    """What each of ``refs`` holds, read in one round (a few at a time); a read that failed holds its error."""
+
+    def read(ref: str) -> Read:
+        try:
+            return reg.manifest(ref)
+        except BuildError as exc:
+            return exc
+
+    return dict(zip(refs, parallel(read, refs), strict=True))
 
 
 def _held(now: Mapping[str, Read], ref: str) -> RawManifest | None:
@@ -74,7 +80,7 @@ def _held(now: Mapping[str, Read], ref: str) -> RawManifest | None:
     return got
 
 
-def _platform_refs(cell: Cell) -> list[str]:
+def platform_refs(cell: Cell) -> list[str]:
     return [ref for _, refs in cell.platform_tags for ref in refs]
 
 
