@@ -50,6 +50,7 @@ def _env() -> dict[str, str]:
     # the shipped file as written: no registry/config overrides from the caller's environment
     env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIBAKE_")}
     env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled modules in use, as after pip install
     return env
 
 

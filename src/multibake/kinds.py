@@ -107,3 +107,10 @@ class Signature(StrEnum):
     MISSING = "missing"  # no signature at all
     INVALID = "invalid"  # a signature that does not verify with the key (or could not be read)
     UNSIGNED = "unsigned"  # its family is not signed: nothing to check
+
+
+class NodeLoss(StrEnum):
+    """What a release does when a node does not answer (at preflight, or stops during the build)."""
+
+    FAIL = "fail"  # its cells fail (exit 1; preflight: exit 2), naming the node
+    EMULATE = "emulate"  # its platforms go to a remaining node, built under emulation

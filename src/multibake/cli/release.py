@@ -9,10 +9,9 @@ import typer
 
 from multibake.cli import options
 from multibake.cli.options import ConfigOpt, LockOpt, RegistryOpt, Selectors, render_build, render_checks
-from multibake.config.nodes import NodeLoss
 from multibake.config.settings import DEFAULT_CONFIG
 from multibake.errors import UsageError
-from multibake.kinds import Progress
+from multibake.kinds import NodeLoss, Progress
 
 if TYPE_CHECKING:
     from multibake.release.resolve import BuildOptions

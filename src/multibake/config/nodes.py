@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from multibake import platforms
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import ConfigError
+from multibake.kinds import NodeLoss
 from multibake.refs import CREDENTIALS_ADVICE
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # buildx's builder and node names
@@ -44,13 +45,6 @@ class TlsOption(StrEnum):
 
 
 TLS_FILES = (TlsOption.CACERT, TlsOption.CERT, TlsOption.KEY)
-
-
-class NodeLoss(StrEnum):
-    """What a release does when a node does not answer (at preflight, or stops during the build)."""
-
-    FAIL = "fail"  # its cells fail (exit 1; preflight: exit 2), naming the node
-    EMULATE = "emulate"  # its platforms go to a remaining node, built under emulation
 
 
 def _platform(value: str) -> str:

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from multibake import docker as door
 from multibake import platforms
-from multibake.config.nodes import BuilderSpec, Driver, NodeLoss, NodeSpec, placement, routed, without
+from multibake.config.nodes import BuilderSpec, Driver, NodeSpec, placement, routed, without
 from multibake.docker import DockerFailure, NodeArgs
 from multibake.dockerfacts import BuilderFacts
 from multibake.errors import UsageError
 from multibake.failures import first_line
+from multibake.kinds import NodeLoss
 from multibake.plan.model import Plan
 from multibake.preflight import tls
 

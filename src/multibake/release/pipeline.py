@@ -18,11 +18,11 @@ from multibake.bake import hcl as render
 from multibake.bake import invocation
 from multibake.bake import run as bake
 from multibake.bake.run import restatus
-from multibake.config.nodes import BuilderSpec, NodeLoss, placement
+from multibake.config.nodes import BuilderSpec, placement
 from multibake.config.upkeep import Limit, parse_limit
 from multibake.docker import Client
 from multibake.errors import BuildError
-from multibake.kinds import Echo, Mode, Placement, Status, Step
+from multibake.kinds import Echo, Mode, NodeLoss, Placement, Status, Step
 from multibake.plan import buildid, paths
 from multibake.plan.model import Plan
 from multibake.plan.transforms import select, select_targets, without

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from multibake import platforms as arch
 from multibake.bake import run as bake
-from multibake.config.nodes import NodeLoss
 from multibake.errors import UsageError
-from multibake.kinds import Mode, Split
+from multibake.kinds import Mode, NodeLoss, Split
 from multibake.plan import attest, buildid, planner
 from multibake.plan.model import Plan
 from multibake.plan.transforms import map_attest, restrict, select, with_labels

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from multibake.bake.run import BuildReport, CellResult
-from multibake.config.nodes import BuilderSpec, NodeLoss, NodeSpec, placement, routed, without
+from multibake.config.nodes import BuilderSpec, NodeSpec, placement, routed, without
 from multibake.errors import UsageError
-from multibake.kinds import Mode, Status
+from multibake.kinds import Mode, NodeLoss, Status
 from multibake.preflight import nodes, tls
 from multibake.preflight.builder import BuilderInfo
 from multibake.release import nodeloss

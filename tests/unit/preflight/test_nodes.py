@@ -12,11 +12,12 @@ import pytest
 from multibake.cli import app as cli
 from multibake.config import schema as cfg
 from multibake.config.load import load, validate
-from multibake.config.nodes import BuilderSpec, NodeLoss, NodeSpec
+from multibake.config.nodes import BuilderSpec, NodeSpec
 from multibake.config.yamlpos import parse_yaml
 from multibake.docker import DockerFailure
 from multibake.dockerfacts import BuilderFacts, NodeFacts
 from multibake.errors import ConfigError, UsageError
+from multibake.kinds import NodeLoss
 from multibake.plan import planner
 from multibake.plan.model import Plan
 from multibake.preflight import nodes, tls
