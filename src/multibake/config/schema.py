@@ -128,7 +128,9 @@ class Retry(_Model):
         default=60.0,
         gt=0,
         le=3600,
-        description="seconds one registry request of multibake's may stall before it counts as a transient failure",
+        description="seconds one registry request of multibake's may stall before it counts as a transient failure "
+        "(while the registry answers others quickly, a try is cut sooner: ten times its slowest recent answer, "
+        "at least 1 s, doubling on each try)",
     )
     per_request: float = Field(
         default=60.0,
