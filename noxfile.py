@@ -148,7 +148,7 @@ def bench(session: nox.Session) -> None:
     session.log("stack: current (docker 28.5, buildx 0.29.1, docker driver)")
     session.run("python", "benchmarks/build.py")  # also multibake's own time at 5 and at 50 cells
     session.run("python", "benchmarks/signing.py")  # signed vs unsigned release, same run
-    # the same release on standalone BuildKit (remote driver, push by digest): cold, warm, and own time at 5 and 50 cells
+    # the same release on standalone BuildKit (remote driver, push by digest): cold, warm, own time at 5 and 50 cells
     session.log("stack: buildkit (builder multibake-remote)")
     session.run("python", "benchmarks/build.py", "--rounds", "2", env={"BUILDX_BUILDER": "multibake-remote"})
     # SBOM attestations on vs off (same run, ratio), and multibake reproduce of the fast tier
