@@ -12,10 +12,11 @@ boards and manifest-tool accept).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from multibake.errors import BuildError
 from multibake.kinds import PlatformSize, Status
@@ -28,7 +29,7 @@ from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 from multibake.release.shards import ShardCell
 from multibake.release.signing import Signing, job_for, sign_release
-from multibake.release.tags import Read, holds, platform_refs, read_all, write_tags
+from multibake.release.tags import Read, held_now, holds, platform_refs, read_all, read_one, write_tags
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -144,16 +145,11 @@ def promote(
     """
     held_back = {c.target: "not built" for c in plan.cells if c.target not in sources}
     candidates = [c for c in plan.cells if c.target in sources]
-    staged: dict[str, RawManifest] = {}
-    for cell, got in zip(candidates, _parallel(lambda c: _stage(reg, c, sources[c.target]), candidates), strict=True):
-        if isinstance(got, NotStaged):
-            held_back[cell.target] = got.reason
-        else:
-            staged[cell.target] = got
+    staged, now = _staged_and_tags(reg, candidates, sources, held_back)
     ready = [c for c in plan.cells if c.target in staged]
     signed: dict[str, tuple[str, ...]] = {}
     if signing is not None:  # signed by digest before any tag of the cell moves
-        final, held, moving = _moves(reg, ready, staged, detach=detach)
+        final, held, moving = _moves(ready, staged, now, detach=detach)
         to_sign = [job_for(c, staged[c.target], final[c.target], held, moving[c.target]) for c in ready]
         signed, refused = sign_release(reg, signing, to_sign if partial or not held_back else [])
         held_back.update(refused)
@@ -161,7 +157,7 @@ def promote(
     if held_back and not partial:
         reason = "the release is incomplete, so no public tag was changed"
         return Published(held_back={c.target: held_back.get(c.target, reason) for c in plan.cells})
-    moved_by, failed = write_tags(reg, ready, staged, parallel=_parallel, detach=detach)
+    moved_by, failed = write_tags(reg, ready, staged, now, parallel=_parallel, detach=detach)
     promoted = tuple(c.target for c in ready if c.target not in failed)
     before: dict[str, str | None] = {}  # each moved tag → what it pointed at (None: it is new)
     for moved in moved_by.values():
@@ -173,17 +169,34 @@ def promote(
     )
 
 
+def _staged_and_tags(
+    reg: Registry, cells: Sequence[Cell], sources: Mapping[str, list[str]], held_back: dict[str, str]
+) -> tuple[dict[str, RawManifest], dict[str, Read]]:
+    """Each cell's complete staged index (why not, into ``held_back``), and what every public and
+    per-platform tag holds now: one round of reads, so a flaky registry is waited on once."""
+    tags = [ref for c in cells for ref in (*c.tags, *platform_refs(c))]
+    jobs: list[Callable[[], RawManifest | NotStaged | Read]] = [
+        *(functools.partial(_stage, reg, c, sources[c.target]) for c in cells),
+        *(functools.partial(read_one, reg, ref) for ref in tags),
+    ]
+    done = _parallel(lambda job: job(), jobs)
+    staged: dict[str, RawManifest] = {}
+    for cell, got in zip(cells, done[: len(cells)], strict=True):
+        if isinstance(got, NotStaged):
+            held_back[cell.target] = got.reason
+        else:
+            staged[cell.target] = cast(RawManifest, got)
+    return staged, dict(zip(tags, cast(list[Read], done[len(cells) :]), strict=True))
+
+
 def _moves(
-    reg: Registry, ready: Sequence[Cell], staged: Mapping[str, RawManifest], *, detach: bool
+    ready: Sequence[Cell], staged: Mapping[str, RawManifest], now: Mapping[str, Read], *, detach: bool
 ) -> tuple[dict[str, RawManifest], dict[str, RawManifest | None], dict[str, frozenset[str]]]:
     """What each cell's multi-arch tags will serve (the staged index, its attestations out when ``detach``,
     annotated), what every public tag holds now, and the tags that do not hold the release yet."""
     public = {c.target: referrers.clean(staged[c.target]) if detach else staged[c.target] for c in ready}
     final = {c.target: public[c.target].annotated(dict(c.annotations)) for c in ready}
-    every = {c.target: [*c.tags, *(ref for _, refs in c.platform_tags for ref in refs)] for c in ready}
-    held: dict[str, RawManifest | None] = {}
-    for found in _parallel(lambda c: {ref: reg.manifest(ref) for ref in every[c.target]}, ready):
-        held.update(found)
+    held = {ref: held_now(now, ref) for c in ready for ref in (*c.tags, *platform_refs(c))}
 
     def moving(cell: Cell) -> frozenset[str]:
         entries, annotations = public[cell.target].entries(), dict(cell.annotations)

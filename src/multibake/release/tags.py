@@ -6,8 +6,9 @@ indexes, each write retried by the registry client, and a tag that still fails f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from multibake.errors import BuildError
 from multibake.plan.model import Cell
@@ -22,9 +23,17 @@ Moved = dict[str, RawManifest | None]  # each tag a cell moved → what it held 
 
 
 def write_tags(
-    reg: Registry, ready: list[Cell], staged: Mapping[str, RawManifest], *, parallel: Parallel, detach: bool = False
+    reg: Registry,
+    ready: list[Cell],
+    staged: Mapping[str, RawManifest],
+    now: Mapping[str, Read],
+    *,
+    parallel: Parallel,
+    detach: bool = False,
 ) -> tuple[dict[str, Moved], dict[str, str]]:
     """Every public tag of ``ready`` pointed at its staged index: (target → tags moved, target → why it failed).
+
+    ``now`` is what each public and per-platform tag held when promote read them (``read_all``).
 
     A tag write that fails past the retry budget fails its own cell only: the other cells' tags are
     written all the same. A cell whose multi-arch tags could not all move keeps its per-platform tags
@@ -40,17 +49,19 @@ def write_tags(
         else:
             moved_by.setdefault(owner, {}).update(got)
 
-    # Every read first, all at once (a few at a time): what each public tag holds, each platform image.
-    now = read_all(
-        reg, [r for c in ready for r in (*c.tags, *platform_refs(c), *_sources(c, staged[c.target]).values())], parallel
-    )
-    # Then two rounds of writes, never overlapping: a registry on a plain filesystem rewrites an image's
+    # Two rounds of writes, never overlapping: a registry on a plain filesystem rewrites an image's
     # revision link on every write of that image, and an index write that checks its images at that
-    # moment is refused ("blob unknown"). So no per-platform tag is written while an index is.
-    for cell, got in zip(
-        ready, parallel(lambda c: _write_index(reg, c, staged[c.target], now, detach=detach), ready), strict=True
-    ):
-        collect(cell.target, got)
+    # moment is refused ("blob unknown"). So no per-platform tag is written while an index is; the
+    # platform images those tags get are read meanwhile (a read writes nothing).
+    images = [s for c in ready for s in _sources(c, staged[c.target]).values()]
+    jobs: list[Callable[[], Moved | BuildError | Read]] = [
+        *(functools.partial(_write_index, reg, c, staged[c.target], now, detach=detach) for c in ready),
+        *(functools.partial(read_one, reg, ref) for ref in images),
+    ]
+    done = parallel(lambda job: job(), jobs)
+    for cell, got in zip(ready, done[: len(ready)], strict=True):
+        collect(cell.target, cast(Moved | BuildError, got))
+    now = {**now, **dict(zip(images, cast(list[Read], done[len(ready) :]), strict=True))}
     singles = [(c, p, refs) for c in ready if c.target not in failed for p, refs in c.platform_tags if refs]
     written = parallel(lambda item: _write_platform(reg, item, staged[item[0].target], now), singles)
     for (cell, _, _), got in zip(singles, written, strict=True):
@@ -61,19 +72,20 @@ def write_tags(
 Read = RawManifest | None | BuildError  # what a reference held when promote read it, or why it could not
 
 
+def read_one(reg: Registry, ref: str) -> Read:
+    try:
+        return reg.manifest(ref)
+    except BuildError as exc:
+        return exc
+
+
 def read_all(reg: Registry, refs: list[str], parallel: Parallel) -> dict[str, Read]:
     """What each of ``refs`` holds, read in one round (a few at a time); a read that failed holds its error."""
-
-    def read(ref: str) -> Read:
-        try:
-            return reg.manifest(ref)
-        except BuildError as exc:
-            return exc
-
-    return dict(zip(refs, parallel(read, refs), strict=True))
+    return dict(zip(refs, parallel(lambda ref: read_one(reg, ref), refs), strict=True))
 
 
-def _held(now: Mapping[str, Read], ref: str) -> RawManifest | None:
+def held_now(now: Mapping[str, Read], ref: str) -> RawManifest | None:
+    """What ``ref`` held when it was read; the read's error, raised, when it could not be."""
     got = now[ref]
     if isinstance(got, BuildError):
         raise got
@@ -97,7 +109,7 @@ def _write_index(
     ``detach``: the attestation manifests go out of the index, as referrers of their images (referrers.py).
     """
     try:
-        held = {t: _held(now, t) for t in cell.tags}
+        held = {t: held_now(now, t) for t in cell.tags}
         public = referrers.clean(staged) if detach else staged
         moved = [t for t in cell.tags if not holds(held[t], public, dict(cell.annotations))]
         if moved and detach:  # the attestations first: no public tag names an image whose are not there yet
@@ -116,10 +128,10 @@ def _write_platform(
     cell, platform, refs = item
     source = _sources(cell, staged)[platform]
     try:
-        image = _held(now, source)
+        image = held_now(now, source)
         if image is None:
             raise BuildError(f"{source} ({platform}) is not in the registry")
-        held = {ref: _held(now, ref) for ref in refs}
+        held = {ref: held_now(now, ref) for ref in refs}
         moved = [ref for ref in refs if (was := held[ref]) is None or was.digest != image.digest]
         if moved:
             reg.write(image, moved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -164,6 +165,16 @@ def test_an_unchanged_release_signs_nothing(signed: tuple[Stack, FakeCosign]) ->
     assert again.ok and again.report is not None
     assert {c.status for c in again.report.cells} == {Status.UNCHANGED}
     assert len(fake.signed) == before, "no signature written"
+
+
+def test_a_signed_release_reads_each_public_tag_once_before_moving_it_and_once_to_verify(
+    signed: tuple[Stack, FakeCosign],
+) -> None:
+    """Staged indexes and public tags are read in one round, and signing uses that round's reads."""
+    st, fake = signed
+    assert _build(st, fake).ok
+    reads = Counter(ref for ref in st.registry.reads if ref in (f"{REG}/app:1.0", f"{REG}/app:1.0-armv7"))
+    assert reads == {f"{REG}/app:1.0": 2, f"{REG}/app:1.0-armv7": 2}
 
 
 def test_signing_turned_on_for_an_unchanged_release_signs_what_the_tags_serve(signed: tuple[Stack, FakeCosign]) -> None:
