@@ -46,7 +46,7 @@ class FakeRegistry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     fail_next: list[RegistryError] = field(default_factory=list)  # raised by the next calls, in order
     writes: list[str] = field(default_factory=list)  # refs written through the API
-    reads: list[str] = field(default_factory=list)  # manifests read through the API, in order
+    manifest_reads: list[str] = field(default_factory=list)  # manifests read through the API, in order
     refuse_writes: RegistryError | None = None  # raised by every manifest write (a registry that stopped taking pushes)
     refuse_tags: RegistryError | None = None  # raised by writes to a public tag only (staging and digests pass)
     deletes: bool = True  # False: a registry without storage.delete.enabled
@@ -59,7 +59,7 @@ class FakeRegistry:
 
     def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
         self._maybe_fail()
-        self.reads.append(ref)
+        self.manifest_reads.append(ref)
         return self.manifests.get(_key(ref))
 
     def get_blob(self, ref: str, digest: str) -> bytes:

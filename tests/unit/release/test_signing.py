@@ -173,7 +173,7 @@ def test_a_signed_release_reads_each_public_tag_once_before_moving_it_and_once_t
     """Staged indexes and public tags are read in one round, and signing uses that round's reads."""
     st, fake = signed
     assert _build(st, fake).ok
-    reads = Counter(ref for ref in st.registry.reads if ref in (f"{REG}/app:1.0", f"{REG}/app:1.0-armv7"))
+    reads = Counter(ref for ref in st.registry.manifest_reads if ref in (f"{REG}/app:1.0", f"{REG}/app:1.0-armv7"))
     assert reads == {f"{REG}/app:1.0": 2, f"{REG}/app:1.0-armv7": 2}
 
 
