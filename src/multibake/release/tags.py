@@ -1,7 +1,8 @@
-"""Moving a release's public tags: every read at once, then the multi-arch tags, then the per-platform ones.
+"""Moving a release's public tags: the multi-arch tags, then the per-platform ones.
 
-``publish.promote`` decides which cells are ready; here their tags are pointed at the staged
-indexes, each write retried by the registry client, and a tag that still fails fails its own cell.
+``publish.promote`` reads what every tag holds (``read_all``, in the round that reads the staged
+indexes) and decides which cells are ready; here their tags are pointed at the staged indexes, each
+write retried by the registry client, and a tag that still fails fails its own cell.
 """
 
 from __future__ import annotations
