@@ -82,7 +82,7 @@ def budget(limits: Retry) -> str:
         f"multibake: transient registry failures: up to {limits.attempts} attempts per step, waits up to "
         f"{limits.max_delay:g} s each ({waits:g} s in all) while nothing moves on; a registry request is retried for "
         f"up to {limits.per_request:g} s while the registry answers others; a stalled request gives up after "
-        f"{limits.timeout:g} s (retry: in platforms.yaml)"
+        f"{limits.timeout:g} s, sooner while the registry answers others (retry: in platforms.yaml)"
     )
 
 
