@@ -34,5 +34,7 @@ def later(*modules: str) -> None:
 def _import_queued() -> None:
     while True:
         name = _queue.get()
-        with contextlib.suppress(ImportError):  # a missing module is reported where it is used
+        # a module that fails to import is left out of sys.modules: the main thread's own import of it
+        # fails again where it is used, with the error said there (never a thread's traceback here)
+        with contextlib.suppress(Exception):
             importlib.import_module(name)

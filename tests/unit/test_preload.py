@@ -18,7 +18,7 @@ def _wait_for(name: str, seconds: float = 10.0) -> bool:
     return name in sys.modules
 
 
-def test_queued_modules_are_imported_in_the_background_past_a_missing_one(
+def test_queued_modules_are_imported_in_the_background_past_a_missing_or_broken_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order = tmp_path / "order.txt"
@@ -26,12 +26,14 @@ def test_queued_modules_are_imported_in_the_background_past_a_missing_one(
         (tmp_path / f"{name}.py").write_text(
             f"with open({str(order)!r}, 'a') as f:\n    f.write({name!r} + '\\n')\n", encoding="utf-8"
         )
+    (tmp_path / "mb_preload_broken.py").write_text("raise RuntimeError('broken on import')\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        preload.later("mb_preload_first", "mb_preload_missing_module", "mb_preload_second")
+        preload.later("mb_preload_first", "mb_preload_missing_module", "mb_preload_broken", "mb_preload_second")
         assert _wait_for("mb_preload_second")
         assert order.read_text(encoding="utf-8").split() == ["mb_preload_first", "mb_preload_second"]
         assert "mb_preload_missing_module" not in sys.modules
+        assert "mb_preload_broken" not in sys.modules  # the main thread's import would raise it again
         preload.later("mb_preload_first")  # already imported: nothing runs twice
         time.sleep(0.05)
         assert order.read_text(encoding="utf-8").split() == ["mb_preload_first", "mb_preload_second"]
