@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from multibake.errors import BuildError
 from multibake.kinds import PlatformSize, Status
@@ -29,7 +29,7 @@ from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 from multibake.release.shards import ShardCell
 from multibake.release.signing import Signing, job_for, sign_release
-from multibake.release.tags import Read, held_now, holds, platform_refs, read_all, read_one, write_tags
+from multibake.release.tags import Read, held_now, holds, platform_refs, read_all, read_one, together, write_tags
 
 if TYPE_CHECKING:
     from multibake.bake.run import BuildReport
@@ -175,18 +175,18 @@ def _staged_and_tags(
     """Each cell's complete staged index (why not, into ``held_back``), and what every public and
     per-platform tag holds now: one round of reads, so a flaky registry is waited on once."""
     tags = [ref for c in cells for ref in (*c.tags, *platform_refs(c))]
-    jobs: list[Callable[[], RawManifest | NotStaged | Read]] = [
-        *(functools.partial(_stage, reg, c, sources[c.target]) for c in cells),
-        *(functools.partial(read_one, reg, ref) for ref in tags),
-    ]
-    done = _parallel(lambda job: job(), jobs)
+    stages, read = together(
+        _parallel,
+        [functools.partial(_stage, reg, c, sources[c.target]) for c in cells],
+        [functools.partial(read_one, reg, ref) for ref in tags],
+    )
     staged: dict[str, RawManifest] = {}
-    for cell, got in zip(cells, done[: len(cells)], strict=True):
+    for cell, got in zip(cells, stages, strict=True):
         if isinstance(got, NotStaged):
             held_back[cell.target] = got.reason
         else:
-            staged[cell.target] = cast(RawManifest, got)
-    return staged, dict(zip(tags, cast(list[Read], done[len(cells) :]), strict=True))
+            staged[cell.target] = got
+    return staged, dict(zip(tags, read, strict=True))
 
 
 def _moves(

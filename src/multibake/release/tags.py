@@ -8,8 +8,8 @@ write retried by the registry client, and a tag that still fails fails its own c
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from multibake.errors import BuildError
 from multibake.plan.model import Cell
@@ -17,6 +17,8 @@ from multibake.registry.client import Registry
 from multibake.registry.manifest import RawManifest
 from multibake.release import referrers
 
+A = TypeVar("A")
+B = TypeVar("B")
 Parallel = Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]]  # publish._parallel: a few at a time
 
 
@@ -55,14 +57,14 @@ def write_tags(
     # moment is refused ("blob unknown"). So no per-platform tag is written while an index is; the
     # platform images those tags get are read meanwhile (a read writes nothing).
     images = [s for c in ready for s in _sources(c, staged[c.target]).values()]
-    jobs: list[Callable[[], Moved | BuildError | Read]] = [
-        *(functools.partial(_write_index, reg, c, staged[c.target], now, detach=detach) for c in ready),
-        *(functools.partial(read_one, reg, ref) for ref in images),
-    ]
-    done = parallel(lambda job: job(), jobs)
-    for cell, got in zip(ready, done[: len(ready)], strict=True):
-        collect(cell.target, cast(Moved | BuildError, got))
-    now = {**now, **dict(zip(images, cast(list[Read], done[len(ready) :]), strict=True))}
+    indexed, read = together(
+        parallel,
+        [functools.partial(_write_index, reg, c, staged[c.target], now, detach=detach) for c in ready],
+        [functools.partial(read_one, reg, ref) for ref in images],
+    )
+    for cell, got in zip(ready, indexed, strict=True):
+        collect(cell.target, got)
+    now = {**now, **dict(zip(images, read, strict=True))}
     singles = [(c, p, refs) for c in ready if c.target not in failed for p, refs in c.platform_tags if refs]
     written = parallel(lambda item: _write_platform(reg, item, staged[item[0].target], now), singles)
     for (cell, _, _), got in zip(singles, written, strict=True):
@@ -71,6 +73,14 @@ def write_tags(
 
 
 Read = RawManifest | None | BuildError  # what a reference held when promote read it, or why it could not
+
+
+def together(
+    parallel: Parallel, first: Sequence[Callable[[], A]], second: Sequence[Callable[[], B]]
+) -> tuple[list[A], list[B]]:
+    """Two lists of calls run as one round (a few at a time): one wait on the registry, not two."""
+    done = parallel(lambda call: call(), [*first, *second])
+    return done[: len(first)], done[len(first) :]
 
 
 def read_one(reg: Registry, ref: str) -> Read:
