@@ -20,9 +20,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from multibake import platforms
+from multibake.config.model import Model
 from multibake.config.yamlpos import KeyPath
 from multibake.errors import ConfigError
 from multibake.kinds import NodeLoss
@@ -60,10 +61,8 @@ class Driver(StrEnum):
     KUBERNETES = "kubernetes"
 
 
-class NodeSpec(BaseModel):
+class NodeSpec(Model):
     """One node of the builder: where BuildKit runs and which platforms bake sends to it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="node name (buildx --node); shown per target in build --json")
     driver: Driver = Field(description="buildx driver; every node of a builder uses the same one")
@@ -165,10 +164,8 @@ class NodeSpec(BaseModel):
 NATIVE_TOO = {"linux/arm64": ("linux/arm/v7", "linux/arm/v6"), "linux/arm/v7": ("linux/arm/v6",)}
 
 
-class BuilderSpec(BaseModel):
+class BuilderSpec(Model):
     """A buildx builder multibake creates or updates before building (``--builder`` on the command line wins)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="the buildx builder's name")
     nodes: list[NodeSpec] = Field(min_length=1, description="its nodes, in buildx's order")

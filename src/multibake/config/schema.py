@@ -13,8 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -22,6 +20,7 @@ from pydantic import (
 
 from multibake import platforms, refs
 from multibake.config import nodes
+from multibake.config.model import Model
 from multibake.config.sign import Sign
 from multibake.config.upkeep import FamilyRetention, Gate, Retention, SizeLimit
 from multibake.kinds import Placement, Provenance
@@ -42,10 +41,6 @@ Platform = Annotated[str, AfterValidator(_platform)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
-
-
 class CacheType(StrEnum):
     REGISTRY = "registry"
     LOCAL = "local"
@@ -54,7 +49,7 @@ class CacheType(StrEnum):
     NONE = "none"
 
 
-class Cache(_Model):
+class Cache(Model):
     """Where BuildKit's cache is imported from and exported to; one cache per target."""
 
     type: CacheType = CacheType.REGISTRY
@@ -81,7 +76,7 @@ class Cache(_Model):
         return value
 
 
-class Limits(_Model):
+class Limits(Model):
     """Ceilings that keep a typo (one axis too many) from planning for minutes."""
 
     max_cells: int = Field(
@@ -96,7 +91,7 @@ class Limits(_Model):
     )
 
 
-class Secret(_Model):
+class Secret(Model):
     """A BuildKit secret (RUN --mount=type=secret,id=NAME): from an environment variable or a file, never an arg."""
 
     env: str | None = Field(default=None, description="environment variable holding the secret")
@@ -113,7 +108,7 @@ class Secret(_Model):
         return self
 
 
-class Retry(_Model):
+class Retry(Model):
     """Retries of transient registry failures (5xx, 429, resets, timeouts)."""
 
     attempts: int = Field(
@@ -141,7 +136,7 @@ class Retry(_Model):
     )
 
 
-class Sbom(_Model):
+class Sbom(Model):
     """An SPDX SBOM attestation per platform image, made by a generator image BuildKit runs."""
 
     enabled: bool = True
@@ -160,7 +155,7 @@ class Sbom(_Model):
         return value
 
 
-class Attest(_Model):
+class Attest(Model):
     """Attestations BuildKit attaches to pushed images: manifests of platform unknown/unknown in each index."""
 
     provenance: Provenance | None = Field(
@@ -182,7 +177,7 @@ class Attest(_Model):
     )
 
 
-class TagRule(_Model):
+class TagRule(Model):
     tag: NonEmpty
     when: dict[str, str | list[str]] = Field(default_factory=dict)
 
@@ -193,7 +188,7 @@ class PerPlatformTags(StrEnum):
     NONE = "none"
 
 
-class UpdateRule(_Model):
+class UpdateRule(Model):
     """Where `multibake update` finds the values of a matrix axis: the tags of a repository."""
 
     source: NonEmpty = Field(description="repository whose tags are the axis's versions: docker.io/library/alpine")
@@ -226,7 +221,7 @@ class UpdateRule(_Model):
         return value
 
 
-class Family(_Model):
+class Family(Model):
     """One image family: a Dockerfile built for every cell of a version matrix."""
 
     context: NonEmpty
@@ -273,7 +268,7 @@ class Family(_Model):
         return value
 
 
-class Config(_Model):
+class Config(Model):
     """The whole of platforms.yaml."""
 
     registry: NonEmpty

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from multibake.config.model import Model
 
 ENV_SCHEME = "env://"
 # KMS and hardware keys cosign resolves itself: passed through untouched
@@ -42,11 +44,7 @@ def is_file_key(value: str) -> bool:
     return not value.startswith((ENV_SCHEME, *KMS_SCHEMES))
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Cosign(_Model):
+class Cosign(Model):
     """cosign's private key (or keyless signing), and the public key that verifies its signatures."""
 
     key: str | None = Field(
@@ -83,7 +81,7 @@ class Cosign(_Model):
         return self
 
 
-class Sign(_Model):
+class Sign(Model):
     """Signatures of every index and platform image, written before any public tag moves."""
 
     enabled: bool = Field(default=True, description="false: not signed (a family's own sign: {enabled: false})")

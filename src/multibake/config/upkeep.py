@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
+
+from multibake.config.model import Model
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -83,11 +85,7 @@ Duration = Annotated[str, AfterValidator(_duration_text)]
 SizeLimit = Annotated[str, AfterValidator(_limit_text)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Retention(_Model):
+class Retention(Model):
     """What `multibake gc` deletes besides a family's own retention: staging tags past a grace period."""
 
     staging_grace: Duration = Field(
@@ -97,7 +95,7 @@ class Retention(_Model):
     )
 
 
-class FamilyRetention(_Model):
+class FamilyRetention(Model):
     """Which of a family's tags `multibake gc` keeps; without it, all of them."""
 
     keep_last: dict[str, Annotated[int, Field(ge=1)]] = Field(
@@ -111,7 +109,7 @@ class FamilyRetention(_Model):
     )
 
 
-class Gate(_Model):
+class Gate(Model):
     """Checks `build --push` makes before any public tag moves."""
 
     max_growth: SizeLimit | None = Field(
