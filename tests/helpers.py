@@ -9,6 +9,9 @@ import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from multibake.config.load import load
 from multibake.plan import planner as plan
@@ -92,3 +95,11 @@ def run_cli(
         check=False,
         env=dict(environ) if environ is not None else {**os.environ, **(env or {})},
     )
+
+
+def unavailable(message: str) -> NoReturn:
+    """A piece of the stack a test needs is missing: skipped on a workstation, a failure in CI, where
+    nothing may be skipped for want of setup."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, refusing to skip: {message}")
+    pytest.skip(message)
