@@ -173,8 +173,13 @@ def _slow_release(tmp_path: Path, hosts: Hosts, name: str) -> Path:
     solo = tmp_path / "solo"
     solo.mkdir(exist_ok=True)
     (solo / "Dockerfile").write_text("FROM scratch\nARG V\nLABEL v=$V\n")
-    cfg = _release(tmp_path, hosts, name, extra=AMD64_ONLY)
-    cfg.write_text(cfg.read_text())
+    return _slow_app(_release(tmp_path, hosts, name, extra=AMD64_ONLY))
+
+
+def _slow_app(cfg: Path) -> Path:
+    """``cfg``, its app's RUN step made to last long enough for a node to be killed during it."""
+    app = cfg.parent / "app" / "Dockerfile"
+    app.write_text(app.read_text().replace('RUN echo "$VERSION"', 'RUN sleep 20 && echo "$VERSION"'))
     return cfg
 
 
@@ -197,25 +202,8 @@ def test_a_node_killed_mid_build_is_named_keep_going_publishes_the_rest_and_a_re
     hosts: Hosts, tmp_path: Path, builder_name: str
 ) -> None:
     cfg = _slow_release(tmp_path, hosts, builder_name)
-    app = tmp_path / "app" / "Dockerfile"
-    app.write_text(app.read_text().replace('RUN echo "$VERSION"', 'RUN sleep 20 && echo "$VERSION"'))
-    argv = ["build", "--push", "--keep-going", "--progress", "plain", "-c", str(cfg)]
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "multibake", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **hosts.env},
-        cwd=tmp_path,
-    )
-    try:
-        err = "".join(_kill_when_arm_runs(proc, hosts))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        hosts.start("arm")
-    assert proc.returncode == 1, err[-3000:]
+    code, _, err = _build_killing_arm(cfg, hosts, "--keep-going")
+    assert code == 1, err[-3000:]
     endpoint = hosts.nodes["arm"].endpoint
     named = [line for line in err.splitlines() if f"node arm ({endpoint})" in line and "stopped answering" in line]
     assert named, err[-3000:]
@@ -272,9 +260,7 @@ def _build_killing_arm(cfg: Path, hosts: Hosts, *args: str) -> tuple[int, str, s
 def test_with_on_node_loss_emulate_a_node_killed_mid_build_leaves_its_platforms_to_the_other(
     hosts: Hosts, tmp_path: Path, builder_name: str
 ) -> None:
-    cfg = _release(tmp_path, hosts, builder_name)
-    app = tmp_path / "app" / "Dockerfile"
-    app.write_text(app.read_text().replace('RUN echo "$VERSION"', 'RUN sleep 20 && echo "$VERSION"'))
+    cfg = _slow_app(_release(tmp_path, hosts, builder_name))
     code, out, err = _build_killing_arm(cfg, hosts, "--on-node-loss", "emulate")
     assert code == 0, err[-3000:]
     assert f"node arm ({hosts.nodes['arm'].endpoint}) does not answer" in err, err[-3000:]
