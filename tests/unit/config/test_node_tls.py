@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from multibake.config.load import load
 from multibake.config.nodes import TlsOption
 from multibake.errors import ConfigError
 from multibake.preflight.nodes import dry_run_lines, placement_lines
+from tests import certs
 from tests.helpers import make_context, write_config
 
 SECRET_MARK = "MULTIBAKE-TEST-KEY"
@@ -18,31 +18,10 @@ SECRET_MARK = "MULTIBAKE-TEST-KEY"
 
 def _pem(folder: Path) -> None:
     """ca.pem, client.pem and client-key.pem, as a team's CA would hand them out."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (folder / "ca.pem").write_bytes(pem)
-    (folder / "client.pem").write_bytes(pem)
-    (folder / "client-key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    got = certs.issue("t")
+    (folder / "ca.pem").write_bytes(got.cert)
+    (folder / "client.pem").write_bytes(got.cert)
+    (folder / "client-key.pem").write_bytes(got.key)
 
 
 def _config(tmp_path: Path, node: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 import threading
@@ -19,6 +18,7 @@ from multibake.kinds import Mode, NodeLoss, Status
 from multibake.preflight import nodes, tls
 from multibake.preflight.builder import BuilderInfo
 from multibake.release import nodeloss
+from tests import certs
 
 X86: dict[str, Any] = {
     "name": "x86",
@@ -130,42 +130,14 @@ def test_nothing_is_blamed_when_every_node_answers() -> None:
 
 
 def _pki(folder: Path) -> dict[str, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
     out: dict[str, Path] = {}
 
-    def issue(
-        label: str, signer: tuple[object, x509.Name] | None, san: str | None, days: int = 1
-    ) -> tuple[object, x509.Name]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)])
-        ca_key, issuer = signer or (key, subject)
-        build = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=3))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=signer is None, path_length=None), critical=True)
-        )
-        if san:
-            build = build.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
-        cert = build.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
-        out[f"{label}.crt"] = folder / f"{label}.crt"
-        out[f"{label}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        out[f"{label}.key"] = folder / f"{label}.key"
-        out[f"{label}.key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return key, subject
+    def issue(label: str, signer: tuple[Any, Any] | None, san: str | None, days: int = 1) -> tuple[Any, Any]:
+        got = certs.issue(label, signer, san, days)
+        for suffix, pem in (("crt", got.cert), ("key", got.key)):
+            out[f"{label}.{suffix}"] = folder / f"{label}.{suffix}"
+            out[f"{label}.{suffix}"].write_bytes(pem)
+        return got.signer
 
     ca = issue("ca", None, None)
     issue("other-ca", None, None)
