@@ -5,7 +5,7 @@ is answered with ``status`` for the first ``fail_puts`` requests, or during ``fa
 first such request (a registry refusing pushes for a short while: longer than the retries docker
 does by itself), or for every request when ``fail_puts`` is negative (a registry that never lets us in).
 With ``agent``, only clients whose User-Agent contains it are refused (dockerd's pushes say
-``docker/``, BuildKit's ``buildkit/``, multibake's ``python-requests/``).
+``docker/``, BuildKit's ``buildkit/``, multibake's ``multibake/``).
 
 With ``chaos`` (a ``Chaos``), every request (or every one of a client: ``Chaos.agent``) instead fails
 at a seeded rate with a mix of faults: 500/502/503, 429 with ``Retry-After``, a connection reset
@@ -21,7 +21,7 @@ With ``token`` (user, password) it is also a registry that wants a Bearer token,
 GHCR and Harbor do: a request without a valid token is answered 401 with ``WWW-Authenticate: Bearer
 realm=…,service=…,scope=…``; ``GET /token`` grants one for the right Basic credentials (and counts who
 asked); only requests carrying a granted token are forwarded. With ``tls`` it speaks HTTPS (clients
-send credentials only over TLS: python-dxf refuses plain HTTP, and asks the realm over HTTPS).
+send credentials only over TLS: multibake's refuses plain HTTP, and asks the realm over HTTPS).
 
 It listens on 127.0.0.1:5001, which the setup script lists among dockerd's insecure registries
 (BuildKit talks plain HTTP only to those).

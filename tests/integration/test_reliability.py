@@ -102,8 +102,8 @@ def _stages(method: str, path: str, agent: str) -> bool:
 
 
 def _ours(agent: str) -> bool:
-    """A request of multibake's own registry client (requests' agent; ``multibake/`` when it says so)."""
-    return agent.startswith(("python-requests/", "multibake/"))
+    """A request of multibake's own registry client (its agent says ``multibake/``)."""
+    return agent.startswith("multibake/")
 
 
 def _published_once(tmp_path: Path, reg: str) -> tuple[Path, dict[str, Any], dict[str, str | None]]:

@@ -8,7 +8,7 @@ registry with htpasswd auth and TLS (add an entry to ``REGISTRIES`` whose factor
 ``TagRegistry`` with ``credentials``, ``scheme="https"``, ``cafile`` and ``env={"DOCKER_CONFIG": …}``;
 multibake finds the CA as docker does, in /etc/docker/certs.d/<host>/ca.crt or the system store,
 which ``SSL_CERT_FILE`` in ``env`` can name). ``auth`` is the htpasswd + TLS registry of the
-``auth_registry`` fixture: TLS on a host that is not localhost or 127.x, as python-dxf sends a
+``auth_registry`` fixture: TLS on a host that is not localhost or 127.x, as multibake's client sends a
 password only over TLS ("Auth requires HTTPS").
 """
 

@@ -32,7 +32,7 @@ from multibake.platforms import Scheme
 from multibake.preflight import dockerfile as df
 from multibake.refs import untagged
 
-if TYPE_CHECKING:  # the registry client (requests, dxf) is imported only when preflight runs:
+if TYPE_CHECKING:  # the registry client (wire.py, http.client) is imported only when preflight runs:
     # `multibake plan` shows the bases without reading any registry, and starts faster for it
     from multibake.registry.client import Api, Registry
 

@@ -1,11 +1,10 @@
 """The registry API in process: manifests read and written as exact bytes, blobs read.
 
-Publishing is dozens of small registry round-trips (staged indexes read back, public and
-per-platform tags written, every tag verified); one HTTP session per registry, its connections kept
-alive and shared by the few threads that publish, makes each a round-trip on an open connection.
-python-dxf speaks the API and its auth flows (Basic, Bearer tokens); credentials come from
-``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's registry host (auth.py), else from
-docker's own config, as docker and buildx find them.
+Publishing is hundreds of small registry round-trips (staged indexes read back, public and
+per-platform tags written, every tag verified); each thread keeps its connection to a registry open
+(wire.py, which also speaks the auth flows: Basic, Bearer tokens), so each is one round-trip.
+Credentials come from ``$MULTIBAKE_REGISTRY_USER``/``PASSWORD`` for the release's registry host
+(auth.py), else from docker's own config, as docker and buildx find them.
 Failures are classified once (``RegistryError.transient``); ``Registry`` wraps every call a release
 makes in the one retry rule (retry.py), including merging images into one index.
 """
@@ -16,34 +15,33 @@ import hashlib
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from multibake import __version__
 from multibake.config.schema import Retry
 from multibake.errors import BuildError
 from multibake.failures import Failure, Kind
+from multibake.refs import untagged
 from multibake.registry.auth import Login
-from multibake.registry.connect import Ref, ca_bundle, credentials_for, next_page, parse, plain_http, session
+from multibake.registry.connect import Ref, credentials_for, parse
 from multibake.registry.errors import (
     DELETES_REFUSED,
     NoSuchRepository,
     RegistryError,
+    WireError,
     failure_of,
-    request_errors,
     status_of,
 )
 from multibake.registry.manifest import RawManifest, digest_of, platform_name
 from multibake.registry.patience import Patience
 from multibake.retry import Budget, GaveUp, RetryPolicy, Transient
 
-if TYPE_CHECKING:  # the HTTP libraries load at the first request (a build starts bake without them)
-    import requests
-    from dxf import DXF, DXFBase
+if TYPE_CHECKING:  # the HTTP client loads at the first request (a build starts bake without it)
+    from multibake.registry import wire
 
 T = TypeVar("T")
-HTTP_LIBRARIES = ("requests", "dxf", "tenacity")  # what the first request imports (preload.py)
+HTTP_LIBRARIES = ("multibake.registry.wire", "tenacity")  # what the first request imports (preload.py)
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -53,38 +51,19 @@ MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refu
 _local = threading.local()
 
 
-def _client(
-    ref: Ref, timeout: float = TIMEOUT, login: Login | None = None, actions: tuple[str, ...] = ("pull", "push")
-) -> DXF:
-    """One client per repository, thread and token scope (``delete`` is asked for by gc's deletes only)."""
-    clients: dict[tuple[str, str, float, Login | None, tuple[str, ...]], DXF] = _local.__dict__.setdefault(
-        "clients", {}
+_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
     )
-    key = (ref.host, ref.repo, timeout, login, actions)
-    if key not in clients:
-        from dxf import DXF
-
-        def auth(dxf: DXFBase, response: requests.Response) -> None:
-            user, secret = credentials_for(ref.host, login) or (None, None)
-            dxf.authenticate(
-                user, secret, response=response, actions=list(actions), user_agent=f"multibake/{__version__}"
-            )
-
-        made = DXF(
-            ref.api_host,
-            ref.repo,
-            auth=auth,
-            insecure=plain_http(ref.host),
-            tlsverify=ca_bundle(ref.api_host),
-            timeout=timeout,
-        )
-        made._sessions = [session(ref.api_host)]  # dxf alone opens a new connection for every request
-        clients[key] = made
-    return clients[key]
+)
 
 
 class Http:
-    """The registry API over HTTP(S), one session per repository and thread."""
+    """The registry API over HTTP(S) (wire.py), each request authorized for its repository."""
 
     def __init__(self, timeout: float = TIMEOUT, login: Login | None = None) -> None:
         self.timeout = timeout  # seconds per request (connect, and each read)
@@ -96,34 +75,57 @@ class Http:
     def with_login(self, login: Login) -> Http:
         return Http(self.timeout, login)
 
+    def _call(
+        self,
+        method: str,
+        ref: Ref,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        actions: tuple[str, ...] = ("pull", "push"),
+    ) -> wire.Answer:
+        """One request to ``ref``'s repository (``path`` below ``/v2/<repo>/``, or absolute), through wire.py."""
+        from multibake.registry import wire  # with the first request: a build starts bake without it
+
+        login = self.login
+
+        def creds() -> tuple[str, str] | None:
+            return credentials_for(ref.host, login)
+
+        auth = wire.Auth(ref.repo, actions, creds, login)
+        target = path if path.startswith("/") else f"/v2/{ref.repo}/{path}"
+        return wire.call(method, ref.api_host, target, auth=auth, timeout=self.timeout, headers=headers, body=body)
+
     def get_manifest(self, ref: str) -> tuple[bytes, str] | None:
         """The manifest ``ref`` names, exact bytes and media type, or None when the registry has none."""
         parsed = parse(ref)
         try:
-            _, response = _client(parsed, self.timeout, self.login).get_manifest_and_response(parsed.reference)
-        except request_errors() as exc:
+            answer = self._call("GET", parsed, f"manifests/{parsed.reference}", headers={"Accept": _ACCEPT})
+        except WireError as exc:
             if status_of(exc) == 404:
                 return None
             raise failure_of(f"reading {ref}", exc) from exc
-        media = response.headers.get("Content-Type", "").split(";")[0].strip()
-        return response.content, media
+        return answer.body, answer.header("Content-Type").split(";")[0].strip()
 
     def get_blob(self, ref: str, digest: str) -> bytes:
         """A blob (an image config) of ``ref``'s repository, checked against its digest."""
         parsed = parse(ref)
+        what = f"reading blob {digest} of {ref}"
         try:
-            return b"".join(cast(Iterable[bytes], _client(parsed, self.timeout, self.login).pull_blob(digest)))
-        except request_errors() as exc:
-            raise failure_of(f"reading blob {digest} of {ref}", exc) from exc
+            body = self._call("GET", parsed, f"blobs/{digest}").body
+        except WireError as exc:
+            raise failure_of(what, exc) from exc
+        if digest_of(body) != digest and digest.startswith("sha256:"):
+            raise RegistryError(f"{what}: the registry served other bytes ({digest_of(body)})", transient=True)
+        return body
 
     def put_manifest(self, ref: str, body: bytes, media_type: str) -> None:
         """Write ``body`` as the manifest ``ref`` names, byte for byte (so its digest is kept)."""
         parsed = parse(ref)
         try:
-            _client(parsed, self.timeout, self.login)._request(  # type: ignore[no-untyped-call]  # dxf's set_manifest re-encodes text
-                "put", f"manifests/{parsed.reference}", data=body, headers={"Content-Type": media_type}
-            )
-        except request_errors() as exc:
+            self._call("PUT", parsed, f"manifests/{parsed.reference}", headers={"Content-Type": media_type}, body=body)
+        except WireError as exc:
             raise failure_of(f"writing {ref}", exc) from exc
 
     def delete_manifest(self, ref: str) -> bool:
@@ -131,9 +133,8 @@ class Http:
         parsed = parse(ref)
         try:
             # a token registry grants deletes only to a token asked for them
-            client = _client(parsed, self.timeout, self.login, ("pull", "push", "delete"))
-            client._request("delete", f"manifests/{parsed.reference}")  # type: ignore[no-untyped-call]
-        except request_errors() as exc:
+            self._call("DELETE", parsed, f"manifests/{parsed.reference}", actions=("pull", "push", "delete"))
+        except WireError as exc:
             status = status_of(exc)
             if status == 404:
                 return False
@@ -144,24 +145,25 @@ class Http:
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository`` (``host/name``), following the registry's pages (its ``Link`` headers)."""
+        from multibake.registry import wire
+
         parsed = parse(f"{repository}:latest")
         what = f"listing the tags of {repository}"
-        client = _client(parsed, self.timeout, self.login)
         tags: list[str] = []
         path: str | None = "tags/list"
         try:
             while path:
-                response = client._request("get", path)  # type: ignore[no-untyped-call]  # dxf's own paging follows any host
-                tags.extend(str(t) for t in (response.json().get("tags") or []))
-                path = next_page(response, parsed.api_host)
+                answer = self._call("GET", parsed, path)
+                tags.extend(str(t) for t in (json.loads(answer.body).get("tags") or []))
+                path = wire.next_page(answer, parsed.api_host)
                 if len(tags) > MAX_TAGS:
                     raise RegistryError(f"{what}: more than {MAX_TAGS:,} tags", transient=False)
-        except request_errors() as exc:
+        except WireError as exc:
             failure = failure_of(what, exc)
             if status_of(exc) == 404:
                 raise NoSuchRepository(str(failure), transient=False) from exc
             raise failure from exc
-        except ValueError as exc:  # not JSON
+        except (ValueError, AttributeError) as exc:  # not JSON, or not an object
             raise RegistryError(f"{what}: the answer is not a tag list", transient=False) from exc
         return tags
 
@@ -243,8 +245,9 @@ class Registry:
         doc = json.loads(body)
         media = str(doc.get("mediaType") or served or "application/vnd.docker.distribution.manifest.v2+json")
         held = RawManifest(media_type=media, digest="sha256:" + hashlib.sha256(body).hexdigest(), doc=doc, body=body)
-        if ref.endswith(f"@{held.digest}"):  # the bytes it names, checked: served again without asking
-            self.by_digest[ref] = held
+        # the bytes, checked, are what the repository serves by that digest, now and later: a read by
+        # digest is served again without asking (a per-platform tag's read gives its platform image)
+        self.by_digest.setdefault(f"{untagged(ref.partition('@')[0])}@{held.digest}", held)
         return held
 
     def tags(self, repository: str, *, missing_ok: bool = False) -> list[str]:

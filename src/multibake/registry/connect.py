@@ -5,20 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import ssl
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from multibake.refs import is_host, untagged
 from multibake.registry.auth import HUB_AUTH_KEY, Login, auth_key
 from multibake.registry.errors import RegistryError
-
-if TYPE_CHECKING:
-    import requests
 
 _DOCKER_HUB = "registry-1.docker.io"  # where docker.io's API answers
 
@@ -56,17 +49,11 @@ def plain_http(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> boo
     return host.startswith(("localhost", "127.")) and not (certs_root / host / "ca.crt").is_file()
 
 
-def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | bool:
-    """What to verify ``host``'s TLS certificate against, as docker does.
-
-    docker's per-registry CA (``/etc/docker/certs.d/<host>/ca.crt``) first, then the system's trust
-    store (where an in-house CA is installed), else requests' own bundle.
-    """
+def ca_bundle(host: str, certs_root: Path = Path("/etc/docker/certs.d")) -> str | None:
+    """The CA file to verify ``host``'s TLS certificate against, as docker does: its own
+    (``/etc/docker/certs.d/<host>/ca.crt``), else None for the system's trust store."""
     own = certs_root / host / "ca.crt"
-    if own.is_file():
-        return str(own)
-    system = ssl.get_default_verify_paths().cafile
-    return system if system and Path(system).is_file() else True
+    return str(own) if own.is_file() else None
 
 
 def credentials(host: str, config_dir: Path | None = None) -> tuple[str, str] | None:
@@ -114,37 +101,3 @@ def _auth_host(key: str) -> str:
     if key == HUB_AUTH_KEY:
         return key
     return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
-
-
-_sessions: dict[str, requests.Session] = {}
-_sessions_lock = threading.Lock()
-POOL = 8  # connections kept open per registry: as many as requests run at once (publish.WORKERS)
-
-
-def session(host: str) -> requests.Session:
-    """One HTTP session per registry host, its connections kept alive and shared by every thread and repository."""
-    import requests  # at the first request: a build starts bake without it
-
-    with _sessions_lock:
-        if host not in _sessions:
-            session = requests.Session()
-            # the proxy environment is read once per registry, not on every request (a fifth of its CPU);
-            # a token server on another host goes through the same proxy
-            session.proxies = requests.utils.get_environ_proxies(f"{'http' if plain_http(host) else 'https'}://{host}/")
-            session.trust_env = False
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            _sessions[host] = session
-        return _sessions[host]
-
-
-def next_page(response: requests.Response, host: str) -> str | None:
-    """The next page of a paginated list, on the same registry only (credentials go with each request)."""
-    nxt = response.links.get("next", {}).get("url")
-    if not nxt:
-        return None
-    url = urlsplit(nxt)
-    if url.netloc and url.netloc != host:
-        raise RegistryError(f"the registry's next page is on another host ({url.netloc[:80]})", transient=False)
-    return url.path + (f"?{url.query}" if url.query else "")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from http.client import HTTPMessage
 
 
 class RegistryError(Exception):
@@ -18,29 +20,42 @@ class NoSuchRepository(RegistryError):
     """A tag list asked of a repository the registry does not know (404)."""
 
 
+class WireError(Exception):
+    """A request that got no usable answer (raised by py, classified here)."""
+
+
+class HttpStatus(WireError):
+    """The registry answered, and not with a success."""
+
+    def __init__(self, status: int, headers: HTTPMessage, body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.headers, self.body = status, headers, body
+
+
+class Unreachable(WireError):
+    """No connection: refused, reset, or the host does not resolve."""
+
+
+class Dropped(WireError):
+    """The connection broke after the request went out."""
+
+
+class TimedOut(WireError):
+    pass
+
+
+class Untrusted(WireError):
+    """TLS failed in a way a retry does not mend (an unknown CA, plain HTTP on the other end)."""
+
+
+class InsecureAuth(WireError):
+    """The registry asks for credentials over plain HTTP."""
+
+
 DELETES_REFUSED = (
     "the registry does not allow deletes (HTTP 405 UNSUPPORTED); for distribution's registry set "
     "storage.delete.enabled: true (REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it"
 )
-
-
-@functools.cache
-def request_errors() -> tuple[type[Exception], ...]:
-    """What a failed request raises: the HTTP libraries are imported at the first request, not at start-up."""
-    import requests
-    import urllib3
-    from dxf.exceptions import DXFError
-
-    return (requests.RequestException, DXFError, urllib3.exceptions.HTTPError, ConnectionError)
-
-
-@functools.cache
-def _dropped() -> tuple[type[Exception], ...]:
-    """A connection dropped while a body was read surfaces as any of these, depending on where it broke."""
-    import requests
-    import urllib3
-
-    return (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
 
 
 _UNAUTHORIZED = (
@@ -48,55 +63,43 @@ _UNAUTHORIZED = (
     "(docker login, a credential helper, or $MULTIBAKE_REGISTRY_USER and $MULTIBAKE_REGISTRY_PASSWORD)"
 )
 
-_TLS_REASON = re.compile(r"certificate verify failed[^()'\"]*|wrong version number|hostname mismatch[^()'\"]*")
-
 
 def failure_of(what: str, exc: Exception) -> RegistryError:
     """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
-    import requests
-    from dxf.exceptions import DXFAuthInsecureError, DXFUnauthorizedError
-
-    if isinstance(exc, DXFUnauthorizedError):
-        return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
-    if isinstance(exc, DXFAuthInsecureError):
+    if isinstance(exc, RegistryError):
+        return RegistryError(f"{what}: {exc}", transient=exc.transient, retry_after=exc.retry_after)
+    if isinstance(exc, HttpStatus):
+        status = exc.status
+        if status == 401:
+            return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
+        detail = _detail(exc.body.decode("utf-8", "replace"))
+        transient = status >= 500 or status == 429
+        wait = _retry_after(exc.headers.get("Retry-After"))
+        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
+    if isinstance(exc, InsecureAuth):
         return RegistryError(
             f"{what}: the registry asks for credentials over plain HTTP, and multibake sends them only over TLS "
             "(serve it over TLS, its CA in /etc/docker/certs.d/HOST/ca.crt)",
             transient=False,
         )
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        if status == 401:
-            return RegistryError(f"{what}: {_UNAUTHORIZED}", transient=False)
-        detail = _detail(exc.response.text)
-        transient = status >= 500 or status == 429
-        wait = _retry_after(exc.response.headers.get("Retry-After"))
-        return RegistryError(f"{what}: HTTP {status} {detail}".rstrip(), transient=transient, retry_after=wait)
-    if isinstance(exc, requests.exceptions.SSLError):  # a ConnectionError to requests, but it lasts
-        found = _TLS_REASON.search(str(exc))
-        reason = found.group(0).strip() if found else "TLS handshake failed"
+    if isinstance(exc, Untrusted):
         return RegistryError(
-            f"{what}: the registry's TLS certificate is not trusted ({reason}); "
+            f"{what}: the registry's TLS certificate is not trusted ({exc}); "
             "docker and multibake take a registry's CA from /etc/docker/certs.d/HOST/ca.crt",
             transient=False,
         )
-    if isinstance(exc, requests.Timeout):
-        return RegistryError(f"{what}: {type(exc).__name__}: timed out", transient=True)
-    if isinstance(exc, (*_dropped(), ConnectionError)):
-        why = "cannot connect (refused, reset, or the host does not resolve)"
-        if not isinstance(exc, requests.ConnectionError):
-            why = "the connection dropped mid-answer"
-        return RegistryError(f"{what}: {type(exc).__name__}: {why}", transient=True)
+    if isinstance(exc, TimedOut):
+        return RegistryError(f"{what}: {exc}", transient=True)
+    if isinstance(exc, Unreachable):
+        return RegistryError(f"{what}: cannot connect ({exc}: refused, or the host does not resolve)", transient=True)
+    if isinstance(exc, Dropped):
+        return RegistryError(f"{what}: the connection dropped mid-answer ({exc})", transient=True)
     return RegistryError(f"{what}: {exc}", transient=False)
 
 
 def status_of(exc: Exception) -> int | None:
     """The HTTP status of a failed request, None when it got no answer."""
-    import requests
-
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code
-    return None
+    return exc.status if isinstance(exc, HttpStatus) else None
 
 
 def _retry_after(value: str | None) -> float:

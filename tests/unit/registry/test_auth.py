@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import stat
 import subprocess
@@ -9,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import requests
-from dxf.exceptions import DXFAuthInsecureError
 
 from multibake.errors import EXIT_FAILED, EXIT_USAGE, BuildError, UsageError
 from multibake.registry import auth, connect
@@ -151,11 +150,8 @@ def test_a_loopback_registry_is_reached_over_tls_when_docker_has_its_ca(tmp_path
     assert not connect.plain_http("127.0.0.1:5443", tmp_path)
 
 
-def _http_error(status: int, text: str) -> requests.HTTPError:
-    response = requests.Response()
-    response.status_code = status
-    response._content = text.encode()
-    return requests.HTTPError(f"{status}", response=response)
+def _http_error(status: int, text: str) -> rerrors.HttpStatus:
+    return rerrors.HttpStatus(status, http.client.HTTPMessage(), text.encode())
 
 
 @pytest.mark.parametrize(
@@ -163,14 +159,10 @@ def _http_error(status: int, text: str) -> requests.HTTPError:
     [
         (_http_error(401, '{"errors":[{"code":"UNAUTHORIZED"}]}'), "401 unauthorized"),
         (
-            requests.exceptions.SSLError(
-                "HTTPSConnectionPool(host='10.0.0.1', port=5443): Max retries exceeded (Caused by "
-                "SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
-                "unable to get local issuer certificate (_ssl.c:1006)')))"
-            ),
+            rerrors.Untrusted("certificate verify failed: unable to get local issuer certificate"),
             "TLS certificate is not trusted (certificate verify failed: unable to get local issuer certificate",
         ),
-        (DXFAuthInsecureError(), "multibake sends them only over TLS"),
+        (rerrors.InsecureAuth("plain HTTP"), "multibake sends them only over TLS"),
     ],
 )
 def test_refused_credentials_and_untrusted_certificates_are_not_retried(exc: Exception, said: str) -> None:
