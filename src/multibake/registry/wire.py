@@ -125,6 +125,8 @@ def _authorize(scheme: str, host: str, answer: Answer, auth: Auth, timeout: floa
             raise HttpStatus(answer.status, answer.headers, answer.body)
         return basic
     params = {m.group(1).lower(): m.group(2) or m.group(3) or "" for m in _CHALLENGE.finditer(challenge)}
+    if not urlsplit(params.get("realm", "")).netloc:  # a challenge naming no token server: a refusal
+        raise HttpStatus(answer.status, answer.headers, answer.body)
     return "Bearer " + _token(params, auth, basic, timeout)
 
 
