@@ -146,6 +146,16 @@ def test_a_release_with_nothing_changed_moves_no_tag(stack: Stack) -> None:
     assert stack.registry.writes[written:] == [], "no public tag may be written"
 
 
+def test_a_release_with_nothing_changed_reads_no_image_its_tags_already_gave(stack: Stack) -> None:
+    """A per-platform tag's read is its platform image: neither promote nor verify's sizes read it again."""
+    assert stack.build(push=True).ok
+    read = len(stack.registry.manifest_reads)
+    assert stack.build(push=True).ok
+    by_digest = [ref for ref in stack.registry.manifest_reads[read:] if "@sha256:" in ref]
+    images = [ref for ref in by_digest if "index" not in (stack.registry.get_manifest(ref) or (b"", ""))[1]]
+    assert len(by_digest) == 3 and images == []  # each cell's staged index, and no platform image
+
+
 def _staging_tags(fake: FakeRegistry) -> set[str]:
     return {tag for _, tag in fake.manifests if tag.startswith("multibake-staging-")}
 
