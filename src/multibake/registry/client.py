@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -48,7 +47,6 @@ _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 TIMEOUT = 60.0  # seconds per request: a registry that stalls longer is treated as a transient failure
 IMPATIENT_WINDOW = 10.0  # seconds an impatient read is retried while its registry answers others
 MAX_TAGS = 100_000  # a tag list longer than this (or a pagination loop) is refused, not read forever
-_local = threading.local()
 
 
 _ACCEPT = ", ".join(

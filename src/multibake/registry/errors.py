@@ -21,7 +21,7 @@ class NoSuchRepository(RegistryError):
 
 
 class WireError(Exception):
-    """A request that got no usable answer (raised by py, classified here)."""
+    """A request that got no usable answer (raised by wire.py, classified here)."""
 
 
 class HttpStatus(WireError):
@@ -66,8 +66,6 @@ _UNAUTHORIZED = (
 
 def failure_of(what: str, exc: Exception) -> RegistryError:
     """One classification for every registry call: 5xx, 429, resets and timeouts are transient."""
-    if isinstance(exc, RegistryError):
-        return RegistryError(f"{what}: {exc}", transient=exc.transient, retry_after=exc.retry_after)
     if isinstance(exc, HttpStatus):
         status = exc.status
         if status == 401:

@@ -279,6 +279,14 @@ def test_a_blob_redirect_is_followed_without_the_credentials(serve: Callable[...
         registry.Http().get_blob(f"127.0.0.1:{front.port}/app:1", "sha256:" + "0" * 64)
 
 
+def test_a_relative_redirect_is_relative_to_the_host_that_sent_it(serve: Callable[..., Server]) -> None:
+    blob = b'{"architecture":"arm"}'
+    store = serve(lambda seen: ok(blob) if seen.path == "/signed" else (302, {"Location": "/signed"}, b""))
+    front = serve(lambda seen: (307, {"Location": f"http://localhost:{store.port}/blob"}, b""))
+    assert registry.Http().get_blob(f"127.0.0.1:{front.port}/app:1", digest_of(blob)) == blob
+    assert [s.path for s in store.seen] == ["/blob", "/signed"] and len(front.seen) == 1
+
+
 def test_a_plain_http_registry_is_reached_through_the_proxy_the_environment_names(
     serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
