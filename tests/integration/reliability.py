@@ -155,6 +155,7 @@ class Monitor:
     interval: float = 0.1
     problems: list[str] = field(default_factory=list)
     polls: int = 0
+    missed: int = 0  # polls a failed read of the registry cut short (the monitor keeps watching)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -175,9 +176,12 @@ class Monitor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for cell in self.plan["cells"]:
-                self._check(cell)
-            self.polls += 1
+            try:
+                for cell in self.plan["cells"]:
+                    self._check(cell)
+                self.polls += 1
+            except OSError:  # the registry itself answered 5xx or dropped a read (it is busy): poll again
+                self.missed += 1
             self._stop.wait(self.interval)
 
     def _check(self, cell: dict[str, Any]) -> None:
